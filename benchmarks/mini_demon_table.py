@@ -4,6 +4,7 @@ seeds, per category, with wall times. Every number comes from real runs of `pyth
 
     python benchmarks/mini_demon_table.py --seeds 0 1 2 --out runs/mini_demon
     python benchmarks/mini_demon_table.py --seeds 0 --extra trainer.max_steps=100   # quicker
+    python benchmarks/mini_demon_table.py --seeds 0 1 2 --layers 0 2 3   # + (c) at other layers k, seed 0
 """
 
 from __future__ import annotations
@@ -43,15 +44,26 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/mini_demon")
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every training run")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also run (c) with VPG-C at these layers k (first seed only)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scores: dict[str, list[dict[str, float]]] = {"(a) base VPG, captions only": []}
     walls: dict[str, list[float]] = {"(a) base VPG, captions only": []}
-    for name, overrides in VARIANTS.items():
+    variants = dict(VARIANTS)
+    for k in args.layers:
+        variants[f"(c) VPG-C, captions + synthetic, k={k} (seed {args.seeds[0]})"] = [f"model.vpgc_layer={k}"]
+    for name, overrides in variants.items():
         scores[name], walls[name] = [], []
-        for seed in args.seeds:
-            run_dir = out / f"{name[1]}_seed{seed}"
+        for seed in args.seeds[:1] if "k=" in name else args.seeds:
+            tag = name[1] + "".join(f"_{o.split('=')[-1]}" for o in overrides if "vpgc_layer" in o)
+            run_dir = out / f"{tag}_seed{seed}"
             cmd = [
                 sys.executable,
                 "-m",
@@ -62,11 +74,10 @@ def main() -> None:
                 *overrides,
                 *args.extra,
             ]
-            walls[name].append(run(cmd, out / f"{name[1]}_seed{seed}.log"))
+            walls[name].append(run(cmd, out / f"{tag}_seed{seed}.log"))
             scores[name].append(category_scores(run_dir / "eval" / "results.json"))
-            if name.startswith(
-                "(c)"
-            ):  # (a): the same run's model without its adapter (VPG-C is zero at init)
+            if name == "(c) VPG-C, captions + synthetic":
+                # (a): the same run's model without its adapter (VPG-C is zero at init)
                 base = run_dir / "eval" / "base_results.json"
                 cmd = [
                     sys.executable,

@@ -1,17 +1,17 @@
 """Training entry point: ``python -m vpgkit.train recipe=vpgc [key=value ...]``.
 
-Hydra composes the recipe (``recipe=vpgc|blip2|otter``, shipped in the wheel as ``vpgkit.recipes``) onto
+Hydra composes the recipe (``recipe=vpgc|vpgc_toy|blip2|otter``, shipped in the wheel as ``vpgkit.recipes``) onto
 the typed schema :class:`vpgkit.config.TrainConfig`, so unknown keys and wrong types fail before anything
 runs. Add your own recipe folders with ``hydra.searchpath=[file:///path/to/recipes]``. Runs under
 ``accelerate launch`` unchanged (see ``recipes/accelerate/``).
 
 Examples::
 
-    python -m vpgkit.train recipe=vpgc                              # tiny default, runs anywhere
+    python -m vpgkit.train recipe=vpgc                              # tiny world default, runs anywhere
     python -m vpgkit.train recipe=vpgc trainer.max_steps=200 resume=auto
     python -m vpgkit.train recipe=vpgc model=vicuna7b_vpgc model.llm.path=/models/vicuna-7b \\
         model.vision.checkpoint=/models/blip2_pretrained.pth data=cheetah_mix optim=adamw_paper trainer=a100
-    torchrun --nproc_per_node 2 -m vpgkit.train recipe=vpgc        # 2 CPU processes (gloo)
+    torchrun --nproc_per_node 2 -m vpgkit.train recipe=vpgc_toy    # 2 CPU processes (gloo)
     accelerate launch --config_file recipes/accelerate/ddp_gpu.yaml -m vpgkit.train recipe=vpgc ...
 """
 
