@@ -32,7 +32,7 @@ from ..storage import atomic_write_json
 from .backbones import train_language_model, train_qformer, train_vision_encoder
 from .language import build_world_tokenizer
 
-DEFAULT_STEPS = {"lm": 1500, "vit": 1200, "qformer": 800}
+DEFAULT_STEPS = {"lm": 2000, "vit": 1200, "qformer": 1500}
 
 
 def default_out() -> Path:
@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(out, args.seed, steps, args.threads)
-    cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]
-    if args.out is not None:
-        cmd.append(f"--out {args.out}")
+    cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
     if args.threads != 2:
         cmd.append(f"--threads {args.threads}")

@@ -162,7 +162,9 @@ def render_text(instance: TaskInstance, image_text: Callable[[Scene], str]) -> s
     """
     text = instance.context
     for k, scene in enumerate(instance.scenes, 1):
-        text = text.replace(f"{{image#{k}}}", image_text(scene))
+        placeholder = f"{{image#{k}}}"
+        if placeholder in text:  # later turns of a conversation do not repeat the image
+            text = text.replace(placeholder, image_text(scene))
     text = instance.instruction + text
     if instance.choices is not None:
         text += choice_suffix(instance.choices)

@@ -111,3 +111,48 @@ def test_train_and_eval_wordings_are_disjoint():
 def test_colours_are_named_consistently():
     for name, rgb in COLOURS.items():
         assert color_name(np.array([rgb], np.uint8)) == name
+
+
+def test_lm_slot_documents_put_mean_word_embeddings_at_image_tokens():
+    """Half of the LM's documents give images as object slots; each slot is the mean embedding of its words."""
+    import torch
+
+    from synthetic.world.backbones import (
+        NUM_SLOTS,
+        lm_batch,
+        lm_example,
+        object_slot_words,
+        slot_inputs_embeds,
+    )
+
+    tok = build_world_tokenizer()
+    image_id = tok.convert_tokens_to_ids("<image>")
+    kinds = [bool(lm_example(0, i)[1]) for i in range(40)]
+    assert 10 < sum(kinds) < 30  # both kinds occur
+    input_ids, labels, slot_words = lm_batch(tok, 0, 0, 8)
+    scenes = [s for i in range(8) for s in lm_example(0, i)[1]]
+    assert int((input_ids == image_id).sum()) == len(scenes) * NUM_SLOTS == slot_words.shape[0] * NUM_SLOTS
+    assert bool((labels[input_ids == image_id] == -100).all())  # slots carry no loss
+    embed = torch.nn.Embedding(len(tok), 16, padding_idx=0)
+    x = slot_inputs_embeds(embed, input_ids, slot_words, image_id)
+    torch.testing.assert_close(x[input_ids != image_id], embed(input_ids)[input_ids != image_id])
+    first = x[input_ids == image_id][:NUM_SLOTS]  # the first slot image, objects in reading order
+    objects = sorted(scenes[0].objects, key=lambda o: o.cell)
+    for j, obj in enumerate(objects):
+        words = torch.tensor(tok(object_slot_words(obj), add_special_tokens=False)["input_ids"])
+        torch.testing.assert_close(first[j], embed(words).mean(0))
+    assert bool((first[len(objects) :] == 0).all())  # empty slots are zero
+
+
+def test_reshape_scene_changes_one_shape_only():
+    from synthetic.world.backbones import reshape_scene
+
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        scene = make_scene(8, i)
+        other = reshape_scene(scene, rng)
+        changed = [(a, b) for a, b in zip(scene.objects, other.objects, strict=True) if a != b]
+        assert len(changed) == 1
+        a, b = changed[0]
+        assert (a.cell, a.box, a.size) == (b.cell, b.box, b.size)
+        assert (a.shape != b.shape) or (a.colour != b.colour)  # recoloured only if no shape was free

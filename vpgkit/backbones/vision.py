@@ -152,8 +152,16 @@ class EvaVisionConfig(PresetConfig):
         "eva_clip_g": {},
         # Width 32 matches QFormerConfig.preset("tiny").vision_width; 5 tokens per image.
         "tiny": {"image_size": 28, "width": 32, "depth": 2, "num_heads": 4, "mlp_dim": 64},
-        # The shipped tiny-world ViT (vpgkit/assets/tiny_world/eva.safetensors): 56 px, 17 tokens, width 96.
-        "tiny_world": {"image_size": 56, "width": 96, "depth": 3, "num_heads": 4, "mlp_dim": 384},
+        # The shipped tiny-world ViT (vpgkit/assets/tiny_world/eva.safetensors): 56 px, 7 px patches (65
+        # tokens; with 14 px patches it learnt shapes barely above chance), width 96.
+        "tiny_world": {
+            "image_size": 56,
+            "patch_size": 7,
+            "width": 96,
+            "depth": 3,
+            "num_heads": 4,
+            "mlp_dim": 384,
+        },
     }
 
     @property
