@@ -47,7 +47,7 @@ __all__ = [
     "scene_rng",
 ]
 
-IMAGE_SIZE = 56  # 4×4 patches of 14 px (17 tokens with CLS): cheap on CPU, small objects still 5–7 px
+IMAGE_SIZE = 56  # 8×8 patches of 7 px (65 tokens with CLS): cheap on CPU, small objects still 5–7 px
 SHAPES = ("circle", "square", "triangle", "diamond")
 # RGB of each colour; each is named the same by synthetic.discriminative.captions.color_name (tested),
 # so difference captions written from pixels use the world's words.
