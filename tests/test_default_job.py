@@ -28,7 +28,8 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
         "data.prepare.n_eval=4",
     ]
     proc = subprocess.run(
-        [sys.executable, "-m", "vpgkit.train", f"output_dir={out}", *short],
+        # a relative output_dir, as the default outputs/vpgc is: image paths must resolve once, from cwd
+        [sys.executable, "-m", "vpgkit.train", "output_dir=run", *short],
         cwd=tmp_path,
         capture_output=True,
         text=True,

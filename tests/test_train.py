@@ -326,6 +326,19 @@ def _jsonl_with_a_missing_image(tmp_path: Path) -> Path:
     return tmp_path / "train.jsonl"
 
 
+def test_a_relative_image_root_is_resolved_once(tmp_path, monkeypatch):
+    """`images: data` with relative paths in the file (as the default job writes under outputs/vpgc/data)."""
+    (tmp_path / "data").mkdir()
+    _jsonl_with_a_missing_image(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    source = "data.train=[{name: files, format: jsonl, path: data/train.jsonl, images: data}]"
+    cfg = config("recipe=vpgc_toy", "output_dir=run", "data.eval=[]", source)
+    model, tokenizer = build_model(cfg.model, cfg.seed)
+    train_set, _, _ = build_datasets(cfg.data, tokenizer, model)
+    item = train_set.datasets["files"][0]
+    assert item["pixel_values"].shape[0] == 1
+
+
 @pytest.mark.parametrize("skip", [False, True])
 def test_bad_samples_stop_the_run_by_name_or_are_skipped_and_counted(tmp_path, skip):
     path = _jsonl_with_a_missing_image(tmp_path)

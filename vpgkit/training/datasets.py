@@ -70,7 +70,9 @@ def build_split(sources: list[SourceConfig], config: DataConfig, tokenizer, mode
             raise DataError(error.reason, f"data source {source.name!r}: {error}") from None
         common = dict(
             image_size=model.vision.image_size,
-            images=source.images,
+            # Readers join `images` into relative file paths already; only MIMIC-IT's image ids need the
+            # store itself (joining twice broke relative roots such as the default outputs/vpgc/data).
+            images=source.images if source.format == "mimicit" else None,
             skip_bad_samples=config.skip_bad_samples,
             report=report,
             name=source.name,
