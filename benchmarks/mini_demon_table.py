@@ -17,10 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = {
-    "(b) VPG-C, captions only": ["data=tiny_world_captions"],
-    "(c) VPG-C, captions + synthetic": [],
-}
+BASE = "(a) base VPG, captions only"
+DEFAULT = "(c) VPG-C, captions + synthetic"
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -54,15 +52,18 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scores: dict[str, list[dict[str, float]]] = {"(a) base VPG, captions only": []}
-    walls: dict[str, list[float]] = {"(a) base VPG, captions only": []}
-    variants = dict(VARIANTS)
-    for k in args.layers:
-        variants[f"(c) VPG-C, captions + synthetic, k={k} (seed {args.seeds[0]})"] = [f"model.vpgc_layer={k}"]
-    for name, overrides in variants.items():
+    # (name, file tag, overrides, seeds); (a) comes from the (c) runs' base model
+    variants = [
+        ("(b) VPG-C, captions only", "b", ["data=tiny_world_captions"], args.seeds),
+        (DEFAULT, "c", [], args.seeds),
+    ]
+    variants += [(f"{DEFAULT}, k={k} (seed {args.seeds[0]})", f"c_{k}", [f"model.vpgc_layer={k}"], args.seeds[:1])
+                 for k in args.layers]  # fmt: skip
+    scores: dict[str, list[dict[str, float]]] = {BASE: []}
+    walls: dict[str, list[float]] = {BASE: []}
+    for name, tag, overrides, seeds in variants:
         scores[name], walls[name] = [], []
-        for seed in args.seeds[:1] if "k=" in name else args.seeds:
-            tag = name[1] + "".join(f"_{o.split('=')[-1]}" for o in overrides if "vpgc_layer" in o)
+        for seed in seeds:
             run_dir = out / f"{tag}_seed{seed}"
             cmd = [
                 sys.executable,
@@ -76,7 +77,7 @@ def main() -> None:
             ]
             walls[name].append(run(cmd, out / f"{tag}_seed{seed}.log"))
             scores[name].append(category_scores(run_dir / "eval" / "results.json"))
-            if name == "(c) VPG-C, captions + synthetic":
+            if name == DEFAULT:
                 # (a): the same run's model without its adapter (VPG-C is zero at init)
                 base = run_dir / "eval" / "base_results.json"
                 cmd = [
@@ -93,8 +94,8 @@ def main() -> None:
                     "--demon",
                     *json.loads((run_dir / "eval" / "results.json").read_text())["settings"].get("demon", []),
                 ]
-                walls["(a) base VPG, captions only"].append(run(cmd, out / f"a_seed{seed}.log"))
-                scores["(a) base VPG, captions only"].append(category_scores(base))
+                walls[BASE].append(run(cmd, out / f"a_seed{seed}.log"))
+                scores[BASE].append(category_scores(base))
     categories = sorted({c for runs in scores.values() for s in runs for c in s})
     print(f"\nmini-DEMON, seeds {args.seeds}; mean ± std over seeds (percent)\n")
     print("| variant | " + " | ".join(categories) + " | wall s (per run) |")
@@ -103,8 +104,10 @@ def main() -> None:
         cells = []
         for c in categories:
             values = [s[c] for s in runs if c in s]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}" if values else "–")
+            if len(values) > 1:
+                cells.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
+            else:
+                cells.append(f"{values[0]:.1f}" if values else "–")
         print(f"| {name} | " + " | ".join(cells) + f" | {statistics.mean(walls[name]):.0f} |")
     (out / "table.json").write_text(json.dumps({"scores": scores, "walls": walls}, indent=2))
 

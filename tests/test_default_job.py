@@ -7,11 +7,10 @@ trains VPG-C on the shipped backbones, evaluates on mini-DEMON and writes adapte
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from safetensors.torch import load_file
+from train_cli import run_train
 
 from synthetic.world.tasks import TASK_INFO
 
@@ -27,15 +26,8 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
         "data.prepare.n_edits=24",
         "data.prepare.n_eval=4",
     ]
-    proc = subprocess.run(
-        # a relative output_dir, as the default outputs/vpgc is: image paths must resolve once, from cwd
-        [sys.executable, "-m", "vpgkit.train", "output_dir=run", *short],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # a relative output_dir, as the default outputs/vpgc is: image paths must resolve once, from cwd
+    proc = run_train("output_dir=run", *short, cwd=tmp_path, timeout=900)
     assert "recipe vpgc: 8 steps on 1 process(es)" in proc.stdout
     # the data came from `synthetic`: attention-guided pairs next to the captions, and mini-DEMON
     synthetic = [json.loads(line) for line in (out / "data" / "synthetic.jsonl").read_text().splitlines()]

@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
+from train_cli import run_train
 
 from vpgkit.config import TrainConfig, register_schema, to_train_config
 from vpgkit.data import Collator
@@ -67,22 +68,7 @@ def test_vpgc_recipe_trains_only_vpgc():
 
 def test_main_job_writes_an_adapter_from_any_directory(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpgkit.train",
-            "recipe=vpgc_toy",
-            f"output_dir={out}",
-            "trainer.max_steps=6",
-            *FAST,
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_train("recipe=vpgc_toy", f"output_dir={out}", "trainer.max_steps=6", *FAST, cwd=tmp_path)
     assert "recipe vpgc_toy: 6 steps on 1 process(es)" in proc.stdout
     assert (out / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
     config_json = json.loads((out / "adapter" / "vpgkit_config.json").read_text())
@@ -196,13 +182,7 @@ def latest_step(out: Path) -> int:
 def test_two_processes_give_the_same_adapter_as_one(tmp_path):
     """torchrun with 2 CPU processes (gloo, DDP) against one process, same global batch: ≤ 1e-5."""
     args = ["recipe=vpgc_toy", "trainer.max_steps=4", *FAST]
-    one = subprocess.run(
-        [sys.executable, "-m", "vpgkit.train", *args, f"output_dir={tmp_path / 'one'}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    run_train(*args, f"output_dir={tmp_path / 'one'}", cwd=tmp_path)
     torchrun = [
         sys.executable,
         "-m",
@@ -248,23 +228,7 @@ def test_installed_wheel_runs_the_main_job_from_another_directory(tmp_path):
     )
     assert where.stdout.startswith(str(target)), where.stdout + where.stderr
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vpgkit.train",
-            "recipe=vpgc_toy",
-            f"output_dir={out}",
-            "trainer.max_steps=2",
-            *FAST,
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_train("recipe=vpgc_toy", f"output_dir={out}", "trainer.max_steps=2", *FAST, cwd=tmp_path, env=env)
     assert (out / "adapter" / "adapter.safetensors").is_file()
 
 

@@ -9,9 +9,9 @@ Three stages, each a function of (seed, steps) on scenes generated on the fly:
    documents an image is its full description in words; in the other half it is
    :data:`NUM_SLOTS` *object slots* at ``<image>`` positions, one per object in reading order, each the
    mean of the LM's own embeddings of that object's words (``small red square top left``), empty slots
-   zero. Why: a 4-layer LM trained on words alone read soft prompts poorly (with such a build, VPG-C
-   trained directly on full descriptions got colour and shape right for 6% of small objects in its
-   descriptions). With exact slots this LM answers 75% of held-out detail questions (57% from words);
+   zero. Why: a 4-layer LM trained on words alone read soft prompts poorly (with such a build, VPG-C at
+   k = 1 trained directly on full descriptions got colour and shape right for 6% of small objects in
+   its descriptions). With exact slots this LM answers 75% of held-out detail questions (57% from words);
    writing the slots from pixels is still the Q-Former's job.
 2. :func:`train_vision_encoder` — a :class:`~vpgkit.backbones.TimmEvaEncoder` (``tiny_world`` preset) is
    trained contrastively (symmetric InfoNCE) against a small text encoder on FULL descriptions. Every
@@ -39,6 +39,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from vpgkit.backbones import EvaVisionConfig, ImageProcessor, TimmEvaEncoder
+from vpgkit.backbones.language import tiny_llama_config
 from vpgkit.data import Sample, Turn
 from vpgkit.data.collation import Collator
 from vpgkit.data.templates import VICUNA_V0_SYSTEM, get_template
@@ -58,7 +59,6 @@ __all__ = [
     "lm_batch",
     "lm_document",
     "lm_example",
-    "lm_segments",
     "object_slot_words",
     "slot_inputs_embeds",
     "slot_word_ids",
@@ -93,21 +93,40 @@ class StageResult:
 
 
 def world_llama_config(vocab_size: int) -> LlamaConfig:
-    """The shipped tiny LLaMA: 4 layers × 128 wide (D_llm = 128), 512 positions."""
-    return LlamaConfig(
-        vocab_size=vocab_size,
+    """The shipped tiny LLaMA: vpgkit's 4-layer tiny LLaMA at 128 wide (D_llm = 128), 512 positions."""
+    return tiny_llama_config(
+        vocab_size,
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=4,
-        num_attention_heads=4,
         num_key_value_heads=4,
         max_position_embeddings=512,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
         initializer_range=0.05,
     )
+
+
+def _optimise(
+    name: str,
+    params: list[nn.Parameter],
+    steps: int,
+    step_loss: Callable[[int], tuple[torch.Tensor, str]],
+    log: Callable[[str], None],
+    **adamw,
+) -> StageResult:
+    """AdamW + warmup/cosine, clipping at 1.0; ``step_loss(step)`` returns (loss, extra log text)."""
+    opt = torch.optim.AdamW(params, **adamw)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
+    losses, start = [], time.perf_counter()
+    for step in range(steps):
+        loss, note = step_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == steps - 1:
+            log(f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}{note}")
+    return StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
 
 
 def _cosine(step: int, total: int, warmup: int) -> float:
@@ -134,11 +153,6 @@ def _instance(task: str, scene: Scene, rng: np.random.Generator):
 def object_slot_words(obj: WorldObject) -> str:
     """The words whose embeddings make ``obj``'s slot: size, colour, shape, position (``small red square top left``)."""
     return f"{obj.size} {obj.colour} {obj.shape} {obj.position}"
-
-
-def lm_segments(seed: int, i: int) -> list[tuple[str, bool]]:
-    """Training document ``i`` as (text, carries loss) segments in the vicuna_v0 format (see :func:`lm_example`)."""
-    return lm_example(seed, i)[0]
 
 
 def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[Scene]]:
@@ -188,8 +202,8 @@ def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[Scene]]:
 
 
 def lm_document(seed: int, i: int) -> str:
-    """Training document ``i`` as plain text (see :func:`lm_segments`)."""
-    return "".join(text for text, _ in lm_segments(seed, i))
+    """Training document ``i`` as plain text (see :func:`lm_example`)."""
+    return "".join(text for text, _ in lm_example(seed, i)[0])
 
 
 def lm_batch(
@@ -267,29 +281,22 @@ def train_language_model(
     lr: float = 3e-3,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, StageResult]:
-    """Train the tiny LLaMA on :func:`lm_segments` documents (loss on the answers)."""
+    """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers)."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
-    losses, start = [], time.perf_counter()
     model.train()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    for step in range(steps):
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
         input_ids, labels, slot_words = lm_batch(tokenizer, seed, step * batch_size, batch_size)
         mask = (input_ids != tokenizer.pad_token_id).long()
         embeds = slot_inputs_embeds(model.get_input_embeddings(), input_ids, slot_words, image_token_id)
-        loss = model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            log(f"[lm] step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}")
+        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss, ""
+
+    params = list(model.parameters())
+    result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.eval().requires_grad_(False)
-    return model, StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
+    return model, result
 
 
 # ------------------------------------------------------------------------------------------ vision
@@ -365,11 +372,9 @@ def train_vision_encoder(
         *text_proj.parameters(),
         logit_scale,
     ]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
     processor = ImageProcessor(size=config.image_size)
-    losses, start = [], time.perf_counter()
-    for step in range(steps):
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
         rng = np.random.default_rng([seed, VIT_STREAM, step])
         scenes: list[Scene] = []
         for b in range(pairs_per_batch):
@@ -383,17 +388,11 @@ def train_vision_encoder(
         logits = logit_scale.exp().clamp(max=100) * img @ txt.T
         target = torch.arange(len(scenes))
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            acc = float((logits.argmax(1) == target).float().mean())
-            log(f"[vit] step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f} batch acc {acc:.2f}")
+        return loss, f" batch acc {float((logits.argmax(1) == target).float().mean()):.2f}"
+
+    result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     vit._freeze()
-    return vit, StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
+    return vit, result
 
 
 @torch.no_grad()
@@ -431,10 +430,8 @@ def train_qformer(
                          num_queries=qformer.config.num_queries, max_length=256)  # fmt: skip
     collate = Collator(tokenizer.pad_token_id, vit.image_size)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
-    losses, start = [], time.perf_counter()
-    for step in range(steps):
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
         rng = np.random.default_rng([seed, QFORMER_STREAM, step])
         idx = rng.integers(num_images, size=batch_size)
         items = []
@@ -448,14 +445,9 @@ def train_qformer(
         batch = collate(items)
         out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
                     vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(out.loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            log(f"[qformer] step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}")
+        return out.loss, ""
+
+    result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
     model.remove_hooks()
     qformer.eval().requires_grad_(False)
-    return qformer, StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
+    return qformer, result

@@ -29,7 +29,6 @@ Example:
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +119,3 @@ def make_mini_demon(
     bar.close()
     atomic_write_json(out / "index.json", {"seed": seed, "per_task": per_task, "tasks": index})
     return paths
-
-
-def load_index(out_dir: str | Path) -> dict:
-    """``index.json`` of a mini-DEMON folder."""
-    return json.loads((Path(out_dir) / "index.json").read_text(encoding="utf-8"))

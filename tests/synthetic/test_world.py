@@ -148,6 +148,7 @@ def test_reshape_scene_changes_one_shape_only():
     from synthetic.world.backbones import reshape_scene
 
     rng = np.random.default_rng(0)
+    reshaped = 0
     for i in range(30):
         scene = make_scene(8, i)
         other = reshape_scene(scene, rng)
@@ -155,4 +156,6 @@ def test_reshape_scene_changes_one_shape_only():
         assert len(changed) == 1
         a, b = changed[0]
         assert (a.cell, a.box, a.size) == (b.cell, b.box, b.size)
-        assert (a.shape != b.shape) or (a.colour != b.colour)  # recoloured only if no shape was free
+        assert (a.shape != b.shape) != (a.colour != b.colour)  # one attribute changes
+        reshaped += a.shape != b.shape
+    assert reshaped >= 27  # recolouring is only the fallback when every shape of that colour is taken
