@@ -1,6 +1,8 @@
 """DEMON-format evaluation: metrics (ROUGE-L, accuracy with free-text answers mapped to options), DEMON
-tasks and categories, answer generation, and :func:`evaluate_demon`. See docs/evaluation.md."""
+tasks and categories, answer generation, controls (text-only baselines, control variants, subsets), and
+:func:`evaluate_demon`. See docs/evaluation.md."""
 
+from .controls import MAX_CONSTANT_CANDIDATES, no_vision_baselines
 from .demon import (
     CATEGORIES,
     DEMON_TASKS,
@@ -29,6 +31,7 @@ from .runner import STOP_STRINGS, PredictionStore, generate_answers
 __all__ = [
     "CATEGORIES",
     "DEMON_TASKS",
+    "MAX_CONSTANT_CANDIDATES",
     "METRICS",
     "STOP_STRINGS",
     "ChoiceMatch",
@@ -45,6 +48,7 @@ __all__ = [
     "load_task",
     "load_tasks",
     "map_to_choice",
+    "no_vision_baselines",
     "normalize",
     "resolve_category",
     "rouge_l",

@@ -20,6 +20,12 @@ that folder is called ``core``), unless only ``metadata.dataset`` names a DEMON 
 Scores are percentages: a task's score is the mean of its samples' scores × 100; a category's score is
 the unweighted mean over its tasks, as DEMON reports it.
 
+**Controls** (vpgkit's extension, reported by :mod:`vpgkit.evaluation.controls`): a task file whose
+``metadata.control`` is ``{"of": "<base task name>", "kind": "<kind>"}`` (e.g. ``"both_blank"``: every
+image blank) is a control variant of another task; it is scored but never counted in a category
+(:func:`aggregate`). A data item may carry ``"subsets": ["unchanged", ...]``, tags whose samples'
+mean score is reported per task.
+
 Example:
     >>> aggregate([TaskScore("Spot-the-Diff", "VRI", "rouge_l", 30.0, 10),
     ...            TaskScore("IEdit", "VRI", "rouge_l", 20.0, 500)])["VRI"]["score"]
@@ -126,6 +132,9 @@ class DemonTask:
         path: the task's JSON file.
         samples: the samples (:func:`~vpgkit.data.read_demon`; the last turn is the reference answer).
         choices: sample id → its ``choice_list`` (multiple-choice tasks only).
+        control: ``{"of": base task name, "kind": ...}`` when the file is a control variant of another
+            task (``metadata.control``), else None.
+        subsets: sample id → its ``subsets`` tags (only samples that have some).
     """
 
     name: str
@@ -134,6 +143,8 @@ class DemonTask:
     path: Path
     samples: list[Sample]
     choices: dict[str, list[str]] = field(default_factory=dict)
+    control: dict[str, str] | None = None
+    subsets: dict[str, list[str]] = field(default_factory=dict)
 
     def reference(self, sample: Sample) -> str:
         """The reference answer of ``sample`` (its last, assistant, turn)."""
@@ -142,13 +153,15 @@ class DemonTask:
 
 @dataclass(frozen=True)
 class TaskScore:
-    """A task's result: ``score`` in percent over ``count`` samples."""
+    """A task's result: ``score`` in percent over ``count`` samples; ``control`` is the kind of a control
+    variant (:attr:`DemonTask.control`), None for an ordinary task."""
 
     name: str
     category: str
     metric: str
     score: float
     count: int
+    control: str | None = None
 
 
 def find_task_files(paths: list[str | os.PathLike]) -> list[Path]:
@@ -221,6 +234,7 @@ def load_task(
         raise DataError("invalid_value", f"{path}: expected a JSON object with a 'metadata' object")
     name = _task_name(path, metadata)
     where = f"{path} (task {name!r})"
+    control = _control(metadata.get("control"), name, where)
     if category is None:
         if "category" in metadata:
             category = str(metadata["category"])
@@ -249,17 +263,47 @@ def load_task(
     if limit is not None:
         samples = samples[:limit]
     choices: dict[str, list[str]] = {}
+    subsets: dict[str, list[str]] = {}
     entries = {str(e.get("sample_id")): e for e in raw.get("data", []) if isinstance(e, dict)}
     for sample in samples:
+        entry = entries[str(sample.meta["sample_id"])]
         given = sample.meta.get("choice_list")
         if given is None:
-            given = entries[str(sample.meta["sample_id"])]["task_instance"].get("choice_list")
+            given = entry["task_instance"].get("choice_list")
         if given is not None:
             choices[sample.id] = [str(c) for c in given]
+        tags = entry.get("subsets")
+        if tags is not None:
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                raise DataError(
+                    "invalid_value",
+                    f"{where}: sample_id {sample.meta['sample_id']!r}: subsets should be a list of strings, "
+                    f"got {tags!r}",
+                    sample.id,
+                )
+            if tags:
+                subsets[sample.id] = list(dict.fromkeys(tags))  # a tag given twice counts once
     ids = [s.id for s in samples]
     if len(set(ids)) != len(ids):
         raise DataError("invalid_value", f"{where}: sample_id values are not unique")
-    return DemonTask(name, category, metric, path, samples, choices)
+    return DemonTask(name, category, metric, path, samples, choices, control, subsets)
+
+
+def _control(value: Any, name: str, where: str) -> dict[str, str] | None:
+    """``metadata.control`` checked: None, or ``{"of", "kind"}`` naming another task."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or not all(isinstance(value.get(k), str) and value[k] for k in ("of", "kind"))
+        or value["of"] == name
+    ):
+        raise DataError(
+            "invalid_value",
+            f"{where}: metadata.control should be {{'of': <another task's name>, 'kind': <kind>}}, "
+            f"got {value!r}",
+        )
+    return {"of": value["of"], "kind": value["kind"]}
 
 
 def score_sample(task: DemonTask, sample: Sample, prediction: str) -> float:
@@ -272,10 +316,18 @@ def score_sample(task: DemonTask, sample: Sample, prediction: str) -> float:
 
 def aggregate(scores: list[TaskScore]) -> dict[str, dict[str, Any]]:
     """Category abbreviation/name → ``{"name", "metric", "score", "tasks"}``: the unweighted mean of its
-    tasks' scores (percent). DEMON categories come first in their table order, custom ones after."""
+    tasks' scores (percent). DEMON categories come first in their table order, custom ones after.
+    Control variants (``TaskScore.control`` set) are left out: they measure the model on altered inputs,
+    not the category.
+
+    >>> aggregate([TaskScore("cloze", "MC", "accuracy", 60.0, 4),
+    ...            TaskScore("cloze__both_blank", "MC", "accuracy", 20.0, 4, control="both_blank")])
+    {'MC': {'name': 'Multimodal Cloze', 'metric': 'accuracy', 'score': 60.0, 'tasks': ['cloze']}}
+    """
     by_category: dict[str, list[TaskScore]] = {}
     for s in scores:
-        by_category.setdefault(s.category, []).append(s)
+        if s.control is None:
+            by_category.setdefault(s.category, []).append(s)
     order = [c for c in CATEGORIES if c in by_category] + [c for c in by_category if c not in CATEGORIES]
     out = {}
     for category in order:
