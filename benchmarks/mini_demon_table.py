@@ -1,38 +1,218 @@
-"""The mini-DEMON experiment: (a) base VPG trained on captions only, (b) VPG-C trained on captions only
-(the paper's ablation), (c) VPG-C trained on captions + synthetic discriminative data — mean ± std over
-seeds, per category, with wall times. Every number comes from real runs of `python -m vpgkit.train`.
+"""The decisive mini-DEMON experiment: does VPG-C's *guided* completion see what the VPG missed?
 
-    python benchmarks/mini_demon_table.py --seeds 0 1 2 --out runs/mini_demon
-    python benchmarks/mini_demon_table.py --seeds 0 --extra trainer.max_steps=100   # quicker
-    python benchmarks/mini_demon_table.py --seeds 0 1 2 --layers 0 2 3   # + (c) at other layers k, seed 0
+Variants (every number from real runs of ``python -m vpgkit.train``; each run's evaluation carries the
+controls of ``vpgkit.evaluation``: both images blank, image 2 replaced, unchanged pairs, and the best
+no-vision rule computed from the task files):
+
+    (a) base VPG              the (c) runs' model without its adapter (VPG-C is exactly zero at init)
+    (b) VPG-C, captions only  the paper's ablation: no synthetic data
+    (c) VPG-C + synthetic     the default job: guidance and residual at the input of layer k* = 3 of 6
+    (d) ... at k = 0          the guidance is then the last prompt token's *embedding* (the same token
+                              for every prompt: no information about the question)
+    (e) ... no guidance       k* = 3 with the guidance input held at zero
+    scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
+                              --scaling-seeds says otherwise)
+
+    python benchmarks/mini_demon_table.py --seeds 0 1 2               # the README's table (~1 h here)
+    python benchmarks/mini_demon_table.py --seeds 0 --variants c --scaling   # one run + scaling
+    python benchmarks/mini_demon_table.py --readme                    # README block from the JSON only
+
+Writes ``benchmarks/results/mini_demon.json`` (every run's per-task scores and controls, the command,
+wall times) and prints the tables; ``--readme`` rewrites the README block between
+``<!-- mini-demon:start -->`` and ``<!-- mini-demon:end -->`` from that JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-BASE = "(a) base VPG, captions only"
-DEFAULT = "(c) VPG-C, captions + synthetic"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
+TASKS = ("caption", "difference", "which_image", "detail_question", "cloze")
+DETAIL = ("difference", "which_image", "detail_question", "cloze")
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "a": ("(a) base VPG", []),
+    "b": ("(b) VPG-C, captions only", ["data=tiny_world_captions"]),
+    "c": ("(c) VPG-C + synthetic, k*=3", []),
+    "d": ("(d) VPG-C + synthetic, k=0", ["model.vpgc_layer=0"]),
+    "e": ("(e) VPG-C + synthetic, no guidance", ["model.vpgc_overrides={guidance:false}"]),
+}
+SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
 
 
-def run(cmd: list[str], log: Path) -> float:
-    started = time.perf_counter()
-    with log.open("w") as f:
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}; see {log}")
-    return time.perf_counter() - started
+def _runs(args) -> list[tuple[str, int, list[str]]]:
+    """(tag, seed, overrides) of every training run asked for."""
+    # seed by seed, (c) first: the mechanism's comparison is complete early
+    wanted = [v for v in ("c", "e", "d", "b") if v in args.variants or (v == "c" and "a" in args.variants)]
+    runs = [(v, s, VARIANTS[v][1]) for s in args.seeds for v in wanted]  # (a) comes from the (c) runs
+    if args.scaling:
+        runs += [
+            (k, s, [f"data.prepare.n_edits={n}"]) for k, n in SCALING.items() for s in args.scaling_seeds
+        ]
+    return runs
 
 
-def category_scores(results: Path) -> dict[str, float]:
-    data = json.loads(results.read_text())
-    return {c: v["score"] for c, v in data["categories"].items()}
+def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[str]) -> subprocess.Popen:
+    run_dir = out / f"{tag}_seed{seed}"
+    cmd = [sys.executable, "-m", "vpgkit.train", "recipe=vpgc", f"seed={seed}", f"output_dir={run_dir}",
+           *overrides, *extra]  # fmt: skip
+    if tag == "c":  # then (a): the same model without the adapter, on the same files
+        cmd = ["sh", "-c", " ".join(cmd) + f" && {sys.executable} -m vpgkit.evaluate --run {run_dir} --base-only"
+               f" --out {run_dir}/eval/base_results.json --no-progress --demon {run_dir}/data/mini_demon"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    log = open(out / f"{tag}_seed{seed}.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    proc.meta = {
+        "tag": tag,
+        "seed": seed,
+        "dir": run_dir,
+        "log": log,
+        "start": time.perf_counter(),
+        "cmd": cmd,
+    }
+    return proc
+
+
+def _controls(path: Path) -> dict:
+    """Per task: score, both-blank, image-2-replaced, subsets, best no-vision rule and gain."""
+    controls = json.loads(path.read_text())["controls"]
+    out = {}
+    for task in TASKS:
+        c = controls[task]
+        out[task] = {
+            "score": c["score"],
+            "variants": c["variants"],
+            "subsets": {k: v["score"] for k, v in c["subsets"].items()},
+            "no_vision": c["no_vision"]["best"],
+            "gain_over_no_vision": c["gain_over_no_vision"],
+        }
+    return out
+
+
+def run_all(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pending, running, results = _runs(args), [], {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            running.append(_launch(*pending.pop(0), out, args.extra))
+        time.sleep(2)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            m = proc.meta
+            m["log"].close()
+            if proc.returncode:
+                raise SystemExit(f"failed ({proc.returncode}): {' '.join(m['cmd'])}; see {m['log'].name}")
+            wall = time.perf_counter() - m["start"]
+            key = f"{m['tag']}_seed{m['seed']}"
+            results[key] = {"variant": m["tag"], "seed": m["seed"], "wall_seconds": round(wall, 1),
+                            "tasks": _controls(m["dir"] / "eval" / "results.json")}  # fmt: skip
+            if m["tag"] == "c":
+                results[f"a_seed{m['seed']}"] = {"variant": "a", "seed": m["seed"],
+                                                 "tasks": _controls(m["dir"] / "eval" / "base_results.json")}  # fmt: skip
+            print(f"done {key} in {wall:.0f} s", flush=True)
+    return results
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def _values(runs: dict, variant: str, get) -> list[float]:
+    out = []
+    for r in runs.values():
+        if r["variant"] == variant:
+            v = get(r["tasks"])
+            if v is not None:
+                out.append(v)
+    return out
+
+
+def tables(data: dict) -> str:
+    """Markdown tables of a results JSON: scores, controls, mechanism checks, scaling."""
+    runs, lines = data["runs"], []
+    present = [v for v in VARIANTS if any(r["variant"] == v for r in runs.values())]
+    seeds = sorted({r["seed"] for r in runs.values() if r["variant"] in VARIANTS})
+    head = "| variant | " + " | ".join(TASKS) + " |"
+    lines += [f"Scores (percent; ROUGE-L for caption/difference, accuracy otherwise), mean ± std over seeds {seeds}:",
+              "", head, "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
+    for v in present:
+        cells = [_mean_std(_values(runs, v, lambda t, k=k: t[k]["score"])) for k in TASKS]
+        lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
+    nv = [_mean_std(_values(runs, present[0], lambda t, k=k: t[k]["no_vision"]["score"])) for k in TASKS]
+    lines.append("| best no-vision rule (from the task files) | " + " | ".join(nv) + " |")
+    lines += ["", "Controls (same runs): both images blank / image 2 replaced / cloze on unchanged pairs / "
+              "difference where the named region is unchanged:", "",
+              "| variant | " + " | ".join(f"{k} blank" for k in DETAIL) + " | "
+              + " | ".join(f"{k} img2 replaced" for k in ("difference", "which_image", "cloze"))
+              + " | cloze unchanged | difference unchanged |",
+              "|---" * (1 + len(DETAIL) + 3 + 2) + "|"]  # fmt: skip
+    for v in present:
+        cells = [
+            _mean_std(_values(runs, v, lambda t, k=k: t[k]["variants"].get("both_blank"))) for k in DETAIL
+        ]
+        cells += [_mean_std(_values(runs, v, lambda t, k=k: t[k]["variants"].get("image2_replaced")))
+                  for k in ("difference", "which_image", "cloze")]  # fmt: skip
+        cells.append(_mean_std(_values(runs, v, lambda t: t["cloze"]["subsets"].get("unchanged"))))
+        cells.append(_mean_std(_values(runs, v, lambda t: t["difference"]["subsets"].get("unchanged"))))
+        lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
+    if "c" in present:
+        lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
+                  "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
+
+        def stats(v, k):
+            vals = _values(runs, v, lambda t, k=k: t[k]["score"])
+            return (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
+
+        for name, other in (("(c) − (a)", "a"), ("(c) − (d)", "d"), ("(c) − (e)", "e")):
+            if other not in present:
+                continue
+            cells = []
+            for k in TASKS:
+                c, o = stats("c", k), stats(other, k)
+                diff = c[0] - o[0]
+                cells.append(f"{diff:+.1f} (2σ {2 * max(c[1], o[1]):.1f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        gains = [_mean_std(_values(runs, "c", lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS]
+        lines.append("| (c) − best no-vision | " + " | ".join(gains) + " |")
+    scaling = [k for k in SCALING if any(r["variant"] == k for r in runs.values())]
+    if scaling:
+        lines += ["", "Data scaling of (c) (synthetic samples; the default is 1000):", "",
+                  "| samples | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
+        seeds_here = {r["seed"] for r in runs.values() if r["variant"] in scaling}
+        for n, v in sorted([(SCALING[k], k) for k in scaling] + [(1000, "c")]):
+            cells = [
+                _mean_std([r["tasks"][t]["score"] for r in runs.values()
+                           if r["variant"] == v and r["seed"] in seeds_here])
+                for t in TASKS
+            ]  # fmt: skip
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    walls = [r["wall_seconds"] for r in runs.values() if r.get("wall_seconds") and r["variant"] == "c"]
+    if walls:
+        lines += ["", f"Wall time of a (c) run (train + evaluate, 1 thread, {data.get('jobs', 1)} runs at once on "
+                  f"2 cores): {statistics.mean(walls):.0f} s."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
+    start, end = "<!-- mini-demon:start -->", "<!-- mini-demon:end -->"
+    content = readme.read_text()
+    if start not in content or end not in content:
+        raise SystemExit(f"{readme}: no {start} … {end} block to rewrite")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 def main() -> None:
@@ -40,76 +220,28 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="runs/mini_demon")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--scaling", action="store_true", help="also the data-scaling runs of (c)")
+    parser.add_argument("--scaling-seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--out", default="runs/mini_demon", help="run directories and logs")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at once (1 thread each)")
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every training run")
-    parser.add_argument(
-        "--layers",
-        type=int,
-        nargs="*",
-        default=[],
-        help="also run (c) with VPG-C at these layers k (first seed only)",
-    )
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true", help="add to the runs already in --results")
+    parser.add_argument("--readme", action="store_true", help="only rewrite the README block from --results")
     args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # (name, file tag, overrides, seeds); (a) comes from the (c) runs' base model
-    variants = [
-        ("(b) VPG-C, captions only", "b", ["data=tiny_world_captions"], args.seeds),
-        (DEFAULT, "c", [], args.seeds),
-    ]
-    variants += [(f"{DEFAULT}, k={k} (seed {args.seeds[0]})", f"c_{k}", [f"model.vpgc_layer={k}"], args.seeds[:1])
-                 for k in args.layers]  # fmt: skip
-    scores: dict[str, list[dict[str, float]]] = {BASE: []}
-    walls: dict[str, list[float]] = {BASE: []}
-    for name, tag, overrides, seeds in variants:
-        scores[name], walls[name] = [], []
-        for seed in seeds:
-            run_dir = out / f"{tag}_seed{seed}"
-            cmd = [
-                sys.executable,
-                "-m",
-                "vpgkit.train",
-                "recipe=vpgc",
-                f"seed={seed}",
-                f"output_dir={run_dir}",
-                *overrides,
-                *args.extra,
-            ]
-            walls[name].append(run(cmd, out / f"{tag}_seed{seed}.log"))
-            scores[name].append(category_scores(run_dir / "eval" / "results.json"))
-            if name == DEFAULT:
-                # (a): the same run's model without its adapter (VPG-C is zero at init)
-                base = run_dir / "eval" / "base_results.json"
-                cmd = [
-                    sys.executable,
-                    "-m",
-                    "vpgkit.evaluate",
-                    "--run",
-                    str(run_dir),
-                    "--base-only",
-                    "--out",
-                    str(base),
-                ]
-                cmd += [
-                    "--demon",
-                    *json.loads((run_dir / "eval" / "results.json").read_text())["settings"].get("demon", []),
-                ]
-                walls[BASE].append(run(cmd, out / f"a_seed{seed}.log"))
-                scores[BASE].append(category_scores(base))
-    categories = sorted({c for runs in scores.values() for s in runs for c in s})
-    print(f"\nmini-DEMON, seeds {args.seeds}; mean ± std over seeds (percent)\n")
-    print("| variant | " + " | ".join(categories) + " | wall s (per run) |")
-    print("| --- | " + " | ".join("---" for _ in categories) + " | --- |")
-    for name, runs in scores.items():
-        cells = []
-        for c in categories:
-            values = [s[c] for s in runs if c in s]
-            if len(values) > 1:
-                cells.append(f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}")
-            else:
-                cells.append(f"{values[0]:.1f}" if values else "–")
-        print(f"| {name} | " + " | ".join(cells) + f" | {statistics.mean(walls[name]):.0f} |")
-    (out / "table.json").write_text(json.dumps({"scores": scores, "walls": walls}, indent=2))
+    if args.readme:
+        data = json.loads(args.results.read_text())
+        update_readme(tables(data) + f"\n\nMade by: `{data['command']}`")
+        return
+    args.scaling_seeds = args.scaling_seeds or args.seeds[:1]
+    runs = run_all(args)
+    old = json.loads(args.results.read_text())["runs"] if args.merge and args.results.exists() else {}
+    data = {"command": "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:]), "jobs": args.jobs,
+            "runs": {**old, **runs}}  # fmt: skip
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(data, indent=1) + "\n")
+    print(tables(data))
 
 
 if __name__ == "__main__":

@@ -29,16 +29,21 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
     # a relative output_dir, as the default outputs/vpgc is: image paths must resolve once, from cwd
     proc = run_train("output_dir=run", *short, cwd=tmp_path, timeout=900)
     assert "recipe vpgc: 8 steps on 1 process(es)" in proc.stdout
-    # the data came from `synthetic`: attention-guided pairs next to the captions, and mini-DEMON
+    # the data came from `synthetic`: attention-guided discriminative samples next to the captions, and mini-DEMON
     synthetic = [json.loads(line) for line in (out / "data" / "synthetic.jsonl").read_text().splitlines()]
-    assert synthetic and all(len(s["images"]) == 2 for s in synthetic)
-    assert json.loads((out / "data" / "synthetic" / "summary.json").read_text())["kept"] == 24
+    assert len(synthetic) == 24 and all(1 <= len(s["images"]) <= 2 for s in synthetic)
     # only VPG-C was trained and saved
     weights = load_file(out / "adapter" / "adapter.safetensors")
     assert {k.split(".")[0] for k in weights} == {"vpgc"}
     assert (out / "loss_curve.png").read_bytes().startswith(b"\x89PNG")
     # the zero-shot evaluation covers every mini-DEMON category and is printed as a table
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert set(results["tasks"]) == set(TASK_INFO) and len(results["categories"]) == len(TASK_INFO)
+    assert {t for t in results["tasks"] if "__" not in t} == set(TASK_INFO)
+    assert len(results["categories"]) == len(TASK_INFO)  # controls are not categories
     for task in TASK_INFO:
         assert any(line.split()[:1] == [task] for line in proc.stdout.splitlines()), task
+    # every task carries its controls: the best no-vision rule, and blank / replaced images for the detail tasks
+    controls = results["controls"]
+    assert set(controls) == set(TASK_INFO)
+    assert all(c["no_vision"]["best"]["rule"] for c in controls.values())
+    assert set(controls["cloze"]["variants"]) == {"both_blank", "image2_replaced"}

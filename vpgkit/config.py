@@ -69,7 +69,8 @@ class ModelConfig:
         vision, llm: the frozen backbones.
         vpg: Q-Former preset (prompt-splice models), or None; ``vpg_overrides`` changes its fields.
         vpg_checkpoint: safetensors of a trained ``QFormer`` state dict (e.g. a BLIP-2 stage), or None.
-        vpgc: VPG-C preset, or None; ``vpgc_layer`` overrides its layer k.
+        vpgc: VPG-C preset, or None; ``vpgc_layer`` overrides its layer k, ``vpgc_overrides`` any field
+            (e.g. ``{guidance: false}``, the no-guidance ablation).
         perceiver, cross_attention: presets for Flamingo-style models, or None.
         train_vpg_projection: train the Q-Former's projection (the ``blip2`` recipe).
         backbone_dtype: dtype of the frozen parts (``float32`` or ``bfloat16``); trainable weights stay fp32.
@@ -84,6 +85,7 @@ class ModelConfig:
     vpg_checkpoint: str | None = None
     vpgc: str | None = None
     vpgc_layer: int | None = None
+    vpgc_overrides: dict[str, Any] = field(default_factory=dict)
     perceiver: str | None = None
     cross_attention: str | None = None
     cross_attention_every: int | None = None
@@ -122,6 +124,7 @@ class DataConfig:
     Attributes:
         train, eval: sources; eval may be empty.
         template: ``vicuna_v0``, ``llama2_chat`` or ``otter``.
+        system: the template's system prompt (None: the format's default; ``""``: none).
         max_length: longest sequence (tokens, image slots included).
         truncation: ``error`` or ``right`` (drop whole trailing turns).
         skip_bad_samples: skip (and count, and report) unreadable samples instead of stopping.
@@ -135,6 +138,7 @@ class DataConfig:
     train: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     eval: list[SourceConfig] = field(default_factory=list)
     template: str = "vicuna_v0"
+    system: str | None = None
     max_length: int = 256
     truncation: str = "error"
     skip_bad_samples: bool = False

@@ -1,36 +1,35 @@
-"""Train the tiny world's frozen backbones: an EVA ViT (CLIP-style), a tiny LLaMA, and a BLIP-2 Q-Former.
+"""Train the tiny world's frozen backbones: an EVA ViT, a 6-layer LLaMA, and a BLIP-2 Q-Former.
 
 Three stages, each a function of (seed, steps) on scenes generated on the fly:
 
-1. :func:`train_language_model` — a ``LlamaForCausalLM`` learns the world's text: chat-formatted task
-   instances (:mod:`synthetic.world.tasks`, training wordings only) in which every image sits between
-   ``<Img>`` and ``</Img>``, so the LM learns to caption, describe, answer detail questions, pick images,
-   fill cloze blanks and state differences *from what sits between the image tags*. In half of the
-   documents an image is its full description in words; in the other half it is
-   :data:`NUM_SLOTS` *object slots* at ``<image>`` positions, one per object in reading order, each the
-   mean of the LM's own embeddings of that object's words (``small red square top left``), empty slots
-   zero. Why: a 4-layer LM trained on words alone read soft prompts poorly (with such a build, VPG-C at
-   k = 1 trained directly on full descriptions got colour and shape right for 6% of small objects in
-   its descriptions). With exact slots this LM answers 75% of held-out detail questions (57% from words);
-   writing the slots from pixels is still the Q-Former's job.
-2. :func:`train_vision_encoder` — a :class:`~vpgkit.backbones.TimmEvaEncoder` (``tiny_world`` preset) is
-   trained contrastively (symmetric InfoNCE) against a small text encoder on FULL descriptions. Every
-   batch holds each scene next to an edited twin that differs in one small object, so the features must
-   carry small-object colours and positions.
+1. :func:`train_language_model` — a ``LlamaForCausalLM`` learns the world's tasks
+   (:mod:`synthetic.world.tasks`, training wordings only) as chat documents in which every image is
+   ``<Img>`` + :data:`NUM_SLOTS` ``<image>`` tokens + ``</Img>``: the image's *object slots*. A slot is the
+   mean of the LM's own embeddings of one object's words (``small red square top left``); an image shows
+   the objects its question needs (:attr:`TaskInstance.focus`) and a few others, in random slots, empty
+   slots zero. In :data:`LAYERED_SHARE` of the documents the salient objects enter at the input and the
+   small ones are **added to the hidden states at the input of decoder layer** :data:`INJECT_LAYER`
+   (a forward pre-hook, the path VPG-C's residual takes; rescaled to the hidden state's norm there),
+   sometimes on top of another object at the input; so layers ≥ k learn to read content injected there. Only the answers carry loss.
+2. :func:`train_vision_encoder` — a :class:`~vpgkit.backbones.TimmEvaEncoder` (``tiny_world`` preset)
+   learns to tell, for each of the 9 grid cells, whether it holds an object and that object's colour,
+   shape and size, through an attention-pooling head per cell (discarded). It stands in for EVA-CLIP's
+   pre-training: what the experiment needs is features that carry every object, small ones included.
 3. :func:`train_qformer` — the BLIP-2 second stage: frozen ViT, frozen LM; a Q-Former + projection
-   (``tiny_world`` preset, the whole Q-Former trainable) learns from SALIENT captions only, with the LM
-   loss through :class:`vpgkit.VisionLanguageModel`. It therefore learns to pass on what captions talk
-   about, not the details.
+   (``tiny_world`` preset: 3 queries, the whole Q-Former trainable) learns from SALIENT captions only,
+   with the LM loss through :class:`vpgkit.VisionLanguageModel`. Three prompts cannot carry 7–8 objects,
+   and captions teach it to carry the salient ones.
 
 :mod:`synthetic.world.build` runs the three and writes the shipped files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -42,25 +41,32 @@ from vpgkit.backbones import EvaVisionConfig, ImageProcessor, TimmEvaEncoder
 from vpgkit.backbones.language import tiny_llama_config
 from vpgkit.data import Sample, Turn
 from vpgkit.data.collation import Collator
-from vpgkit.data.templates import VICUNA_V0_SYSTEM, get_template
+from vpgkit.data.templates import get_template
 from vpgkit.data.tokenize import SampleTokenizer
 from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import QFormer, QFormerConfig
 
-from .edits import edit_scene
-from .language import TRAIN_WORDING, full_description, salient_caption
-from .scene import SHAPES, Scene, WorldObject, make_scene, render
-from .tasks import TASK_BUILDERS, detail_description_task, render_text
+from .language import TRAIN_WORDING, salient_caption
+from .scene import COLOURS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
+from .tasks import TASK_BUILDERS, render_text
 
 __all__ = [
+    "INJECT_LAYER",
     "LM_TASK_WEIGHTS",
+    "NUM_SLOTS",
+    "SlotBatch",
+    "SlotImage",
     "StageResult",
+    "cell_labels",
+    "cell_pooling",
     "encode_scenes",
     "lm_batch",
     "lm_document",
     "lm_example",
     "object_slot_words",
-    "slot_inputs_embeds",
+    "slot_image",
+    "slot_injection",
+    "slot_vectors",
     "slot_word_ids",
     "train_language_model",
     "train_qformer",
@@ -70,15 +76,20 @@ __all__ = [
 
 # Seed streams: scenes of each stage never coincide with another stage's or with mini-DEMON's.
 LM_STREAM, VIT_STREAM, QFORMER_STREAM = 101, 102, 103
-NUM_SLOTS = 8  # object slots per image in the LM's slot documents = the tiny-world Q-Former's queries
-SLOT_SHARE = 0.5  # share of LM documents whose images are object slots instead of words
+NUM_SLOTS = 3  # object slots per image in the LM's documents = the tiny-world Q-Former's queries
+INJECT_LAYER = 3  # small objects of layered documents enter at the input of this decoder layer (of 6)
+LAYERED_SHARE = 0.5  # share of LM documents whose small objects are injected at INJECT_LAYER
+# Injected slots are rescaled to the norm of the hidden state they are added to (at the input of layer 3 that
+# norm is ~100, a slot's ~0.5): unscaled, they vanish and the LM never learns to read them; a fixed large gain
+# (x50, tried) swamped early training and the LM learned to read no slot at all.
+# The world's documents have no system prompt: sequences stay short (the VLM recipes set data.system: "").
+WORLD_SYSTEM = ""
 LM_TASK_WEIGHTS = {
-    "caption": 0.2,
-    "detail_description": 0.2,
+    "caption": 0.15,
     "detail_question": 0.2,
     "difference": 0.2,
-    "which_image": 0.1,
-    "cloze": 0.1,
+    "which_image": 0.25,
+    "cloze": 0.2,
 }
 
 
@@ -93,11 +104,12 @@ class StageResult:
 
 
 def world_llama_config(vocab_size: int) -> LlamaConfig:
-    """The shipped tiny LLaMA: vpgkit's 4-layer tiny LLaMA at 128 wide (D_llm = 128), 512 positions."""
+    """The shipped tiny LLaMA: 6 layers × 128 wide (D_llm = 128), 512 positions."""
     return tiny_llama_config(
         vocab_size,
         hidden_size=128,
         intermediate_size=256,
+        num_hidden_layers=6,
         num_key_value_heads=4,
         max_position_embeddings=512,
         initializer_range=0.05,
@@ -142,63 +154,66 @@ def _scene(seed: int, stream: int, i: int) -> Scene:
 # ---------------------------------------------------------------------------------------- language
 
 
-SINGLE_IMAGE_TASKS = ("caption", "detail_description", "detail_question")
-
-
-def _instance(task: str, scene: Scene, rng: np.random.Generator):
-    build = detail_description_task if task == "detail_description" else TASK_BUILDERS[task]
-    return build(scene, rng, TRAIN_WORDING)
-
-
 def object_slot_words(obj: WorldObject) -> str:
     """The words whose embeddings make ``obj``'s slot: size, colour, shape, position (``small red square top left``)."""
     return f"{obj.size} {obj.colour} {obj.shape} {obj.position}"
 
 
-def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[Scene]]:
-    """Training document ``i``: (text, carries loss) segments, and the scenes written as object slots.
+@dataclass
+class SlotImage:
+    """What the LM is shown for one image: per slot, the object entering at the input and the object
+    added at the input of :data:`INJECT_LAYER` (None: nothing)."""
 
-    An image is ``<Img> full description </Img>`` in words, or, in a :data:`SLOT_SHARE` of the documents,
-    ``<Img>`` + :data:`NUM_SLOTS` ``<image>`` tokens + ``</Img>``, whose embeddings :func:`lm_batch`'s
-    caller replaces by the scene's object slots (the returned scenes, in order). Only the assistant answers
-    carry loss (each followed by EOS), so the model learns to answer from the image span. Single-image
-    documents are conversations of 3 turns about the same image (more answers per image); the system
-    prompt is present in half of the documents.
+    at_input: list[WorldObject | None]
+    at_layer: list[WorldObject | None]
+
+
+def slot_image(scene: Scene, focus: list[WorldObject], rng: np.random.Generator, layered: bool) -> SlotImage:
+    """The slots of one image: ``focus`` plus 0–2 other objects of ``scene`` (at most NUM_SLOTS), in
+    random slots. ``layered``: salient objects at the input, small ones at the layer (a third of them on
+    top of another object at the input, as VPG-C's residual lands on the VPG's prompts)."""
+    focus = list(dict.fromkeys(focus))[:NUM_SLOTS]
+    others = [o for o in scene.objects if o not in focus]
+    extra = int(rng.integers(0, NUM_SLOTS - len(focus) + 1))
+    shown = focus + [others[i] for i in rng.permutation(len(others))[:extra]]
+    slots = rng.permutation(NUM_SLOTS)
+    image = SlotImage([None] * NUM_SLOTS, [None] * NUM_SLOTS)
+    for obj, slot in zip(shown, slots, strict=False):
+        if layered and not obj.salient:
+            image.at_layer[slot] = obj
+            if rng.random() < 1 / 3:
+                hidden = [o for o in others if o not in shown]
+                if hidden:
+                    image.at_input[slot] = hidden[int(rng.integers(len(hidden)))]
+        else:
+            image.at_input[slot] = obj
+    return image
+
+
+def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImage]]:
+    """Training document ``i``: (text, carries loss) segments, and its images' slots in order.
+
+    One task instance (:data:`LM_TASK_WEIGHTS`), images written as ``<Img>`` + NUM_SLOTS ``<image>`` +
+    ``</Img>`` (half the time before the instruction, as the captions data writes it); the answer carries
+    loss; no system prompt (:data:`WORLD_SYSTEM`).
     """
     rng = np.random.default_rng([seed, LM_STREAM, i])
-    as_slots = bool(rng.random() < SLOT_SHARE)
-    slot_scenes: list[Scene] = []
+    layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
     names = list(LM_TASK_WEIGHTS)
     weights = np.array([LM_TASK_WEIGHTS[n] for n in names])
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    tasks = [task]
-    if task in SINGLE_IMAGE_TASKS:
-        tasks += [SINGLE_IMAGE_TASKS[int(k)] for k in rng.choice(3, size=2, p=[0.2, 0.2, 0.6])]
-
-    def describe(scene: Scene) -> str:
-        if as_slots:
-            slot_scenes.append(scene)
-            return "<Img>" + "<image>" * NUM_SLOTS + "</Img>"
-        return "<Img>" + full_description(scene, rng) + "</Img>"
-
-    turns = []
-    for n, name in enumerate(tasks):
-        instance = _instance(name, scene, rng)
-        images = " ".join(f"{{image#{k}}}" for k in range(1, len(instance.scenes) + 1))
-        if n > 0:  # later turns talk about the same image without repeating it
-            instance.context = instance.context.replace(images, "").strip()
-        elif rng.random() < 0.5 and instance.context.startswith(images):
-            # image(s) before the instruction, as the captions and synthetic data write it
-            rest = instance.context[len(images) :].strip()
-            instance.context = f"{images} {instance.instruction} {rest}".strip()
-            instance.instruction = ""
-        user = render_text(instance, describe)
-        turns += [Turn("user", user), Turn("assistant", instance.response)]
-    system = VICUNA_V0_SYSTEM if rng.random() < 0.5 else ""
-    template = get_template("vicuna_v0", system=system)
-    sample = Sample(f"lm{i}", [], turns, meta={"system": system})
-    return [(seg.text, seg.loss) for seg in template.segments(sample)], slot_scenes
+    instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING)
+    images = [slot_image(s, f, rng, layered) for s, f in zip(instance.scenes, instance.focus, strict=True)]
+    placeholders = " ".join(f"{{image#{k}}}" for k in range(1, len(instance.scenes) + 1))
+    if rng.random() < 0.5 and instance.context.startswith(placeholders):
+        rest = instance.context[len(placeholders) :].strip()
+        instance.context = f"{placeholders} {instance.instruction} {rest}".strip()
+        instance.instruction = ""
+    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
+    template = get_template("vicuna_v0", system=WORLD_SYSTEM)
+    sample = Sample(f"lm{i}", [], [Turn("user", user), Turn("assistant", instance.response)])
+    return [(seg.text, seg.loss) for seg in template.segments(sample)], images
 
 
 def lm_document(seed: int, i: int) -> str:
@@ -206,22 +221,30 @@ def lm_document(seed: int, i: int) -> str:
     return "".join(text for text, _ in lm_example(seed, i)[0])
 
 
-def lm_batch(
-    tokenizer, seed: int, first_doc: int, size: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, labels, slot_words) of documents ``first_doc …``.
+@dataclass
+class SlotBatch:
+    """Token ids and slot words of a batch of LM documents.
 
-    ``input_ids`` and ``labels`` are (size, L): BOS + document, EOS after each answer, right-padded;
-    labels are -100 except on answers and their EOS. ``slot_words`` is (S, NUM_SLOTS, W): for each of
-    the batch's S slot images in order of appearance, the word ids of each object's slot (0 = padding;
-    an all-padding row is an empty slot). :func:`slot_inputs_embeds` turns them into the LM's inputs.
+    Attributes:
+        input_ids, labels: (B, L); labels are -100 except on answers and their EOS.
+        input_words, layer_words: (S, NUM_SLOTS, W) word ids of each slot image's objects at the input
+            and at :data:`INJECT_LAYER` (0 = padding; an all-padding row is an empty slot).
     """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    input_words: torch.Tensor
+    layer_words: torch.Tensor
+
+
+def lm_batch(tokenizer, seed: int, first_doc: int, size: int) -> SlotBatch:
+    """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows, scenes = [], []
+    rows, images = [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
-        segments, slot_scenes = lm_example(seed, d)
-        scenes += slot_scenes
+        segments, doc_images = lm_example(seed, d)
+        images += doc_images
         for text, loss in segments:
             piece = tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if loss else [])
             ids += piece
@@ -233,51 +256,82 @@ def lm_batch(
     for b, (ids, labels) in enumerate(rows):
         input_ids[b, : len(ids)] = torch.tensor(ids)
         target[b, : len(labels)] = torch.tensor(labels)
-    return input_ids, target, slot_word_ids(tokenizer, scenes)
+    return SlotBatch(
+        input_ids,
+        target,
+        slot_word_ids(tokenizer, [im.at_input for im in images]),
+        slot_word_ids(tokenizer, [im.at_layer for im in images]),
+    )
 
 
-def slot_word_ids(tokenizer, scenes: list[Scene]) -> torch.Tensor:
-    """(S, NUM_SLOTS, W) word ids of each scene's object slots, objects in reading order (0 = padding)."""
-    slots = [
+def slot_word_ids(tokenizer, images: list[list[WorldObject | None]]) -> torch.Tensor:
+    """(S, NUM_SLOTS, W) word ids of each image's slot objects (0 = padding; None → an empty slot)."""
+    words = [
         [
-            tokenizer(object_slot_words(o), add_special_tokens=False)["input_ids"]
-            for o in sorted(scene.objects, key=lambda o: o.cell)
+            [] if o is None else tokenizer(object_slot_words(o), add_special_tokens=False)["input_ids"]
+            for o in image
         ]
-        for scene in scenes
+        for image in images
     ]
-    width = max((len(w) for image in slots for w in image), default=1)
-    out = torch.zeros(len(slots), NUM_SLOTS, width, dtype=torch.long)
-    for n, image in enumerate(slots):
-        for j, words in enumerate(image):
-            out[n, j, : len(words)] = torch.tensor(words)
+    out = torch.zeros(len(images), NUM_SLOTS, 6, dtype=torch.long)
+    for n, image in enumerate(words):
+        for j, ids in enumerate(image):
+            out[n, j, : len(ids)] = torch.tensor(ids)
     return out
 
 
-def slot_inputs_embeds(
-    embed: nn.Embedding, input_ids: torch.Tensor, slot_words: torch.Tensor, image_token_id: int
-) -> torch.Tensor:
-    """(B, L, D) input embeddings with each run of ``<image>`` tokens replaced by object slots.
+def slot_vectors(embed: nn.Embedding, slot_words: torch.Tensor) -> torch.Tensor:
+    """(S, NUM_SLOTS, W) word ids → (S·NUM_SLOTS, D) slot vectors: the mean word embedding, empty → 0."""
+    mask = (slot_words != 0).unsqueeze(-1).to(embed.weight.dtype)
+    vectors = (embed(slot_words) * mask).sum(2) / mask.sum(2).clamp(min=1)
+    return vectors.reshape(-1, vectors.shape[-1])
 
-    Args:
-        embed: the LM's input embedding table.
-        input_ids: (B, L); slot images are runs of NUM_SLOTS ``image_token_id``.
-        slot_words: (S, NUM_SLOTS, W) word ids per slot (0 = padding), as :func:`lm_batch` returns.
+
+@contextlib.contextmanager
+def slot_injection(llm: LlamaForCausalLM, batch: SlotBatch, image_token_id: int, layer: int = INJECT_LAYER):
+    """Run the LM on ``batch`` with its slots: yields the (B, L, D) input embeddings (input slots in place)
+    while a forward pre-hook adds the layer slots at the input of decoder ``layer``, each rescaled to the norm
+    of the hidden state it is added to.
+
+    Example (shapes only)::
+
+        with slot_injection(llm, batch, image_token_id) as embeds:
+            loss = llm(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
     """
-    x = embed(input_ids)
-    positions = input_ids == image_token_id
-    if slot_words.numel() == 0:
-        return x
-    mask = (slot_words != 0).unsqueeze(-1).to(x.dtype)  # (S, NUM_SLOTS, W, 1)
-    slots = (embed(slot_words) * mask).sum(2) / mask.sum(2).clamp(min=1)  # empty slot → 0
-    assert int(positions.sum()) == slots.shape[0] * NUM_SLOTS, "slot tokens and slot scenes disagree"
-    return x.masked_scatter(positions.unsqueeze(-1), slots.reshape(-1, x.shape[-1]))
+    embed = llm.get_input_embeddings()
+    positions = (batch.input_ids == image_token_id).unsqueeze(-1)
+    x = embed(batch.input_ids)
+    if int(positions.sum()) != batch.input_words.shape[0] * NUM_SLOTS:
+        raise ValueError("slot_injection: the <image> tokens and the slot images of the batch disagree")
+    if batch.input_words.numel() == 0:
+        yield x
+        return
+    x = x.masked_scatter(positions, slot_vectors(embed, batch.input_words).to(x.dtype))
+    layer_slots = slot_vectors(embed, batch.layer_words)
+    layer_slots = layer_slots / layer_slots.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # unit (empty: 0)
+    injected = torch.zeros_like(x).masked_scatter(positions, layer_slots.to(x.dtype))
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if hidden.shape[1] != injected.shape[1]:  # a cached decoding step: the slots lie in the cache
+            return args, kwargs
+        hidden = hidden + injected * hidden.norm(dim=-1, keepdim=True)  # as large as the hidden state
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    handle = llm.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield x
+    finally:
+        handle.remove()
 
 
 def train_language_model(
     tokenizer,
     seed: int,
     steps: int,
-    batch_size: int = 32,
+    batch_size: int = 64,
     lr: float = 3e-3,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, StageResult]:
@@ -288,10 +342,10 @@ def train_language_model(
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        input_ids, labels, slot_words = lm_batch(tokenizer, seed, step * batch_size, batch_size)
-        mask = (input_ids != tokenizer.pad_token_id).long()
-        embeds = slot_inputs_embeds(model.get_input_embeddings(), input_ids, slot_words, image_token_id)
-        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss, ""
+        batch = lm_batch(tokenizer, seed, step * batch_size, batch_size)
+        mask = (batch.input_ids != tokenizer.pad_token_id).long()
+        with slot_injection(model, batch, image_token_id) as embeds:
+            return model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss, ""
 
     params = list(model.parameters())
     result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -302,94 +356,88 @@ def train_language_model(
 # ------------------------------------------------------------------------------------------ vision
 
 
-class TextEncoder(nn.Module):
-    """A small transformer over token ids, mean-pooled: the contrastive partner of the ViT (not shipped)."""
-
-    def __init__(self, vocab_size: int, width: int, depth: int = 2, heads: int = 4, max_len: int = 128):
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, width, padding_idx=0)
-        self.pos = nn.Parameter(torch.randn(1, max_len, width) * 0.02)
-        layer = nn.TransformerEncoderLayer(
-            width, heads, 2 * width, dropout=0.0, batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids (0 = padding) → (B, width)."""
-        mask = ids != 0
-        x = self.encoder(self.embed(ids) + self.pos[:, : ids.shape[1]], src_key_padding_mask=~mask)
-        x = self.norm(x)
-        return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-
-
 def _pixels(scenes: list[Scene], processor: ImageProcessor) -> torch.Tensor:
     """(N, 3, S, S) normalised pixels, exactly as vpgkit's ImageProcessor prepares them."""
     return processor([[render(s)[0]] for s in scenes])[:, 0]
 
 
-def reshape_scene(scene: Scene, rng: np.random.Generator) -> Scene:
-    """``scene`` with one object (any size) given another shape, same colour, cell and box."""
-    used = {(o.colour, o.shape) for o in scene.objects}
-    k = int(rng.integers(len(scene.objects)))
-    obj = scene.objects[k]
-    shapes = [s for s in SHAPES if (obj.colour, s) not in used]
-    if not shapes:  # every shape of this colour is taken: recolour instead
-        return edit_scene(scene, rng, kinds=("modify",), small_only=False)[0]
-    objects = list(scene.objects)
-    objects[k] = replace(obj, shape=shapes[int(rng.integers(len(shapes)))])
-    return scene.with_objects(objects)
+def cell_pooling(image_size: int, patch_size: int) -> torch.Tensor:
+    """(9, grid²) weights averaging the patch tokens whose centres lie in each 3×3 grid cell (row-major)."""
+    grid = image_size // patch_size
+    centres = (torch.arange(grid) + 0.5) * patch_size
+    cell = (centres * 3 / image_size).long().clamp(max=2)  # (grid,) cell row/column of each patch row/column
+    member = (cell[:, None] * 3 + cell[None, :]).reshape(-1)  # (grid²,) cell of each patch
+    pool = (member[None, :] == torch.arange(9)[:, None]).float()
+    return pool / pool.sum(1, keepdim=True)
 
 
-def _hard_negative(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The edited twin a scene meets in its batch: half the time one object changes shape, else a small
-    object is recoloured, removed or added. Colour and position alone would tell most scenes apart."""
-    if rng.random() < 0.5:
-        return reshape_scene(scene, rng)
-    return edit_scene(scene, rng, kinds=("modify", "delete", "add"))[0]
+class CellHead(nn.Module):
+    """Per-cell attribute classifier over ViT tokens (the ViT's training partner; not shipped).
+
+    Each of the 9 grid cells pools the patch tokens whose centres lie inside it (a fixed average), so the
+    ViT must keep every object's attributes in the tokens where the object is — where a Q-Former's
+    cross-attention can find them. A small MLP reads presence (2), colour, shape and size logits.
+    """
+
+    def __init__(self, width: int, image_size: int, patch_size: int):
+        super().__init__()
+        self.register_buffer("pool", cell_pooling(image_size, patch_size), persistent=False)  # (9, grid²)
+        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU())
+        self.out = nn.Linear(2 * width, 2 + len(COLOURS) + len(SHAPES) + len(SIZES))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + grid², D) tokens (CLS first) → (N, 9, 2 + colours + shapes + sizes) logits."""
+        return self.out(self.mlp(self.norm(self.pool @ tokens[:, 1:])))
+
+
+def cell_labels(scenes: list[Scene]) -> torch.Tensor:
+    """(N, 9, 4) long: presence, colour, shape, size index per cell (-100 where a cell is empty)."""
+    labels = torch.full((len(scenes), 9, 4), -100, dtype=torch.long)
+    labels[..., 0] = 0
+    colours, sizes = list(COLOURS), list(SIZES)
+    for n, scene in enumerate(scenes):
+        for o in scene.objects:
+            labels[n, o.cell] = torch.tensor(
+                [1, colours.index(o.colour), SHAPES.index(o.shape), sizes.index(o.size)]
+            )
+    return labels
+
+
+def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropies of presence, colour, shape and size; and (4,) accuracies on present cells."""
+    edges = np.cumsum([0, 2, len(COLOURS), len(SHAPES), len(SIZES)])
+    losses, accs = [], []
+    for j in range(4):
+        part = logits[..., edges[j] : edges[j + 1]].reshape(-1, edges[j + 1] - edges[j])
+        target = labels[..., j].reshape(-1)
+        losses.append(F.cross_entropy(part, target, ignore_index=-100))
+        keep = target != -100
+        accs.append((part.argmax(-1)[keep] == target[keep]).float().mean())
+    return sum(losses), torch.stack(accs).detach()
 
 
 def train_vision_encoder(
-    tokenizer,
     seed: int,
     steps: int,
-    pairs_per_batch: int = 32,
+    batch_size: int = 64,
     lr: float = 2e-3,
     log: Callable[[str], None] = print,
 ) -> tuple[TimmEvaEncoder, StageResult]:
-    """CLIP-style training of the ``tiny_world`` EVA on full descriptions, with edited-twin hard negatives."""
+    """Supervised per-cell training of the ``tiny_world`` EVA: every object's colour, shape and size."""
     torch.manual_seed(seed)
     config = EvaVisionConfig.preset("tiny_world")
     vit = TimmEvaEncoder(config)
     vit.requires_grad_(True)
-    text = TextEncoder(len(tokenizer), config.width)
-    image_proj, text_proj = nn.Linear(config.width, 128, bias=False), nn.Linear(config.width, 128, bias=False)
-    logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-    params = [
-        *vit.parameters(),
-        *text.parameters(),
-        *image_proj.parameters(),
-        *text_proj.parameters(),
-        logit_scale,
-    ]
+    head = CellHead(config.width, config.image_size, config.patch_size)
     processor = ImageProcessor(size=config.image_size)
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        rng = np.random.default_rng([seed, VIT_STREAM, step])
-        scenes: list[Scene] = []
-        for b in range(pairs_per_batch):
-            scene = _scene(seed, VIT_STREAM, step * pairs_per_batch + b)
-            scenes += [scene, _hard_negative(scene, rng)]
-        texts = [full_description(s, rng) for s in scenes]
-        enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")["input_ids"]
-        feats = vit.encode_images(_pixels(scenes, processor))  # (N, N_v, D_v), with autograd
-        img = F.normalize(image_proj(feats.mean(1)), dim=-1)
-        txt = F.normalize(text_proj(text(enc)), dim=-1)
-        logits = logit_scale.exp().clamp(max=100) * img @ txt.T
-        target = torch.arange(len(scenes))
-        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-        return loss, f" batch acc {float((logits.argmax(1) == target).float().mean()):.2f}"
+        scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
+        loss, accs = cell_loss(head(vit.encode_images(_pixels(scenes, processor))), cell_labels(scenes))
+        return loss, " acc presence/colour/shape/size " + "/".join(f"{a:.2f}" for a in accs.tolist())
 
+    params = [*vit.parameters(), *head.parameters()]
     result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     vit._freeze()
     return vit, result
@@ -426,7 +474,7 @@ def train_qformer(
     model.train()
     scenes = [_scene(seed, QFORMER_STREAM, i) for i in range(num_images)]
     features = encode_scenes(vit, scenes)
-    st = SampleTokenizer(tokenizer, "vicuna_v0", image_token_id=image_token_id, slots_policy="query_tokens",
+    st = SampleTokenizer(tokenizer, "vicuna_v0", system=WORLD_SYSTEM, image_token_id=image_token_id, slots_policy="query_tokens",
                          num_queries=qformer.config.num_queries, max_length=256)  # fmt: skip
     collate = Collator(tokenizer.pad_token_id, vit.image_size)
     params = [p for p in model.parameters() if p.requires_grad]

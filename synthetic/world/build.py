@@ -7,7 +7,8 @@ Writes (each file atomically) into ``--out`` (default: the package's ``vpgkit/as
 * ``llm/`` — the tiny LLaMA (``save_pretrained``, safetensors, fp16) and its tokenizer; load with
   ``vpgkit.backbones.language.load_causal_lm`` and ``AutoTokenizer.from_pretrained(..., local_files_only=True)``;
 * ``qformer.safetensors`` — ``QFormer.state_dict()`` fp16 (``QFormerConfig.preset("tiny_world")``);
-* ``manifest.json`` — the command, seed, versions, steps, final losses, sizes and sha256 of every file.
+* ``manifest.json`` — the command, seed, versions, steps, final losses, the backbones' diagnostics
+  (:mod:`synthetic.world.diagnostics`: LM ceilings with perfect input, ViT probe), sizes and sha256.
 
 The build is deterministic per seed on one machine (``torch.use_deterministic_algorithms``, a fixed
 thread count); see ``docs/tiny_world.md`` for how close reruns on other machines are.
@@ -30,9 +31,10 @@ import torch
 
 from ..storage import atomic_write_json
 from .backbones import train_language_model, train_qformer, train_vision_encoder
+from .diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from .language import build_world_tokenizer
 
-DEFAULT_STEPS = {"lm": 2000, "vit": 1200, "qformer": 1500}
+DEFAULT_STEPS = {"lm": 2000, "vit": 800, "qformer": 600}
 
 
 def default_out() -> Path:
@@ -97,11 +99,14 @@ def build(
     start = time.perf_counter()
     tokenizer = build_world_tokenizer()
     llm, lm_stage = train_language_model(tokenizer, seed, steps["lm"], log=log)
-    vit, vit_stage = train_vision_encoder(tokenizer, seed, steps["vit"], log=log)
+    vit, vit_stage = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
     vit.load_state_dict({k: v.half().float() for k, v in vit.state_dict().items()})
     llm.load_state_dict({k: v.half().float() for k, v in llm.state_dict().items()})
     qformer, q_stage = train_qformer(vit, llm, tokenizer, seed, steps["qformer"], log=log)
+    # What the frozen backbones can do alone, before any adapter claim (the weights as shipped).
+    diagnostics = {"lm_ceilings": lm_ceilings(llm, tokenizer), "vit_probe": vit_probe(vit)}
+    log(format_diagnostics(diagnostics))
     _save_safetensors(out / "eva.safetensors", vit.state_dict())
     _save_safetensors(out / "qformer.safetensors", qformer.state_dict())
     _save_llm(out / "llm", llm, tokenizer)
@@ -130,6 +135,7 @@ def build(
             }
             for name, r in (("language_model", lm_stage), ("vision_encoder", vit_stage), ("qformer", q_stage))
         },
+        "diagnostics": diagnostics,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files

@@ -39,6 +39,8 @@ def edit_scene(
     rng: np.random.Generator,
     kinds: tuple[str, ...] = ("modify", "delete", "add"),
     small_only: bool = True,
+    target: WorldObject | None = None,
+    cells: list[int] | None = None,
 ) -> tuple[Scene, dict[str, Any]]:
     """One edit of ``scene``; returns the edited scene and caption metadata.
 
@@ -47,6 +49,11 @@ def edit_scene(
         rng: draws the kind, the object and the new colour / cell.
         kinds: edit kinds to draw from (:data:`EDIT_KINDS`).
         small_only: edit (and add) only small objects: the details a caption-trained VPG overlooks.
+        target: the object to modify or delete (default: drawn among the candidates).
+        cells: free cells an added object may go to (default: every free cell).
+
+    Colours and shapes come from the world's own (:data:`COLOURS`, :data:`SHAPES`); a (colour, shape)
+    pair stays unique in the scene.
     """
     kind = kinds[int(rng.integers(len(kinds)))]
     candidates = [o for o in scene.objects if not small_only or not o.salient]
@@ -57,10 +64,10 @@ def edit_scene(
         used = {(o.colour, o.shape) for o in scene.objects}
         pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in used]
         colour, shape = pairs[int(rng.integers(len(pairs)))]
-        free = scene.free_cells()
+        free = scene.free_cells() if cells is None else cells
         new = place(shape, colour, "small", free[int(rng.integers(len(free)))], rng, scene.size)
         return scene.with_objects([*objects, new]), _meta(scene, new, "add")
-    obj = candidates[int(rng.integers(len(candidates)))]
+    obj = target if target is not None else candidates[int(rng.integers(len(candidates)))]
     k = objects.index(obj)
     if kind == "modify":
         used = {(o.colour, o.shape) for o in scene.objects}

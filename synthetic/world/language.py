@@ -39,7 +39,9 @@ from .scene import COLOURS, POSITIONS, SHAPES, SIZES, Scene, WorldObject
 
 __all__ = [
     "EVAL_WORDING",
+    "NO_CHANGE",
     "NUMBERS",
+    "ORDINALS",
     "TRAIN_WORDING",
     "Wording",
     "article",
@@ -52,7 +54,9 @@ __all__ = [
     "world_corpus",
 ]
 
-NUMBERS = ("zero", "one", "two", "three", "four", "five", "six")
+NUMBERS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+# The difference task's answer when the named region did not change ({where}: "in the top left").
+NO_CHANGE = "Nothing changed {where}."
 ORDINALS = ("first", "second", "third")
 
 
@@ -147,7 +151,8 @@ class Wording:
     Attributes:
         caption: instructions asking for a brief caption.
         detail: instructions asking for a full description (language-model corpus only).
-        difference: instructions for "describe the difference" between two images.
+        difference: instructions of the difference task (two images).
+        difference_q: its question naming a region ({position}).
         which: instructions for "which image shows X" (a choice list follows).
         question: instructions for questions about small details (a choice list follows).
         cloze: instructions for multi-image cloze (a choice list follows).
@@ -159,6 +164,7 @@ class Wording:
     caption: tuple[str, ...]
     detail: tuple[str, ...]
     difference: tuple[str, ...]
+    difference_q: tuple[str, ...]
     which: tuple[str, ...]
     question: tuple[str, ...]
     cloze: tuple[str, ...]
@@ -183,10 +189,10 @@ TRAIN_WORDING = Wording(
         "List every object in the image.",
         "What objects are in the image?",
     ),
-    difference=(
-        *QUESTIONS["describe_difference"],
-        "What changed between the two images?",
-        "What is different in the second image?",
+    difference=("Compare the two images.", "Look at both images."),
+    difference_q=(
+        "What changed in the {position} of the image?",
+        "What is different in the {position} of the second image?",
     ),
     which=("Which image is it?", "Answer with the image that fits."),
     question=("Answer the question.", "Answer with one word from the list."),
@@ -208,9 +214,10 @@ TRAIN_WORDING = Wording(
 EVAL_WORDING = Wording(
     caption=("Give a one sentence summary of this picture.", "Summarize the picture in a few words."),
     detail=("Tell me everything you can see in the picture.",),
-    difference=(
-        "Compare the two pictures and say what is different in the second one.",
-        "Tell me what was changed from the first picture to the second picture.",
+    difference=("Compare the two pictures.", "Look closely at both pictures."),
+    difference_q=(
+        "Tell me what was changed in the {position} part of the second picture.",
+        "What is not the same in the {position} of the pictures?",
     ),
     which=("Pick the picture that matches the description.", "Find the picture that fits the question."),
     question=(
@@ -248,10 +255,12 @@ def _options(answer: str, pool: list[str], rng: np.random.Generator, k: int = 4)
     return [options[i] for i in rng.permutation(len(options))]
 
 
-def detail_question(scene: Scene, rng: np.random.Generator, wording: Wording) -> Question:
-    """A colour or position question about a small object, with 4 options (the answer among them)."""
+def detail_question(
+    scene: Scene, rng: np.random.Generator, wording: Wording, target: WorldObject | None = None
+) -> Question:
+    """A colour or position question about ``target`` (default: a random small object), 4 options."""
     details = list(scene.details) or list(scene.objects)
-    obj = details[int(rng.integers(len(details)))]
+    obj = target if target is not None else details[int(rng.integers(len(details)))]
     if rng.random() < 0.5:
         same_shape = [o for o in scene.objects if o.shape == obj.shape and o.size == obj.size]
         where = len(same_shape) > 1  # "the small square" must name one object
@@ -302,6 +311,7 @@ def world_corpus() -> str:
         *(t for v in TEMPLATES.values() for t in v),
         *(t for v in QUESTIONS.values() for t in v),
         *(t for v in NO_DIFFERENCE.values() for t in v),
+        NO_CHANGE,
         "Yes. The first image was edited. Compared with the second one: The second image was edited. "
         "Compared with the first one:",
         *sorted(TRAIN_WORDING.instructions()),  # sorted: token ids must not depend on hash order

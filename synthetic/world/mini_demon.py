@@ -1,16 +1,20 @@
-"""mini-DEMON: a held-out benchmark from the tiny world in the real DEMON-Core layout.
+"""mini-DEMON: a held-out benchmark from the tiny world in the real DEMON-Core layout, with controls.
 
 One folder per task, each with ``core.json`` and ``images/``::
 
     OUT/detail_question/core.json
     OUT/detail_question/images/000003_1.png
-    OUT/index.json                      {task: {"path", "category", "metric", "num_sample"}}
+    OUT/cloze__both_blank/core.json       a control of ``cloze`` (same samples, every image blank)
+    OUT/cloze__image2_replaced/core.json  a control of ``cloze`` (image 2 from another sample)
+    OUT/index.json                        {task: {"path", "category", "metric", "num_sample", "control"?}}
 
 ``core.json`` is ``{"metadata": {"dataset", "split": "core", "num_sample", "task_instruction": [...],
-"question_type", "category", "metric"}, "data": [{"sample_id", "task_instruction_id", "task_instance":
-{"context": "... {image#1} ...", "images_path": [...], "choice_list"?: [...]}, "response"}]}``, which
-:func:`vpgkit.data.readers.read_demon` reads (instruction + context, ``{image#k}`` → ``<image>``, the
-choice list appended). Tasks and metrics: :data:`synthetic.world.tasks.TASK_INFO`.
+"question_type", "category", "metric", "control"?}, "data": [{"sample_id", "task_instruction_id",
+"task_instance": {"context": "... {image#1} ...", "images_path": [...], "choice_list"?: [...]},
+"response", "subsets"}]}``, which :func:`vpgkit.data.readers.read_demon` reads. ``subsets`` tags a sample
+(``unchanged``, ``distractor``, the edit kind, ...); a control file's ``metadata.control`` is ``{"of":
+task, "kind": "both_blank" | "image2_replaced"}``. The evaluator reports subsets and controls beside
+each task's score, with the best no-vision baseline computed from the file (``vpgkit.evaluation``).
 
 Held out twice over: the scenes come from seeds no training stage uses, and every instruction and
 question uses :data:`~synthetic.world.language.EVAL_WORDING`, which shares no sentence with the training
@@ -20,9 +24,9 @@ Example:
     >>> import tempfile
     >>> from vpgkit.data.readers import read_demon
     >>> paths = make_mini_demon(tempfile.mkdtemp(), per_task=2, progress=False)
-    >>> sorted(paths)
+    >>> sorted(p for p in paths if "__" not in p)
     ['caption', 'cloze', 'detail_question', 'difference', 'which_image']
-    >>> len(read_demon(paths["cloze"]))
+    >>> len(read_demon(paths["cloze__both_blank"]))
     2
 """
 
@@ -36,12 +40,17 @@ from PIL import Image
 
 from ..storage import atomic_write_bytes, atomic_write_json
 from .language import EVAL_WORDING, Wording
-from .scene import make_scene, render
-from .tasks import TASK_BUILDERS, TASK_INFO
+from .scene import Scene, make_scene, render
+from .tasks import TASK_BUILDERS, TASK_INFO, TaskInstance
 
-__all__ = ["MINI_DEMON_STREAM", "make_mini_demon"]
+__all__ = ["CONTROLS", "MINI_DEMON_STREAM", "make_mini_demon"]
 
 MINI_DEMON_STREAM = 900  # scene seeds seed * 1000 + 900 + task index: used by no training stage
+# Control kind → the tasks it applies to.
+CONTROLS: dict[str, tuple[str, ...]] = {
+    "both_blank": ("difference", "which_image", "detail_question", "cloze"),
+    "image2_replaced": ("difference", "which_image", "cloze"),
+}
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -56,66 +65,93 @@ def _instructions(task: str, wording: Wording) -> tuple[str, ...]:
     return getattr(wording, field)
 
 
+def _write_task(
+    folder: Path, task: str, instances: list[TaskInstance], scenes: list[list[Scene]], control: dict | None
+) -> dict:
+    instructions = _instructions(task, EVAL_WORDING)
+    data = []
+    for i, (instance, shown) in enumerate(zip(instances, scenes, strict=True)):
+        images = []
+        for k, scene in enumerate(shown, 1):
+            name = f"{i:06d}_{k}.png"
+            atomic_write_bytes(folder / "images" / name, _png(render(scene)[0]))
+            images.append(name)
+        task_instance = {"context": instance.context, "images_path": images}
+        if instance.choices is not None:
+            task_instance["choice_list"] = instance.choices
+        data.append({"sample_id": f"{i:06d}", "task_instruction_id": instructions.index(instance.instruction),
+                     "task_instance": task_instance, "response": instance.response,
+                     "subsets": instance.subsets})  # fmt: skip
+    info = TASK_INFO[task]
+    metadata = {
+        "dataset": f"mini_demon_{folder.name}",
+        "split": "core",
+        "num_sample": len(data),
+        # read_demon concatenates instruction and context: end each instruction with a space
+        "task_instruction": [f"{text} " for text in instructions],
+        "question_type": "multi-choice" if info["metric"] == "accuracy" else "open-ended",
+        "category": info["category"],
+        "metric": info["metric"],
+    }
+    if control is not None:
+        metadata["control"] = control
+    atomic_write_json(folder / "core.json", {"metadata": metadata, "data": data})
+    return {"path": f"{folder.name}/core.json", **info, "num_sample": len(data),
+            **({"control": control} if control else {})}  # fmt: skip
+
+
 def make_mini_demon(
     out_dir: str | Path,
     seed: int = 0,
     per_task: int = 40,
     tasks: tuple[str, ...] = tuple(TASK_BUILDERS),
+    controls: bool = True,
     progress: bool = True,
 ) -> dict[str, str]:
-    """Write mini-DEMON under ``out_dir``; returns ``{task: path of its core.json}``.
+    """Write mini-DEMON under ``out_dir``; returns ``{task: path of its core.json}`` (controls included).
 
     Args:
         out_dir: output folder (created).
         seed: the benchmark's seed (scenes use seeds ``seed * 1000 + 900 + k``, disjoint from training).
         per_task: samples per task.
         tasks: which tasks (default: all five of :data:`~synthetic.world.tasks.TASK_BUILDERS`).
+        controls: also write the :data:`CONTROLS` variants of the tasks they apply to.
         progress: show a tqdm bar.
     """
     from tqdm.auto import tqdm
 
+    unknown = [t for t in tasks if t not in TASK_BUILDERS]
+    if unknown:
+        raise ValueError(
+            f"make_mini_demon: unknown task(s) {unknown}; expected some of {sorted(TASK_BUILDERS)}"
+        )
     out = Path(out_dir)
     index, paths = {}, {}
-    bar = tqdm(total=per_task * len(tasks), desc="mini-DEMON", unit="sample", disable=not progress)
-    for t, task in enumerate(tasks):
-        if task not in TASK_BUILDERS:
-            raise ValueError(
-                f"make_mini_demon: unknown task {task!r}; expected some of {sorted(TASK_BUILDERS)}"
+    bar = tqdm(total=len(tasks), desc="mini-DEMON", unit="task", disable=not progress)
+    for task in tasks:
+        t = list(TASK_BUILDERS).index(task)
+        instances = [
+            TASK_BUILDERS[task](
+                make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i),
+                np.random.default_rng([seed, MINI_DEMON_STREAM, t, i]),
+                EVAL_WORDING,
             )
-        folder = out / task
-        instructions = _instructions(task, EVAL_WORDING)
-        data = []
-        for i in range(per_task):
-            rng = np.random.default_rng([seed, MINI_DEMON_STREAM, t, i])
-            instance = TASK_BUILDERS[task](
-                make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i), rng, EVAL_WORDING
-            )
-            instruction_id = instructions.index(instance.instruction)
-            images = []
-            for k, scene in enumerate(instance.scenes, 1):
-                name = f"{i:06d}_{k}.png"
-                atomic_write_bytes(folder / "images" / name, _png(render(scene)[0]))
-                images.append(name)
-            task_instance = {"context": instance.context, "images_path": images}
-            if instance.choices is not None:
-                task_instance["choice_list"] = instance.choices
-            data.append({"sample_id": f"{i:06d}", "task_instruction_id": instruction_id,
-                         "task_instance": task_instance, "response": instance.response})  # fmt: skip
-            bar.update(1)
-        info = TASK_INFO[task]
-        metadata = {
-            "dataset": f"mini_demon_{task}",
-            "split": "core",
-            "num_sample": len(data),
-            # read_demon concatenates instruction and context: end each instruction with a space
-            "task_instruction": [f"{text} " for text in instructions],
-            "question_type": "multi-choice" if info["metric"] == "accuracy" else "open-ended",
-            "category": info["category"],
-            "metric": info["metric"],
-        }
-        atomic_write_json(folder / "core.json", {"metadata": metadata, "data": data})
-        paths[task] = str(folder / "core.json")
-        index[task] = {"path": f"{task}/core.json", **info, "num_sample": len(data)}
+            for i in range(per_task)
+        ]
+        variants = {task: ([x.scenes for x in instances], None)}
+        if controls and task in CONTROLS["both_blank"]:
+            blank = [[s.with_objects(()) for s in x.scenes] for x in instances]
+            variants[f"{task}__both_blank"] = (blank, {"of": task, "kind": "both_blank"})
+        if controls and task in CONTROLS["image2_replaced"] and per_task > 1:
+            # image 2 of the next sample: same kind of scene, other objects
+            swapped = [
+                [x.scenes[0], instances[(i + 1) % per_task].scenes[1]] for i, x in enumerate(instances)
+            ]
+            variants[f"{task}__image2_replaced"] = (swapped, {"of": task, "kind": "image2_replaced"})
+        for name, (scenes, control) in variants.items():
+            index[name] = _write_task(out / name, task, instances, scenes, control)
+            paths[name] = str(out / name / "core.json")
+        bar.update(1)
     bar.close()
     atomic_write_json(out / "index.json", {"seed": seed, "per_task": per_task, "tasks": index})
     return paths

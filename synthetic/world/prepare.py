@@ -1,20 +1,23 @@
-"""The default job's data: world images + salient captions, attention-guided synthetic pairs, mini-DEMON.
+"""The default job's data: world images + salient captions, attention-guided discriminative samples, mini-DEMON.
 
 :func:`make_default_data` writes, under ``out_dir``::
 
     images/000000.png …            the training scenes (56 px)
     annotations.json               their object masks (COCO, uncompressed RLE; labels = shape names)
     captions.jsonl                 vpgkit Samples: "<image> Describe the image briefly." → salient caption
-    synthetic/                     the discriminative pipeline's run (images/src, images/edit, shards, summary)
-    synthetic.jsonl                its Samples, image paths relative to out_dir
-    mini_demon/<task>/core.json    the held-out benchmark (other seeds, evaluation wordings)
+    synthetic/000000_2.png …       the edited images of the discriminative samples
+    synthetic.jsonl                the discriminative samples, image paths relative to out_dir
+    mini_demon/<task>/core.json    the held-out benchmark with its controls (other seeds, evaluation wordings)
     prepare_config.json            what each part was made with
 
-Both JSONL files use image paths relative to ``out_dir``, so a recipe sets ``images: <out_dir>`` for both.
-The synthetic pairs come from :mod:`synthetic.discriminative`: the shipped tiny-world ViT + Q-Former is
-the VPG whose cross-attention ranks the world's own object masks, and the least-attended object is
-recoloured, deleted, swapped or a donor object added. Rerunning with the same arguments does no work;
-a part whose settings changed is rebuilt.
+The discriminative samples follow the VPG-C paper's recipe on the world: the shipped tiny-world ViT +
+Q-Former is the VPG, its cross-attention (:class:`synthetic.discriminative.VPGAttention`, averaged over
+layers, heads and queries) is scored on each object's mask, and the small object it attends to *least*
+is the one the sample is about: a difference in that region (two edits per pair; the instruction names
+the region), which of two images shows it in its colour, or its colour/position. Every instruction
+names what it asks about, so an instruction-guided readout (VPG-C's guidance) can find it. Edits use
+only the world's colours and shapes. Rerunning with the same arguments does no work; a part whose
+settings changed is rebuilt.
 
 Example:
     >>> import tempfile
@@ -33,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from vpgkit.data import Sample, Turn, write_samples_jsonl
@@ -41,14 +43,23 @@ from vpgkit.data import Sample, Turn, write_samples_jsonl
 from ..storage import atomic_write_bytes, atomic_write_json
 from .language import TRAIN_WORDING, salient_caption
 from .mini_demon import make_mini_demon
-from .scene import make_scene, render
+from .scene import Scene, WorldObject, make_scene, render
+from .tasks import TASK_BUILDERS, render_text
 
-__all__ = ["MIXES", "load_world_vpg", "make_default_data"]
+__all__ = [
+    "MIXES",
+    "SYNTHETIC_TASKS",
+    "LeastAttended",
+    "load_world_vpg",
+    "make_default_data",
+    "object_attention",
+]
 
 PREPARE_STREAM = 200  # training scenes: make_scene(seed * 1000 + 200, i)
+SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -119,7 +130,6 @@ def make_default_data(
     mix: str = "captions+synthetic",
     n_eval: int = 40,
     progress: bool = True,
-    min_edit_fraction: float = 0.004,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -128,13 +138,10 @@ def make_default_data(
         seed: seed of the scenes, captions, edits and mini-DEMON (mini-DEMON's scenes never overlap
             training scenes for any seed).
         n_images: training scenes (each gets one captions sample).
-        n_edits: kept synthetic discriminative pairs wanted (``mix="captions+synthetic"`` only).
+        n_edits: attention-guided discriminative samples (``mix="captions+synthetic"`` only).
         mix: ``"captions+synthetic"`` or ``"captions"`` (the paper's ablation: no synthetic data).
         n_eval: mini-DEMON samples per task.
         progress: show progress bars.
-        min_edit_fraction: smallest region (share of the image) the pipeline may edit. The default admits
-            the small objects (a 6 px triangle is ~0.6% of the image); 0.03 leaves only medium and large
-            (salient) objects — the "easy edits" ablation.
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -183,9 +190,9 @@ def make_default_data(
     if mix == "captions+synthetic":
         paths["synthetic"] = str(out / "synthetic.jsonl")
         wanted = {"version": FORMAT_VERSION, "seed": seed, "n_images": n_images, "n_edits": n_edits,
-                  "assets": _assets_fingerprint(), "min_edit_fraction": min_edit_fraction}  # fmt: skip
+                  "assets": _assets_fingerprint()}  # fmt: skip
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(out, seed, n_edits, progress, min_edit_fraction)
+            _make_synthetic(out, seed, n_images, n_edits, progress)
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -198,38 +205,67 @@ def make_default_data(
     return paths
 
 
-def _make_synthetic(out: Path, seed: int, n_edits: int, progress: bool, min_fraction: float) -> None:
-    from ..discriminative import (
-        CocoAnnotations,
-        DiscriminativePipeline,
-        PipelineConfig,
-        VPGAttention,
-        sources_from_folder,
-    )
+# Discriminative task mix of the synthetic data (the paper's difference captions + discriminative questions).
+SYNTHETIC_TASKS = {"difference": 0.4, "which_image": 0.3, "detail_question": 0.3}
 
-    run = out / "synthetic"
-    if run.exists():  # settings changed (or a half-written run): start over
-        shutil.rmtree(run)
-    torch.manual_seed(seed)
-    vpg = load_world_vpg()
-    config = PipelineConfig(
-        seed=seed,
-        min_fraction=min_fraction,
-        max_fraction=0.25,
-        max_side=56,
-        shard_size=256,
-        preview=8,
-    )
-    pipeline = DiscriminativePipeline(
-        VPGAttention(vpg, batch_size=256), config,
-        annotations=CocoAnnotations.load(out / "annotations.json"), description=vpg.description,
-    )  # fmt: skip
-    pipeline.run(sources_from_folder(out / "images"), run, count=n_edits, progress=progress)
+
+class LeastAttended:
+    """A task picker choosing, among the candidates, the object of the lowest VPG attention; it remembers
+    its last choice (``target_cell``, ``candidates``) for the sample's metadata."""
+
+    def __init__(self, scores: dict[int, dict[int, float]]):
+        self.scores = scores
+        self.target_cell: int | None = None
+        self.candidates: list[int] = []
+
+    def __call__(self, scene: Scene, candidates: list[WorldObject], rng: np.random.Generator) -> WorldObject:
+        by_cell = self.scores[scene.index]
+        target = min(candidates, key=lambda o: (by_cell[o.cell], o.cell))
+        self.target_cell, self.candidates = target.cell, [o.cell for o in candidates]
+        return target
+
+
+def object_attention(vpg, scenes: list[Scene], batch_size: int = 256) -> dict[int, dict[int, float]]:
+    """Scene index → {cell: mean VPG attention inside that object's mask}."""
+    from ..discriminative import VPGAttention
+    from ..discriminative.regions import Region, score_regions
+
+    attention = VPGAttention(vpg, batch_size=batch_size)
+    out = {}
+    rendered = [render(s) for s in scenes]
+    maps = attention.maps([image for image, _ in rendered])
+    for scene, (_, masks), amap in zip(scenes, rendered, maps, strict=True):
+        values = score_regions(
+            [Region(m, o.shape, "annotation") for o, m in zip(scene.objects, masks, strict=True)], amap
+        )
+        out[scene.index] = {o.cell: float(v) for o, v in zip(scene.objects, values, strict=True)}
+    return out
+
+
+def _make_synthetic(out: Path, seed: int, n_images: int, n_edits: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    if (out / "synthetic").exists():  # settings changed (or a half-written run): start over
+        shutil.rmtree(out / "synthetic")
+    scenes = [make_scene(seed * 1000 + PREPARE_STREAM, i) for i in range(n_images)]
+    pick = LeastAttended(object_attention(load_world_vpg(), scenes))
+    names = list(SYNTHETIC_TASKS)
+    weights = np.array([SYNTHETIC_TASKS[n] for n in names])
     samples = []
-    for shard in sorted((run / "shards").glob("shard-*.jsonl")):
-        for line in shard.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                rec["images"] = [f"synthetic/{p}" for p in rec["images"]]
-                samples.append(Sample.from_json(rec, where=str(shard)))
+    for j in tqdm(range(n_edits), desc="discriminative samples", disable=not progress):
+        rng = np.random.default_rng([seed, SYNTHETIC_STREAM, j])
+        scene = scenes[j % n_images]
+        task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+        instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING, pick)
+        images = []
+        for k, shown in enumerate(instance.scenes, 1):
+            if shown == scene:  # the unedited training image
+                images.append(f"images/{scene.index:06d}.png")
+            else:
+                images.append(f"synthetic/{j:06d}_{k}.png")
+                atomic_write_bytes(out / images[-1], _png(render(shown)[0]))
+        user = render_text(instance, lambda _: "<image>")
+        samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
+                              meta={"task": task, "subsets": instance.subsets, "scene": scene.index,
+                                    "target_cell": pick.target_cell, "candidates": pick.candidates}))  # fmt: skip
     write_samples_jsonl(samples, out / "synthetic.jsonl")

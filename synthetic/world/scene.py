@@ -1,11 +1,11 @@
 """The tiny world's scenes: a few coloured shapes on a dark background, with exact per-object masks.
 
-A :class:`Scene` holds 3–5 :class:`WorldObject` s, each with a shape, a colour, a size class and one of
+A :class:`Scene` holds 7–8 :class:`WorldObject` s, each with a shape, a colour, a size class and one of
 the nine positions of a 3×3 grid (``"top left"`` … ``"center"`` … ``"bottom right"``, the words
 :func:`synthetic.discriminative.captions.position_words` uses). Objects sit in distinct grid cells, so
 they never overlap, and every (colour, shape) pair appears at most once per scene, so "the small blue
 square" names exactly one object. The 1–2 ``large``/``medium`` objects are the *salient* ones (what a
-web-style caption mentions); the others are ``small`` (5–7 px), the details captions leave out.
+web-style caption mentions); the others are ``small`` (8–9 px), the details captions leave out.
 
 Rendering is aliasing-free (no anti-aliasing), so an object's mask is exactly the set of pixels painted in
 its colour. Everything derives from the seed: :func:`make_scene` ``(seed, index)`` always returns the
@@ -61,7 +61,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND = (30, 30, 36)
 # Side in pixels (min, max inclusive) per size class; a grid cell is 56 / 3 ≈ 18.7 px wide.
-SIZES: dict[str, tuple[int, int]] = {"large": (16, 17), "medium": (11, 13), "small": (5, 7)}
+# Small objects span at least one 7 px patch, so the ViT can encode their shapes.
+SIZES: dict[str, tuple[int, int]] = {"large": (16, 17), "medium": (12, 13), "small": (8, 9)}
 ROWS, COLS = ("top", "", "bottom"), ("left", "", "right")
 # Position word of each grid cell, row-major (index = 3 * row + col).
 POSITIONS = tuple((f"{r} {c}".strip() or "center") for r in ROWS for c in COLS)
@@ -159,7 +160,7 @@ def _jitter(lo: float, hi: float, side: int, rng: np.random.Generator) -> int:
     return first if last <= first else int(rng.integers(first, last + 1))
 
 
-def make_scene(seed: int, index: int, num_objects: tuple[int, int] = (3, 5)) -> Scene:
+def make_scene(seed: int, index: int, num_objects: tuple[int, int] = (7, 8)) -> Scene:
     """Scene ``index`` of the world with ``seed``: 1–2 salient objects, the rest small.
 
     Args:

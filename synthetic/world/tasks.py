@@ -2,54 +2,85 @@
 
 One generator per task; each takes the scene it starts from, a seeded generator and a
 :class:`~synthetic.world.language.Wording`, so the same code makes the language model's training text
-(:data:`TRAIN_WORDING`) and the held-out mini-DEMON (:data:`EVAL_WORDING`).
+(:data:`TRAIN_WORDING`), the default job's synthetic data and the held-out mini-DEMON
+(:data:`EVAL_WORDING`). Every question names what it asks about (an object or a region), so the
+instruction decides which of the 5–7 small objects matters: the information VPG-C's guidance carries.
 
-=====================  ======  ====================================================  =========
-task                   images  asks                                                  metric
-=====================  ======  ====================================================  =========
-``caption``            1       a brief caption (salient objects only)                rouge_l
-``difference``         2       what changed (a small object recoloured/removed/added) rouge_l
-``which_image``        3       which image shows a given small object               accuracy
-``detail_question``    1       colour or position of a small object                 accuracy
-``cloze``              2       the colour word missing from the second sentence     accuracy
-=====================  ======  ====================================================  =========
+=====================  ======  =========================================================  =========
+task                   images  asks                                                       metric
+=====================  ======  =========================================================  =========
+``caption``            1       a brief caption (salient objects only)                     rouge_l
+``difference``         2       what changed in a named region (two edits, one there; 20%  rouge_l
+                               of the time the region is unchanged)
+``which_image``        2       which image shows a named small object in a named colour  accuracy
+``detail_question``    1       colour or position of a named small object                accuracy
+``cloze``              2       the colour word missing from the second sentence (25%      accuracy
+                               unchanged; the answer colour often visible elsewhere)
+=====================  ======  =========================================================  =========
+
+Every instance records ``focus`` — per image, the objects its answer depends on (what a perfect
+visual prompt must carry) — and ``subsets``, tags the evaluator reports separately (``unchanged``,
+``distractor``, the edit kind, the question kind). Answer distributions are balanced: options are
+shuffled, which-image answers are first/second with equal odds, cloze answers are the stated colour
+25% of the time, as likely as each of the other three options.
 
 Example:
     >>> import numpy as np
     >>> from synthetic.world.scene import make_scene
     >>> from synthetic.world.language import EVAL_WORDING
     >>> t = TASK_BUILDERS["which_image"](make_scene(0, 2), np.random.default_rng(0), EVAL_WORDING)
-    >>> len(t.scenes), t.context.count("{image#"), t.response in t.choices
-    (3, 3, True)
+    >>> len(t.scenes), t.context.count("{image#"), t.response in t.choices, len(t.focus)
+    (2, 2, True, 2)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..discriminative.captions import DifferenceCaptioner, located
+from ..discriminative.captions import TEMPLATES, DifferenceCaptioner, located
 from .edits import edit_scene
 from .language import (
+    NO_CHANGE,
     ORDINALS,
     Wording,
     choice_suffix,
     detail_question,
-    full_description,
     noun_phrase,
     salient_caption,
 )
-from .scene import COLOURS, Scene
+from .scene import COLOURS, POSITIONS, Scene, WorldObject
 
-__all__ = ["TASK_BUILDERS", "TASK_INFO", "TaskInstance", "render_text"]
+__all__ = [
+    "TASK_BUILDERS",
+    "TASK_INFO",
+    "Picker",
+    "TaskInstance",
+    "free_colours",
+    "random_picker",
+    "render_text",
+]
+
+# Picks the object a task asks about among candidates (default: uniformly; the default job's synthetic
+# data picks the one the VPG attends to least).
+Picker = Callable[[Scene, list[WorldObject], np.random.Generator], WorldObject]
+
+
+def random_picker(scene: Scene, candidates: list[WorldObject], rng: np.random.Generator) -> WorldObject:
+    return candidates[int(rng.integers(len(candidates)))]
 
 
 @dataclass
 class TaskInstance:
-    """One task instance: ``context`` refers to ``scenes[k-1]`` as ``{image#k}``."""
+    """One task instance: ``context`` refers to ``scenes[k-1]`` as ``{image#k}``.
+
+    Attributes:
+        focus: per scene, the objects the answer depends on (what a perfect visual prompt carries).
+        subsets: evaluation tags of this instance (e.g. ``unchanged``, ``distractor``).
+    """
 
     task: str
     instruction: str
@@ -58,86 +89,159 @@ class TaskInstance:
     response: str
     choices: list[str] | None = None
     meta: dict[str, Any] | None = None
+    focus: list[list[WorldObject]] = field(default_factory=list)
+    subsets: list[str] = field(default_factory=list)
+
+
+def free_colours(scene: Scene, obj: WorldObject) -> list[str]:
+    """Colours ``obj`` can take while every (colour, shape) pair of the scene stays unique."""
+    used = {(o.colour, o.shape) for o in scene.objects}
+    return [c for c in COLOURS if (c, obj.shape) not in used]
+
+
+def _recolourable(scene: Scene) -> list[WorldObject]:
+    """Small objects that can change colour; if none can (rare: every colour of their shapes is taken),
+    any object that can — some always can, as no scene holds six objects of two shapes each."""
+    return [o for o in scene.details if free_colours(scene, o)] or [
+        o for o in scene.objects if free_colours(scene, o)
+    ]
 
 
 def _pick(options: tuple[str, ...], rng: np.random.Generator) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def caption_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
+def _shuffled(items: list[str], rng: np.random.Generator) -> list[str]:
+    return [items[i] for i in rng.permutation(len(items))]
+
+
+def caption_task(
+    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+) -> TaskInstance:
     return TaskInstance(
-        "caption", _pick(wording.caption, rng), "{image#1}", [scene], salient_caption(scene, rng)
-    )
+        "caption", _pick(wording.caption, rng), "{image#1}", [scene], salient_caption(scene, rng),
+        focus=[list(scene.salient)],
+    )  # fmt: skip
 
 
-def detail_description_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
-    return TaskInstance(
-        "detail_description", _pick(wording.detail, rng), "{image#1}", [scene], full_description(scene, rng)
-    )
-
-
-def detail_question_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
-    q = detail_question(scene, rng, wording)
+def detail_question_task(
+    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+) -> TaskInstance:
+    target = pick(scene, list(scene.details) or list(scene.objects), rng)
+    q = detail_question(scene, rng, wording, target)
     return TaskInstance(
         "detail_question", _pick(wording.question, rng), "{image#1} " + q.text, [scene], q.answer, q.choices,
-        {"kind": q.kind},
+        {"kind": q.kind}, focus=[[target]], subsets=[q.kind],
     )  # fmt: skip
 
 
-_CAPTIONER = DifferenceCaptioner()
+# One wording per edit kind, so an answer is determined by what changed (the metric is ROUGE-L).
+_CAPTIONER = DifferenceCaptioner({kind: TEMPLATES[kind][:1] for kind in ("modify", "delete", "add")})
 
 
-def difference_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
-    edited, meta = edit_scene(scene, rng, kinds=("modify", "delete", "add"), small_only=True)
-    caption = _CAPTIONER.caption(meta, rng)
-    return TaskInstance(
-        "difference", _pick(wording.difference, rng), "{image#1} {image#2}", [scene, edited], caption,
-        meta={"edit": meta},
-    )  # fmt: skip
+def _edit_at(scene: Scene, obj: WorldObject | None, cell: int, kind: str, rng: np.random.Generator):
+    """Edit ``obj`` (modify/delete) or add a small object in free ``cell``; returns (scene, meta, old, new)."""
+    if kind == "add":
+        edited, meta = edit_scene(scene, rng, kinds=("add",), cells=[cell])
+        return edited, meta, None, edited.objects[-1]
+    edited, meta = edit_scene(scene, rng, kinds=(kind,), target=obj)
+    new = next((o for o in edited.objects if o.cell == obj.cell), None)
+    return edited, meta, obj, new
 
 
-def which_image_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
-    """The original and two variants whose target small object has other colours, in random order."""
+def difference_task(
+    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+) -> TaskInstance:
+    """Two edits in two regions; the instruction names one region (20%: a third, unchanged region)."""
     details = list(scene.details)
-    target = details[int(rng.integers(len(details)))]
-    k = scene.objects.index(target)
-    # The question names size, colour, shape and position, so it stays unambiguous in every variant.
-    colours = [c for c in COLOURS if c != target.colour]
-    others = [colours[i] for i in rng.permutation(len(colours))[:2]]
-    variants = [scene]
-    for c in others:
-        objects = list(scene.objects)
-        objects[k] = replace(target, colour=c)
-        variants.append(scene.with_objects(objects))
-    order = rng.permutation(3)
-    scenes = [variants[i] for i in order]
-    answer = ORDINALS[int(np.nonzero(order == 0)[0][0])]
-    phrase = "a " + noun_phrase(target)
-    question = _pick(wording.which_q, rng).format(object=phrase)
+    target = pick(scene, details, rng)
+    free = scene.free_cells()
+    kinds = (["modify"] if free_colours(scene, target) else []) + ["delete"] + (["add"] if free else [])
+    # first edit: the target (or an added object in a free cell); second edit: another small object
+    kind = kinds[int(rng.integers(len(kinds)))]
+    cell = target.cell if kind != "add" else free[int(rng.integers(len(free)))]
+    edited, meta, old, new = _edit_at(scene, target if kind != "add" else None, cell, kind, rng)
+    others = [o for o in edited.objects if not o.salient and o.cell != cell]
+    other = others[int(rng.integers(len(others)))]
+    second = "modify" if free_colours(edited, other) and rng.random() < 0.5 else "delete"
+    edited, _, _, _ = _edit_at(edited, other, other.cell, second, rng)
+    subsets = [kind]
+    if rng.random() < 0.2:  # ask about a region where nothing changed
+        still = [o for o in scene.objects if o.cell not in (cell, other.cell)]
+        quiet = still[int(rng.integers(len(still)))]
+        cell, old, new, subsets = quiet.cell, quiet, quiet, ["unchanged"]
+        response = NO_CHANGE.format(where=located(quiet.position))
+    else:
+        response = _CAPTIONER.caption(meta, rng)
+    question = _pick(wording.difference_q, rng).format(position=POSITIONS[cell])
     return TaskInstance(
-        "which_image", _pick(wording.which, rng), "{image#1} {image#2} {image#3} " + question, scenes, answer,
-        list(ORDINALS),
+        "difference", _pick(wording.difference, rng), "{image#1} {image#2} " + question, [scene, edited], response,
+        meta={"edit": meta}, focus=[[old] if old else [], [new] if new else []], subsets=subsets,
     )  # fmt: skip
 
 
-def cloze_task(scene: Scene, rng: np.random.Generator, wording: Wording) -> TaskInstance:
-    """Two images; the same small object is described in each; its colour in the second is the blank."""
-    edited, meta = edit_scene(scene, rng, kinds=("modify",), small_only=True)
-    target = next(o for o in scene.objects if list(o.box) == meta["box"])
+def which_image_task(
+    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+) -> TaskInstance:
+    """The scene and a variant whose named small object has another colour, in random order."""
+    target = pick(scene, _recolourable(scene), rng)
+    k = scene.objects.index(target)
+    colours = free_colours(scene, target)
+    objects = list(scene.objects)
+    objects[k] = replace(target, colour=colours[int(rng.integers(len(colours)))])
+    variants = [scene, scene.with_objects(objects)]
+    first = int(rng.integers(2))  # which position shows the named object: balanced
+    scenes = [variants[0], variants[1]] if first == 0 else [variants[1], variants[0]]
+    question = _pick(wording.which_q, rng).format(object="a " + noun_phrase(target))
+    # each image is labelled in the text, so the answer can point at a label
+    context = f"{ORDINALS[0]} image: {{image#1}} {ORDINALS[1]} image: {{image#2}} {question}"
+    return TaskInstance(
+        "which_image", _pick(wording.which, rng), context, scenes, ORDINALS[first],
+        list(ORDINALS[:2]), focus=[[s.objects[k]] for s in scenes],
+    )  # fmt: skip
+
+
+def cloze_task(
+    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+) -> TaskInstance:
+    """Two images; the same small object is described in each; its colour in the second is the blank.
+
+    25% of pairs are unchanged (the answer is the stated colour); in half of the others the new colour is
+    one that another object of the second image already has (a distractor visible elsewhere).
+    """
+    target = pick(scene, _recolourable(scene), rng)
+    k = scene.objects.index(target)
+    subsets = []
+    if rng.random() < 0.25:
+        edited, answer = scene, target.colour
+        subsets.append("unchanged")
+    else:
+        colours = free_colours(scene, target)
+        visible = [c for c in colours if any(o.colour == c for o in scene.objects if o is not target)]
+        pool = visible if visible and rng.random() < 0.5 else colours
+        answer = pool[int(rng.integers(len(pool)))]
+        objects = list(scene.objects)
+        objects[k] = replace(target, colour=answer)
+        edited = scene.with_objects(objects)
+        subsets.append("changed")
+    if any(o.colour == answer for o in edited.objects if o.cell != target.cell):
+        subsets.append("distractor")
     line = _pick(wording.cloze_line, rng)
     fields = {"object": f"{target.size} {target.shape}", "where": located(target.position)}
     context = (
-        "{image#1} " + line.format(colour=meta["colour"], **fields)
+        "{image#1} " + line.format(colour=target.colour, **fields)
         + " {image#2} " + line.format(colour="___", **fields)
     )  # fmt: skip
-    answer = meta["new_colour"]
-    pool = [c for c in COLOURS if c not in (answer, meta["colour"])]
-    choices = [answer, meta["colour"], *(pool[i] for i in rng.permutation(len(pool))[:2])]
-    choices = [choices[i] for i in rng.permutation(len(choices))]
-    return TaskInstance("cloze", _pick(wording.cloze, rng), context, [scene, edited], answer, choices)
+    others = [c for c in COLOURS if c not in (answer, target.colour)]
+    picked = [others[i] for i in rng.permutation(len(others))[: 4 - len({answer, target.colour})]]
+    choices = _shuffled(list(dict.fromkeys([answer, target.colour, *picked])), rng)
+    return TaskInstance(
+        "cloze", _pick(wording.cloze, rng), context, [scene, edited], answer, choices,
+        focus=[[target], [edited.objects[k]]], subsets=subsets,
+    )  # fmt: skip
 
 
-TASK_BUILDERS: dict[str, Callable[[Scene, np.random.Generator, Wording], TaskInstance]] = {
+TASK_BUILDERS: dict[str, Callable[..., TaskInstance]] = {
     "caption": caption_task,
     "difference": difference_task,
     "which_image": which_image_task,
@@ -155,15 +259,11 @@ TASK_INFO: dict[str, dict[str, str]] = {
 
 
 def render_text(instance: TaskInstance, image_text: Callable[[Scene], str]) -> str:
-    """The user turn as ``read_demon`` writes it, with each ``{image#k}`` replaced by ``image_text(scene)``.
-
-    Used to make the language model's text-only training documents, where an image is written as
-    ``<Img> its full description </Img>``.
-    """
+    """The user turn as ``read_demon`` writes it, with each ``{image#k}`` replaced by ``image_text(scene)``."""
     text = instance.context
     for k, scene in enumerate(instance.scenes, 1):
         placeholder = f"{{image#{k}}}"
-        if placeholder in text:  # later turns of a conversation do not repeat the image
+        if placeholder in text:
             text = text.replace(placeholder, image_text(scene))
     text = instance.instruction + text
     if instance.choices is not None:

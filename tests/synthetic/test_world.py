@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from synthetic.discriminative.captions import DifferenceCaptioner, color_name, position_words
 from synthetic.world.edits import edit_scene
@@ -17,6 +18,8 @@ from synthetic.world.language import (
     salient_caption,
 )
 from synthetic.world.scene import BACKGROUND, COLOURS, IMAGE_SIZE, make_scene, render
+from synthetic.world.tasks import TASK_BUILDERS, render_text
+from vpgkit.modules import VPGCConfig
 
 
 def test_scene_is_a_pure_function_of_seed_and_index():
@@ -48,12 +51,12 @@ def test_masks_are_exactly_the_painted_pixels(index):
 def test_scene_structure():
     for i in range(200):
         scene = make_scene(1, i)
-        assert 3 <= len(scene.objects) <= 5
+        assert 7 <= len(scene.objects) <= 8
         assert 1 <= len(scene.salient) <= 2 and len(scene.details) >= 1
         assert len({(o.colour, o.shape) for o in scene.objects}) == len(scene.objects)
         assert len({o.cell for o in scene.objects}) == len(scene.objects)
         for o in scene.details:
-            assert 5 <= o.box[2] - o.box[0] <= 7  # small objects: a few pixels, still visible
+            assert 8 <= o.box[2] - o.box[0] <= 9  # small objects: at least one 7 px patch wide
 
 
 def test_salient_captions_omit_small_objects_and_descriptions_include_them():
@@ -93,6 +96,9 @@ def test_tokenizer_covers_all_generated_text():
         for wording in (TRAIN_WORDING, EVAL_WORDING):
             q = detail_question(scene, rng, wording)
             texts += [q.text, *q.choices]
+            for build in TASK_BUILDERS.values():
+                task = build(scene, rng, wording)
+                texts += [render_text(task, lambda _: "<image>"), task.response]
         _, meta = edit_scene(scene, rng, kinds=("modify", "delete", "add"))
         texts.append(captioner.caption(meta, rng))
     texts += sorted(TRAIN_WORDING.instructions() | EVAL_WORDING.instructions())
@@ -105,7 +111,7 @@ def test_train_and_eval_wordings_are_disjoint():
     assert not TRAIN_WORDING.instructions() & EVAL_WORDING.instructions()
     for eval_text in EVAL_WORDING.instructions():
         for train_text in TRAIN_WORDING.instructions():
-            assert eval_text.format(object="x", where="y", colour="z") not in train_text
+            assert eval_text.format(object="x", where="y", colour="z", position="w") not in train_text
 
 
 def test_colours_are_named_consistently():
@@ -113,49 +119,122 @@ def test_colours_are_named_consistently():
         assert color_name(np.array([rgb], np.uint8)) == name
 
 
-def test_lm_slot_documents_put_mean_word_embeddings_at_image_tokens():
-    """Half of the LM's documents give images as object slots; each slot is the mean embedding of its words."""
-    import torch
+def test_lm_documents_show_the_objects_their_answers_need_in_slots_at_the_input_or_at_layer_k():
+    from synthetic.world.backbones import INJECT_LAYER, NUM_SLOTS, lm_batch, lm_example, slot_vectors
+
+    tok = build_world_tokenizer()
+    image_id = tok.convert_tokens_to_ids("<image>")
+    layered = 0
+    for i in range(60):
+        segments, images = lm_example(0, i)
+        text = "".join(t for t, _ in segments)
+        assert text.count("<image>") == NUM_SLOTS * len(images) and not [
+            t for t, loss in segments[:-1] if loss
+        ]
+        for image in images:
+            shown = [o for o in image.at_input + image.at_layer if o is not None]
+            assert len(shown) <= 2 * NUM_SLOTS
+            # an object injected at layer k is small: salient objects always enter at the input
+            assert all(not o.salient for o in image.at_layer if o is not None)
+            layered += any(image.at_layer)
+    assert layered > 20  # both kinds of documents occur
+    batch = lm_batch(tok, 0, 0, 8)
+    assert int((batch.input_ids == image_id).sum()) == batch.input_words.shape[0] * NUM_SLOTS
+    assert bool((batch.labels[batch.input_ids == image_id] == -100).all())  # slots carry no loss
+    embed = torch.nn.Embedding(len(tok), 16, padding_idx=0)
+    vectors = slot_vectors(embed, batch.input_words)
+    empty = (batch.input_words == 0).all(-1).reshape(-1)
+    assert bool((vectors[empty] == 0).all()) and bool((vectors[~empty] != 0).any(-1).all())
+    assert VPGCConfig.preset("tiny_world").layer == INJECT_LAYER  # the LM reads where VPG-C writes
+
+
+def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_before_layer_k():
+    from transformers import LlamaForCausalLM
 
     from synthetic.world.backbones import (
-        NUM_SLOTS,
+        INJECT_LAYER,
         lm_batch,
-        lm_example,
-        object_slot_words,
-        slot_inputs_embeds,
+        slot_injection,
+        slot_vectors,
+        world_llama_config,
     )
 
     tok = build_world_tokenizer()
     image_id = tok.convert_tokens_to_ids("<image>")
-    kinds = [bool(lm_example(0, i)[1]) for i in range(40)]
-    assert 10 < sum(kinds) < 30  # both kinds occur
-    input_ids, labels, slot_words = lm_batch(tok, 0, 0, 8)
-    scenes = [s for i in range(8) for s in lm_example(0, i)[1]]
-    assert int((input_ids == image_id).sum()) == len(scenes) * NUM_SLOTS == slot_words.shape[0] * NUM_SLOTS
-    assert bool((labels[input_ids == image_id] == -100).all())  # slots carry no loss
-    embed = torch.nn.Embedding(len(tok), 16, padding_idx=0)
-    x = slot_inputs_embeds(embed, input_ids, slot_words, image_id)
-    torch.testing.assert_close(x[input_ids != image_id], embed(input_ids)[input_ids != image_id])
-    first = x[input_ids == image_id][:NUM_SLOTS]  # the first slot image, objects in reading order
-    objects = sorted(scenes[0].objects, key=lambda o: o.cell)
-    for j, obj in enumerate(objects):
-        words = torch.tensor(tok(object_slot_words(obj), add_special_tokens=False)["input_ids"])
-        torch.testing.assert_close(first[j], embed(words).mean(0))
-    assert bool((first[len(objects) :] == 0).all())  # empty slots are zero
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(world_llama_config(len(tok))).eval()
+    batch = lm_batch(tok, 0, 0, 6)
+    plain = type(batch)(batch.input_ids, batch.labels, batch.input_words, torch.zeros_like(batch.layer_words))
+    mask = (batch.input_ids != tok.pad_token_id).long()
+    layer_inputs, embeddings = [], []
+    for b in (batch, plain):
+        with torch.no_grad(), slot_injection(llm, b, image_id) as embeds:
+            # registered after the injection hook, so it sees the input of layer k with the injection
+            handle = llm.model.layers[INJECT_LAYER].register_forward_pre_hook(
+                lambda m, args, kwargs: layer_inputs.append(
+                    (args[0] if args else kwargs["hidden_states"]).clone()
+                ),
+                with_kwargs=True,
+            )
+            llm(inputs_embeds=embeds, attention_mask=mask)
+            handle.remove()
+        embeddings.append(embeds)
+    positions = batch.input_ids == image_id
+    embed = llm.get_input_embeddings()
+    torch.testing.assert_close(embeddings[0][positions], slot_vectors(embed, batch.input_words))
+    torch.testing.assert_close(embeddings[0], embeddings[1])
+    added = layer_inputs[0] - layer_inputs[1]
+    unit = slot_vectors(embed, batch.layer_words)
+    unit = unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    expected = unit * layer_inputs[1][positions].norm(dim=-1, keepdim=True)  # as large as the hidden state
+    torch.testing.assert_close(added[positions], expected, atol=1e-4, rtol=1e-4)
+    assert float(added[~positions].abs().max()) < 1e-6
+    assert bool(batch.layer_words.any())  # the batch does inject something
 
 
-def test_reshape_scene_changes_one_shape_only():
-    from synthetic.world.backbones import reshape_scene
+def test_tasks_name_their_object_and_balance_their_answers():
+    from collections import Counter
+
+    answers: dict[str, Counter] = {t: Counter() for t in TASK_BUILDERS}
+    subsets: dict[str, Counter] = {t: Counter() for t in TASK_BUILDERS}
+    for i in range(400):
+        scene = make_scene(6, i)
+        for name, build in TASK_BUILDERS.items():
+            task = build(scene, np.random.default_rng(i), EVAL_WORDING)
+            answers[name][task.response] += 1
+            subsets[name].update(task.subsets)
+            assert len(task.focus) == len(task.scenes) == task.context.count("{image#")
+            if task.choices is not None:
+                assert task.response in task.choices and len(set(task.choices)) == len(task.choices)
+            if name == "which_image":  # the two images differ in the named object's colour only
+                a, b = task.focus[0][0], task.focus[1][0]
+                assert (a.shape, a.cell, a.box) == (b.shape, b.cell, b.box) and a.colour != b.colour
+                shown = task.focus[["first", "second"].index(task.response)][0]
+                assert f"a small {shown.colour} {shown.shape}" in task.context
+            if name == "cloze":
+                before, after = task.focus[0][0], task.focus[1][0]
+                assert task.response == after.colour and f"is {before.colour}." in task.context
+                assert ("unchanged" in task.subsets) == (before.colour == after.colour)
+            if name == "difference":
+                named = task.focus[0] or task.focus[1]
+                assert named and named[0].position in task.context
+    # no answer is predictable from how often it occurs
+    assert abs(answers["which_image"]["first"] / 400 - 0.5) < 0.08
+    assert 0.18 < subsets["cloze"]["unchanged"] / 400 < 0.32 and subsets["cloze"]["distractor"] > 100
+    assert max(answers["cloze"].values()) / 400 < 0.25
+    assert 0.12 < subsets["difference"]["unchanged"] / 400 < 0.28
+
+
+def test_recolouring_tasks_fall_back_to_a_salient_object_when_no_small_one_can_change_colour():
+    from synthetic.world.scene import Scene, place
 
     rng = np.random.default_rng(0)
-    reshaped = 0
-    for i in range(30):
-        scene = make_scene(8, i)
-        other = reshape_scene(scene, rng)
-        changed = [(a, b) for a, b in zip(scene.objects, other.objects, strict=True) if a != b]
-        assert len(changed) == 1
-        a, b = changed[0]
-        assert (a.cell, a.box, a.size) == (b.cell, b.box, b.size)
-        assert (a.shape != b.shape) != (a.colour != b.colour)  # one attribute changes
-        reshaped += a.shape != b.shape
-    assert reshaped >= 27  # recolouring is only the fallback when every shape of that colour is taken
+    circles = [
+        place("circle", c, "small", cell, rng) for cell, c in enumerate(COLOURS)
+    ]  # every circle colour
+    scene = Scene(
+        (*circles, place("square", "red", "large", 6, rng), place("square", "blue", "medium", 7, rng))
+    )
+    for name in ("which_image", "cloze"):
+        task = TASK_BUILDERS[name](scene, np.random.default_rng(1), EVAL_WORDING)
+        assert task.focus[0][0].shape == "square"

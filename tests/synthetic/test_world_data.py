@@ -9,11 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from synthetic.world.backbones import lm_document
 from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING
-from synthetic.world.mini_demon import make_mini_demon
-from synthetic.world.prepare import make_default_data
+from synthetic.world.mini_demon import CONTROLS, make_mini_demon
+from synthetic.world.prepare import (
+    PREPARE_STREAM,
+    SYNTHETIC_TASKS,
+    load_world_vpg,
+    make_default_data,
+    object_attention,
+)
+from synthetic.world.scene import BACKGROUND, make_scene
 from synthetic.world.tasks import TASK_INFO
 from vpgkit.data.readers import read_demon, read_samples_jsonl
 
@@ -33,8 +41,11 @@ def default_data(tmp_path_factory):
 def test_mini_demon_reads_with_read_demon_and_has_the_demon_layout(tmp_path):
     paths = make_mini_demon(tmp_path, seed=3, per_task=5, progress=False)
     categories = set()
-    for path in paths.values():
+    controls = {}
+    for name, path in paths.items():
         core = json.loads(Path(path).read_text())
+        if "control" in core["metadata"]:
+            controls[name] = core["metadata"]["control"]
         meta = core["metadata"]
         assert {"dataset", "split", "num_sample", "task_instruction", "category", "metric"} <= set(meta)
         assert meta["metric"] in ("rouge_l", "accuracy") and meta["num_sample"] == len(core["data"]) == 5
@@ -52,6 +63,25 @@ def test_mini_demon_reads_with_read_demon_and_has_the_demon_layout(tmp_path):
                 meta["task_instruction"][entry["task_instruction_id"]]
             )
     assert len(categories) >= 4 and categories == {i["category"] for i in TASK_INFO.values()}
+    assert controls == {
+        f"{t}__{kind}": {"of": t, "kind": kind} for kind, tasks in CONTROLS.items() for t in tasks
+    }
+
+
+def test_mini_demon_controls_show_blank_images_or_another_samples_second_image(tmp_path):
+    paths = make_mini_demon(tmp_path, seed=1, per_task=4, tasks=("cloze",), progress=False)
+    base, blank, swapped = (
+        read_demon(paths[n]) for n in ("cloze", "cloze__both_blank", "cloze__image2_replaced")
+    )
+    load = lambda p: np.asarray(Image.open(p))  # noqa: E731
+    for i in range(4):
+        assert [s.conversation for s in (base[i], blank[i], swapped[i])].count(base[i].conversation) == 3
+        for p in blank[i].images:
+            assert (load(p) == BACKGROUND).all()
+        assert np.array_equal(load(swapped[i].images[0]), load(base[i].images[0]))
+        assert np.array_equal(load(swapped[i].images[1]), load(base[(i + 1) % 4].images[1]))
+    core = json.loads(Path(paths["cloze"]).read_text())
+    assert all(isinstance(e["subsets"], list) for e in core["data"])
 
 
 def test_default_data_outputs_and_no_eval_instruction_in_training(default_data):
@@ -62,10 +92,14 @@ def test_default_data_outputs_and_no_eval_instruction_in_training(default_data):
     assert len(captions) == 24 and len(synthetic) >= 12
     for s in captions + synthetic:
         assert all((out / p).is_file() for p in s.images), s.images
-    assert {s.meta["task"] for s in synthetic} <= {"describe_difference", "which_edited", "any_difference"}
-    # the edits target the world's own object masks, chosen by the shipped VPG's attention
-    edits = [s.meta["edit"] for s in synthetic if not s.meta.get("negative")]
-    assert edits and all(e["region_source"] in ("annotation", "donor") for e in edits)
+    assert {s.meta["task"] for s in synthetic} == set(SYNTHETIC_TASKS)
+    # each sample is about the small object the shipped VPG attends to least
+    scenes = [make_scene(PREPARE_STREAM, i) for i in range(24)]
+    attention = object_attention(load_world_vpg(), scenes)
+    for s in synthetic:
+        scene = scenes[int(s.meta["scene"])]
+        cells = [o.cell for o in scene.details if o.cell in s.meta["candidates"]]
+        assert s.meta["target_cell"] == min(cells, key=lambda c: (attention[scene.index][c], c))
     training_text = [t.text for s in captions + synthetic for t in s.conversation]
     training_text += [lm_document(0, i) for i in range(300)]  # the language model's corpus too
     eval_sentences = _eval_sentences()

@@ -70,11 +70,12 @@ class QFormerConfig(PresetConfig):
             "intermediate_size": 64,
         },
         # The shipped tiny-world Q-Former (vpgkit/assets/tiny_world/qformer.safetensors): reads the
-        # 96-wide tiny-world ViT, 8 queries into the 128-wide tiny-world LLaMA; dropout off.
+        # 96-wide tiny-world ViT, 3 queries into the 128-wide tiny-world LLaMA; dropout off. Three prompts
+        # for 7–8 objects: a readout that ignores the instruction cannot carry every small object.
         "tiny_world": {
             "vision_width": 96,
             "llm_width": 128,
-            "num_queries": 8,
+            "num_queries": 3,
             "hidden_size": 64,
             "num_layers": 4,
             "num_heads": 4,

@@ -35,21 +35,24 @@ class VPGCConfig(PresetConfig):
         num_queries: N_q, number of guided queries (= visual prompts per image).
         layer: k, the 0-based decoder layer whose *input* provides the guidance and receives the
             residual. Used by the attachment code; the module itself does not look at it.
+        guidance: False holds the guidance input at zero — the no-guidance ablation: the queries are
+            then ``query_tokens + guidance_proj.bias``, the same for every prompt.
     """
 
     llm_width: int = 4096
     qformer_width: int = 768
     num_queries: int = 32
     layer: int = 16
+    guidance: bool = True
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Cheetah on Vicuna-7B: 32 layers, guidance at the input of layer 16.
         "vicuna7b": {},
         "vicuna13b": {"llm_width": 5120, "layer": 20},
         "tiny": {"llm_width": 48, "qformer_width": 32, "num_queries": 4, "layer": 1},
-        # On the tiny-world backbones: layer 0 of the LLaMA's 4, not half depth as 16/32 — the README's
-        # ablation finds no effect at k = 1, 2, 3; at k = 0 the guidance is the last prompt token's embedding.
-        "tiny_world": {"llm_width": 128, "qformer_width": 64, "num_queries": 8, "layer": 0},
+        # On the tiny-world backbones: half depth, the input of layer 3 of the LLaMA's 6 (its pre-training
+        # taught layers ≥ 3 to read visual content injected there, as VPG-C adds it).
+        "tiny_world": {"llm_width": 128, "qformer_width": 64, "num_queries": 3, "layer": 3},
     }
 
 
@@ -106,6 +109,8 @@ class VPGC(nn.Module):
     def guided_queries(self, guidance: torch.Tensor) -> torch.Tensor:
         """(B, D_llm) guidance → (B, N_q, H) queries: query_tokens + guidance_proj(g)."""
         check_shape("guidance", guidance, ("B", self.config.llm_width))
+        if not self.config.guidance:
+            guidance = torch.zeros_like(guidance)
         return (
             self.query_tokens + self.guidance_proj(guidance.to(self.guidance_proj.weight.dtype))[:, None, :]
         )

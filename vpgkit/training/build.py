@@ -109,7 +109,9 @@ def build_model(config: ModelConfig, seed: int = 0):
 
             vpg.load_state_dict(load_file(config.vpg_checkpoint))
         if config.vpgc:
-            overrides = {} if config.vpgc_layer is None else {"layer": config.vpgc_layer}
+            overrides = dict(config.vpgc_overrides)
+            if config.vpgc_layer is not None:
+                overrides["layer"] = config.vpgc_layer
             kwargs["vpgc"] = VPGC.from_qformer(vpg, VPGCConfig.preset(config.vpgc, **overrides))
         kwargs["vpg"] = vpg.to(dtype) if not config.train_vpg_projection else vpg
     if config.perceiver or config.cross_attention:

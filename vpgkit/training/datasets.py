@@ -47,6 +47,7 @@ def sample_tokenizer(config: DataConfig, tokenizer, model) -> SampleTokenizer:
     return SampleTokenizer(
         tokenizer,
         config.template,
+        system=config.system,
         image_token_id=model.image_token_id,
         slots_policy="query_tokens" if query_slots else "marker",
         num_queries=model.vpg.config.num_queries if query_slots else 1,

@@ -1,0 +1,164 @@
+"""What the tiny world's frozen backbones can do on their own: the ceilings behind the mini-DEMON table.
+
+* :func:`lm_ceilings` — the language model on held-out task instances (evaluation wordings, unseen
+  scenes) when each image is given *perfectly*: the objects its question needs, as object slots
+  (:func:`synthetic.world.backbones.slot_image`), either all at the input (``input``) or the small ones
+  added at the input of layer :data:`~synthetic.world.backbones.INJECT_LAYER` (``layered``, the path
+  VPG-C's residual takes). No VPG is involved: this is the best any visual prompt can do with this LM.
+* :func:`vit_probe` — what the frozen ViT's tokens carry: an MLP probe (trained on 1500 scenes, tested
+  on 500 others) predicts each object's colour and shape from the mean of the patch tokens in its grid
+  cell, for salient and small objects separately.
+
+The build prints both (``python -m synthetic.world.build``); ``benchmarks/world_diagnostics.py`` runs
+them on any build and writes ``benchmarks/results/world_diagnostics.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vpgkit.data import Sample, Turn
+from vpgkit.data.templates import get_template
+from vpgkit.evaluation.metrics import choice_accuracy, rouge_l
+
+from .backbones import (
+    NUM_SLOTS,
+    WORLD_SYSTEM,
+    SlotBatch,
+    cell_pooling,
+    encode_scenes,
+    slot_image,
+    slot_injection,
+    slot_word_ids,
+)
+from .language import EVAL_WORDING
+from .scene import COLOURS, SHAPES, make_scene
+from .tasks import TASK_BUILDERS, TASK_INFO, render_text
+
+__all__ = ["DIAGNOSTICS_STREAM", "format_diagnostics", "lm_ceilings", "vit_probe"]
+
+DIAGNOSTICS_STREAM = 5500  # scene seeds no build stage and no mini-DEMON uses
+MODES = ("input", "layered")
+
+
+@torch.no_grad()
+def _generate(
+    llm, tokenizer, prompts: list[str], images: list, image_token_id: int, max_new_tokens: int
+) -> list[str]:
+    """Greedy answers to left-padded ``prompts`` whose ``<image>`` slots show ``images`` (SlotImages)."""
+    pad = tokenizer.pad_token_id
+    rows = [[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p in prompts]
+    length = max(map(len, rows))
+    ids = torch.full((len(rows), length), pad)
+    mask = torch.zeros_like(ids)
+    for b, row in enumerate(rows):
+        ids[b, length - len(row) :] = torch.tensor(row)
+        mask[b, length - len(row) :] = 1
+    batch = SlotBatch(
+        ids,
+        ids,
+        slot_word_ids(tokenizer, [i.at_input for i in images]),
+        slot_word_ids(tokenizer, [i.at_layer for i in images]),
+    )
+    with slot_injection(llm, batch, image_token_id) as embeds:
+        out = llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                           do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # fmt: skip
+    return [tokenizer.decode(row, skip_special_tokens=True).split("###")[0].strip() for row in out]
+
+
+def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, float]]:
+    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots."""
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    template = get_template("vicuna_v0", system=WORLD_SYSTEM)
+    scores: dict[str, dict[str, float]] = {}
+    for t, task in enumerate(TASK_BUILDERS):
+        scores[task] = {}
+        for mode in MODES:
+            values = []
+            for start in range(0, n, batch_size):
+                prompts, images, instances = [], [], []
+                for i in range(start, min(n, start + batch_size)):
+                    rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
+                    instance = TASK_BUILDERS[task](make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
+                    images += [
+                        slot_image(s, f, rng, mode == "layered")
+                        for s, f in zip(instance.scenes, instance.focus, strict=True)
+                    ]
+                    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
+                    sample = Sample("d", [], [Turn("user", user)])
+                    prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
+                    instances.append(instance)
+                answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24)
+                for answer, instance in zip(answers, instances, strict=True):
+                    if TASK_INFO[task]["metric"] == "rouge_l":
+                        values.append(rouge_l(answer, instance.response))
+                    else:
+                        values.append(choice_accuracy(answer, instance.response, instance.choices))
+            scores[task][mode] = 100 * float(np.mean(values))
+    return scores
+
+
+def _features(vit, seed: int, n: int):
+    """Per object: the mean of the ViT's patch tokens in the object's grid cell (where the ViT was trained to
+    keep it), its colour and shape indices, and whether it is small."""
+    scenes = [make_scene(seed, i) for i in range(n)]
+    pooled = (
+        cell_pooling(vit.image_size, vit.config.patch_size) @ encode_scenes(vit, scenes)[:, 0, 1:]
+    )  # (n, 9, D)
+    rows, colour, shape, small = [], [], [], []
+    for scene, cells in zip(scenes, pooled.numpy(), strict=True):
+        for obj in scene.objects:
+            rows.append(cells[obj.cell])
+            colour.append(list(COLOURS).index(obj.colour))
+            shape.append(SHAPES.index(obj.shape))
+            small.append(not obj.salient)
+    return np.stack(rows).astype(np.float32), np.array(colour), np.array(shape), np.array(small)
+
+
+def vit_probe(vit, epochs: int = 30) -> dict[str, dict[str, float]]:
+    """Probe accuracy (%) of colour and shape from the frozen ViT's tokens, salient vs small objects."""
+    x_train, c_train, s_train, _ = _features(vit, DIAGNOSTICS_STREAM + 50, 1500)
+    x_test, c_test, s_test, small = _features(vit, DIAGNOSTICS_STREAM + 51, 500)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-5
+    x_train, x_test = torch.tensor((x_train - mean) / std), torch.tensor((x_test - mean) / std)
+    result = {}
+    generator = torch.Generator().manual_seed(0)
+    for name, y_train, y_test in (("colour", c_train, c_test), ("shape", s_train, s_test)):
+        torch.manual_seed(0)
+        probe = torch.nn.Sequential(
+            torch.nn.Linear(x_train.shape[1], 256),
+            torch.nn.GELU(),
+            torch.nn.Linear(256, int(y_train.max()) + 1),
+        )
+        opt = torch.optim.Adam(probe.parameters(), 1e-3, weight_decay=1e-4)
+        target = torch.tensor(y_train)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(x_train), generator=generator).split(256):
+                loss = F.cross_entropy(probe(x_train[idx]), target[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            hit = probe(x_test).argmax(1).numpy() == y_test
+        result[name] = {
+            "salient": 100 * float(hit[~small].mean()),
+            "small": 100 * float(hit[small].mean()),
+            "chance": 100 / (int(y_train.max()) + 1),
+        }
+    return result
+
+
+def format_diagnostics(diagnostics: dict[str, Any]) -> str:
+    """Markdown tables of :func:`lm_ceilings` and :func:`vit_probe` results."""
+    lines = ["| task (metric) | LM, perfect slots at the input | LM, small objects injected at layer k |",
+             "| --- | --- | --- |"]  # fmt: skip
+    for task, s in diagnostics["lm_ceilings"].items():
+        lines.append(f"| {task} ({TASK_INFO[task]['metric']}) | {s['input']:.1f} | {s['layered']:.1f} |")
+    lines += ["", "| ViT probe (%) | salient objects | small objects | chance |", "| --- | --- | --- | --- |"]
+    for name, r in diagnostics["vit_probe"].items():
+        lines.append(f"| {name} | {r['salient']:.1f} | {r['small']:.1f} | {r['chance']:.1f} |")
+    return "\n".join(lines)
