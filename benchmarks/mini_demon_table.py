@@ -17,6 +17,8 @@ no-vision rule computed from the task files):
     python benchmarks/mini_demon_table.py --seeds 0 --variants c --scaling   # one run + scaling
     python benchmarks/mini_demon_table.py --readme                    # README block from the JSON only
 
+Runs whose evaluation is already in ``--out`` are collected, not rerun (an interrupted experiment resumes).
+
 Writes ``benchmarks/results/mini_demon.json`` (every run's per-task scores and controls, the command,
 wall times) and prints the tables; ``--readme`` rewrites the README block between
 ``<!-- mini-demon:start -->`` and ``<!-- mini-demon:end -->`` from that JSON.
@@ -42,7 +44,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "b": ("(b) VPG-C, captions only", ["data=tiny_world_captions"]),
     "c": ("(c) VPG-C + synthetic, k*=3", []),
     "d": ("(d) VPG-C + synthetic, k=0", ["model.vpgc_layer=0"]),
-    "e": ("(e) VPG-C + synthetic, no guidance", ["model.vpgc_overrides={guidance:false}"]),
+    "e": ("(e) VPG-C + synthetic, no guidance", ["+model.vpgc_overrides.guidance=false"]),
 }
 SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
 
@@ -99,7 +101,18 @@ def _controls(path: Path) -> dict:
 def run_all(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pending, running, results = _runs(args), [], {}
+    pending, running, results = [], [], {}
+    for tag, seed, overrides in _runs(args):  # finished runs are collected, not rerun (resume)
+        run_dir = out / f"{tag}_seed{seed}"
+        done = [run_dir / "eval" / "results.json"] + (
+            [run_dir / "eval" / "base_results.json"] if tag == "c" else []
+        )
+        if all(p.is_file() for p in done):
+            results[f"{tag}_seed{seed}"] = {"variant": tag, "seed": seed, "tasks": _controls(done[0])}
+            if tag == "c":
+                results[f"a_seed{seed}"] = {"variant": "a", "seed": seed, "tasks": _controls(done[1])}
+        else:
+            pending.append((tag, seed, overrides))
     while pending or running:
         while pending and len(running) < args.jobs:
             running.append(_launch(*pending.pop(0), out, args.extra))
@@ -109,6 +122,8 @@ def run_all(args) -> dict:
             m = proc.meta
             m["log"].close()
             if proc.returncode:
+                for other in running:  # no orphans writing into run directories
+                    other.kill()
                 raise SystemExit(f"failed ({proc.returncode}): {' '.join(m['cmd'])}; see {m['log'].name}")
             wall = time.perf_counter() - m["start"]
             key = f"{m['tag']}_seed{m['seed']}"
@@ -182,7 +197,8 @@ def tables(data: dict) -> str:
             for k in TASKS:
                 c, o = stats("c", k), stats(other, k)
                 diff = c[0] - o[0]
-                cells.append(f"{diff:+.1f} (2σ {2 * max(c[1], o[1]):.1f})")
+                spread = f"2σ {2 * max(c[1], o[1]):.1f}" if len(seeds) > 1 else "1 seed"
+                cells.append(f"{diff:+.1f} ({spread})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         gains = [_mean_std(_values(runs, "c", lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS]
         lines.append("| (c) − best no-vision | " + " | ".join(gains) + " |")

@@ -8,7 +8,8 @@ same tables and stores them in its manifest.
     python benchmarks/world_diagnostics.py                      # the shipped backbones
     python benchmarks/world_diagnostics.py --assets /tmp/build  # another build's output folder
 
-Writes ``benchmarks/results/world_diagnostics.json``.
+Writes ``benchmarks/results/world_diagnostics.json``; ``--docs`` rewrites the block of docs/tiny_world.md
+from it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from vpgkit.assets import asset_path
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.backbones.language import load_causal_lm
 
-RESULTS = Path(__file__).resolve().parent / "results" / "world_diagnostics.json"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "world_diagnostics.json"
+
+
+def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
+    start, end = "<!-- world-diagnostics:start -->", "<!-- world-diagnostics:end -->"
+    head, rest = page.read_text().split(start, 1)
+    page.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
@@ -35,7 +43,17 @@ def main() -> None:
     parser.add_argument("--assets", type=Path, default=Path(asset_path("tiny_world")))
     parser.add_argument("--n", type=int, default=100, help="instances per task for the LM ceilings")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from --out"
+    )
     args = parser.parse_args()
+    if args.docs:
+        data = json.loads(args.out.read_text())
+        write_docs_block(
+            format_diagnostics(data)
+            + f"\n\nMade by: `{data['command']}` (assets: `{data['assets_command']}`)"
+        )
+        return
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(args.assets / "llm", local_files_only=True)
     llm = load_causal_lm(args.assets / "llm").float().eval()
