@@ -98,7 +98,7 @@ def main() -> None:
     for s, r in rows.items():
         print(f"| {s} | {r['detail_question']:.1f} | {r['cloze']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": f"python benchmarks/oracle_residual.py --run {args.run} --layer {args.layer}",
+    args.out.write_text(json.dumps({"command": f"python benchmarks/oracle_residual.py --run {args.run} --layer {args.layer} --out {args.out}",
                                     "layer": args.layer, "scores": rows}, indent=1) + "\n")  # fmt: skip
 
 
