@@ -291,3 +291,25 @@ def test_vpgc_rejects_a_qformer_of_another_width():
     vpg = QFormer(QFormerConfig.preset("tiny", hidden_size=64))
     with pytest.raises(ValueError, match=r"qformer_width=32.*hidden_size=64"):
         VPGC.from_qformer(vpg, VPGCConfig.preset("tiny"))
+
+
+def test_vpgc_without_guidance_gives_every_prompt_the_same_queries():
+    """``VPGCConfig(guidance=False)`` (the no-guidance ablation) ignores the guidance input."""
+    from vpgkit.config import ModelConfig
+    from vpgkit.modules import VPGC, QFormer, QFormerConfig, VPGCConfig
+    from vpgkit.training.build import build_model
+
+    vpg = QFormer(QFormerConfig.preset("tiny")).eval().requires_grad_(False)
+    guided = VPGC.from_qformer(vpg, VPGCConfig.preset("tiny"))
+    blind = VPGC.from_qformer(vpg, VPGCConfig.preset("tiny", guidance=False))
+    for module in (guided, blind):
+        torch.nn.init.normal_(module.guidance_proj.weight)
+    g = torch.randn(2, 48)
+    q = blind.guided_queries(g)
+    torch.testing.assert_close(q[0], q[1])
+    torch.testing.assert_close(q, blind.guided_queries(torch.zeros_like(g)))
+    assert not torch.allclose(guided.guided_queries(g)[0], guided.guided_queries(g)[1])
+    # recipes reach it through model.vpgc_overrides
+    config = ModelConfig(vpgc="tiny", vpgc_overrides={"guidance": False})
+    model, _ = build_model(config)
+    assert model.vpgc.config.guidance is False
