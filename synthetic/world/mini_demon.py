@@ -43,7 +43,7 @@ from .language import EVAL_WORDING, Wording
 from .scene import Scene, make_scene, render
 from .tasks import TASK_BUILDERS, TASK_INFO, TaskInstance
 
-__all__ = ["CONTROLS", "MINI_DEMON_STREAM", "make_mini_demon"]
+__all__ = ["CONTROLS", "MINI_DEMON_STREAM", "make_mini_demon", "mini_demon_instance"]
 
 MINI_DEMON_STREAM = 900  # scene seeds seed * 1000 + 900 + task index: used by no training stage
 # Control kind → the tasks it applies to.
@@ -63,6 +63,13 @@ def _instructions(task: str, wording: Wording) -> tuple[str, ...]:
     field = {"caption": "caption", "difference": "difference", "which_image": "which",
              "detail_question": "question", "cloze": "cloze"}[task]  # fmt: skip
     return getattr(wording, field)
+
+
+def mini_demon_instance(task: str, i: int, seed: int = 0) -> TaskInstance:
+    """Sample ``i`` of mini-DEMON's ``task`` under ``seed`` (what :func:`make_mini_demon` writes)."""
+    t = list(TASK_BUILDERS).index(task)
+    rng = np.random.default_rng([seed, MINI_DEMON_STREAM, t, i])
+    return TASK_BUILDERS[task](make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i), rng, EVAL_WORDING)
 
 
 def _write_task(
@@ -129,15 +136,7 @@ def make_mini_demon(
     index, paths = {}, {}
     bar = tqdm(total=len(tasks), desc="mini-DEMON", unit="task", disable=not progress)
     for task in tasks:
-        t = list(TASK_BUILDERS).index(task)
-        instances = [
-            TASK_BUILDERS[task](
-                make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i),
-                np.random.default_rng([seed, MINI_DEMON_STREAM, t, i]),
-                EVAL_WORDING,
-            )
-            for i in range(per_task)
-        ]
+        instances = [mini_demon_instance(task, i, seed) for i in range(per_task)]
         variants = {task: ([x.scenes for x in instances], None)}
         if controls and task in CONTROLS["both_blank"]:
             blank = [[s.with_objects(()) for s in x.scenes] for x in instances]

@@ -49,7 +49,7 @@ from .tasks import TASK_BUILDERS, render_text
 __all__ = [
     "MIXES",
     "SYNTHETIC_TASKS",
-    "LeastAttended",
+    "least_attended",
     "load_world_vpg",
     "make_default_data",
     "object_attention",
@@ -209,20 +209,14 @@ def make_default_data(
 SYNTHETIC_TASKS = {"difference": 0.4, "which_image": 0.3, "detail_question": 0.3}
 
 
-class LeastAttended:
-    """A task picker choosing, among the candidates, the object of the lowest VPG attention; it remembers
-    its last choice (``target_cell``, ``candidates``) for the sample's metadata."""
+def least_attended(scores: dict[int, dict[int, float]]):
+    """A task picker: among the candidates, the object of the lowest VPG attention (``scores`` as
+    :func:`object_attention` returns them; ties: the lower cell)."""
 
-    def __init__(self, scores: dict[int, dict[int, float]]):
-        self.scores = scores
-        self.target_cell: int | None = None
-        self.candidates: list[int] = []
+    def pick(scene: Scene, candidates: list[WorldObject], rng: np.random.Generator) -> WorldObject:
+        return min(candidates, key=lambda o: (scores[scene.index][o.cell], o.cell))
 
-    def __call__(self, scene: Scene, candidates: list[WorldObject], rng: np.random.Generator) -> WorldObject:
-        by_cell = self.scores[scene.index]
-        target = min(candidates, key=lambda o: (by_cell[o.cell], o.cell))
-        self.target_cell, self.candidates = target.cell, [o.cell for o in candidates]
-        return target
+    return pick
 
 
 def object_attention(vpg, scenes: list[Scene], batch_size: int = 256) -> dict[int, dict[int, float]]:
@@ -248,7 +242,7 @@ def _make_synthetic(out: Path, seed: int, n_images: int, n_edits: int, progress:
     if (out / "synthetic").exists():  # settings changed (or a half-written run): start over
         shutil.rmtree(out / "synthetic")
     scenes = [make_scene(seed * 1000 + PREPARE_STREAM, i) for i in range(n_images)]
-    pick = LeastAttended(object_attention(load_world_vpg(), scenes))
+    pick = least_attended(object_attention(load_world_vpg(), scenes))
     names = list(SYNTHETIC_TASKS)
     weights = np.array([SYNTHETIC_TASKS[n] for n in names])
     samples = []
@@ -267,5 +261,5 @@ def _make_synthetic(out: Path, seed: int, n_images: int, n_edits: int, progress:
         user = render_text(instance, lambda _: "<image>")
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
                               meta={"task": task, "subsets": instance.subsets, "scene": scene.index,
-                                    "target_cell": pick.target_cell, "candidates": pick.candidates}))  # fmt: skip
+                                    "target_cell": instance.target.cell}))  # fmt: skip
     write_samples_jsonl(samples, out / "synthetic.jsonl")

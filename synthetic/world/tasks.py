@@ -80,6 +80,7 @@ class TaskInstance:
     Attributes:
         focus: per scene, the objects the answer depends on (what a perfect visual prompt carries).
         subsets: evaluation tags of this instance (e.g. ``unchanged``, ``distractor``).
+        target: the object the picker chose (None for captions).
     """
 
     task: str
@@ -91,6 +92,7 @@ class TaskInstance:
     meta: dict[str, Any] | None = None
     focus: list[list[WorldObject]] = field(default_factory=list)
     subsets: list[str] = field(default_factory=list)
+    target: WorldObject | None = None
 
 
 def free_colours(scene: Scene, obj: WorldObject) -> list[str]:
@@ -99,7 +101,7 @@ def free_colours(scene: Scene, obj: WorldObject) -> list[str]:
     return [c for c in COLOURS if (c, obj.shape) not in used]
 
 
-def _recolourable(scene: Scene) -> list[WorldObject]:
+def recolourable(scene: Scene) -> list[WorldObject]:
     """Small objects that can change colour; if none can (rare: every colour of their shapes is taken),
     any object that can — some always can, as no scene holds six objects of two shapes each."""
     return [o for o in scene.details if free_colours(scene, o)] or [
@@ -131,7 +133,7 @@ def detail_question_task(
     q = detail_question(scene, rng, wording, target)
     return TaskInstance(
         "detail_question", _pick(wording.question, rng), "{image#1} " + q.text, [scene], q.answer, q.choices,
-        {"kind": q.kind}, focus=[[target]], subsets=[q.kind],
+        {"kind": q.kind}, focus=[[target]], subsets=[q.kind], target=target,
     )  # fmt: skip
 
 
@@ -177,6 +179,7 @@ def difference_task(
     return TaskInstance(
         "difference", _pick(wording.difference, rng), "{image#1} {image#2} " + question, [scene, edited], response,
         meta={"edit": meta}, focus=[[old] if old else [], [new] if new else []], subsets=subsets,
+        target=target,
     )  # fmt: skip
 
 
@@ -184,7 +187,7 @@ def which_image_task(
     scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
 ) -> TaskInstance:
     """The scene and a variant whose named small object has another colour, in random order."""
-    target = pick(scene, _recolourable(scene), rng)
+    target = pick(scene, recolourable(scene), rng)
     k = scene.objects.index(target)
     colours = free_colours(scene, target)
     objects = list(scene.objects)
@@ -197,7 +200,7 @@ def which_image_task(
     context = f"{ORDINALS[0]} image: {{image#1}} {ORDINALS[1]} image: {{image#2}} {question}"
     return TaskInstance(
         "which_image", _pick(wording.which, rng), context, scenes, ORDINALS[first],
-        list(ORDINALS[:2]), focus=[[s.objects[k]] for s in scenes],
+        list(ORDINALS[:2]), focus=[[s.objects[k]] for s in scenes], target=target,
     )  # fmt: skip
 
 
@@ -209,7 +212,7 @@ def cloze_task(
     25% of pairs are unchanged (the answer is the stated colour); in half of the others the new colour is
     one that another object of the second image already has (a distractor visible elsewhere).
     """
-    target = pick(scene, _recolourable(scene), rng)
+    target = pick(scene, recolourable(scene), rng)
     k = scene.objects.index(target)
     subsets = []
     if rng.random() < 0.25:
@@ -237,7 +240,7 @@ def cloze_task(
     choices = _shuffled(list(dict.fromkeys([answer, target.colour, *picked])), rng)
     return TaskInstance(
         "cloze", _pick(wording.cloze, rng), context, [scene, edited], answer, choices,
-        focus=[[target], [edited.objects[k]]], subsets=subsets,
+        focus=[[target], [edited.objects[k]]], subsets=subsets, target=target,
     )  # fmt: skip
 
 

@@ -64,7 +64,7 @@ from typing import Any
 
 from ..data import Sample
 from .demon import DemonTask, score_sample
-from .metrics import normalize, tokens
+from .metrics import _f1, normalize, tokens
 
 __all__ = ["MAX_CONSTANT_CANDIDATES", "no_vision_baselines"]
 
@@ -226,8 +226,4 @@ def _rouge_tokens(prediction: Sequence[str], masks: dict[str, int], n: int) -> f
     """:func:`~vpgkit.evaluation.metrics.rouge_l` on token lists (the reference as its masks)."""
     if not prediction and not n:
         return 1.0
-    common = _lcs_bits(prediction, masks, n) if prediction and n else 0
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(prediction), common / n
-    return 2 * precision * recall / (precision + recall)
+    return _f1(_lcs_bits(prediction, masks, n) if prediction and n else 0, len(prediction), n)
