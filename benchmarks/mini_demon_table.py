@@ -98,6 +98,23 @@ def _controls(path: Path) -> dict:
     return out
 
 
+def _loss(run_dir: Path, window: int = 100) -> dict[str, float]:
+    """Mean training loss of the first and last ``window`` steps (the run's final trainer state)."""
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["checkpoint"]
+    losses = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())["losses"]
+    return {"first": statistics.mean(losses[:window]), "last": statistics.mean(losses[-window:])}
+
+
+def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:
+    """The run's entry (and for (c), the (a) entry of its base model)."""
+    out = {f"{tag}_seed{seed}": {"variant": tag, "seed": seed, "loss": _loss(run_dir),
+                                 "tasks": _controls(run_dir / "eval" / "results.json")}}  # fmt: skip
+    if tag == "c":
+        out[f"a_seed{seed}"] = {"variant": "a", "seed": seed,
+                                "tasks": _controls(run_dir / "eval" / "base_results.json")}  # fmt: skip
+    return out
+
+
 def run_all(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,9 +125,7 @@ def run_all(args) -> dict:
             [run_dir / "eval" / "base_results.json"] if tag == "c" else []
         )
         if all(p.is_file() for p in done):
-            results[f"{tag}_seed{seed}"] = {"variant": tag, "seed": seed, "tasks": _controls(done[0])}
-            if tag == "c":
-                results[f"a_seed{seed}"] = {"variant": "a", "seed": seed, "tasks": _controls(done[1])}
+            results.update(_record(tag, seed, run_dir))
         else:
             pending.append((tag, seed, overrides))
     while pending or running:
@@ -127,21 +142,18 @@ def run_all(args) -> dict:
                 raise SystemExit(f"failed ({proc.returncode}): {' '.join(m['cmd'])}; see {m['log'].name}")
             wall = time.perf_counter() - m["start"]
             key = f"{m['tag']}_seed{m['seed']}"
-            results[key] = {"variant": m["tag"], "seed": m["seed"], "wall_seconds": round(wall, 1),
-                            "tasks": _controls(m["dir"] / "eval" / "results.json")}  # fmt: skip
-            if m["tag"] == "c":
-                results[f"a_seed{m['seed']}"] = {"variant": "a", "seed": m["seed"],
-                                                 "tasks": _controls(m["dir"] / "eval" / "base_results.json")}  # fmt: skip
+            results.update(_record(m["tag"], m["seed"], m["dir"]))
+            results[key]["wall_seconds"] = round(wall, 1)
             print(f"done {key} in {wall:.0f} s", flush=True)
     return results
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], digits: int = 1) -> str:
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _values(runs: dict, variant: str, get) -> list[float]:
@@ -167,6 +179,15 @@ def tables(data: dict) -> str:
         lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
     nv = [_mean_std(_values(runs, present[0], lambda t, k=k: t[k]["no_vision"]["score"])) for k in TASKS]
     lines.append("| best no-vision rule (from the task files) | " + " | ".join(nv) + " |")
+    trained = [v for v in present if v != "a"]
+    if trained:
+        lines += ["", "Training loss, mean of the first → last 100 steps (from each run's trainer state):", "",
+                  "| variant | first 100 steps | last 100 steps |", "|---|---|---|"]  # fmt: skip
+        for v in trained:
+            runs_v = [r for r in runs.values() if r["variant"] == v and "loss" in r]
+            first = _mean_std([r["loss"]["first"] for r in runs_v], digits=3)
+            last = _mean_std([r["loss"]["last"] for r in runs_v], digits=3)
+            lines.append(f"| {VARIANTS[v][0]} | {first} | {last} |")
     lines += ["", "Controls (same runs): both images blank / image 2 replaced / cloze on unchanged pairs / "
               "difference where the named region is unchanged:", "",
               "| variant | " + " | ".join(f"{k} blank" for k in DETAIL) + " | "

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from synthetic.world.backbones import NUM_SLOTS, slot_vectors, slot_word_ids
-from synthetic.world.language import EVAL_WORDING
-from synthetic.world.mini_demon import MINI_DEMON_STREAM
-from synthetic.world.scene import make_scene, render
-from synthetic.world.tasks import TASK_BUILDERS, render_text
+from synthetic.world.mini_demon import mini_demon_instance
+from synthetic.world.scene import render
+from synthetic.world.tasks import render_text
 from vpgkit.backbones import ImageProcessor
 from vpgkit.data import Sample, Turn
 from vpgkit.evaluate import load_run
@@ -36,10 +35,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "oracle_residual.json"
 def colour_questions(n: int, seed: int = 0):
     """mini-DEMON's detail questions about a colour and its cloze instances (seed ``seed``)."""
     for task in ("detail_question", "cloze"):
-        t = list(TASK_BUILDERS).index(task)
         for i in range(n):
-            rng = np.random.default_rng([seed, MINI_DEMON_STREAM, t, i])
-            inst = TASK_BUILDERS[task](make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i), rng, EVAL_WORDING)
+            inst = mini_demon_instance(task, i, seed)
             if task == "cloze" or inst.subsets == ["colour"]:
                 yield task, inst
 
