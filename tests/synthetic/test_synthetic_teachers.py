@@ -133,7 +133,9 @@ def test_judge_count_mismatch_falls_back_to_single_pairs() -> None:
     with ChatServer(short_by_one) as server:
         judge = Judge(_teacher(server), group_size=3)
         verdicts = judge.judge(_pairs(5))
-    assert [len(judge_pairs(b)) for b in server.requests] == [3, 2, 1, 1, 1, 1, 1]
+    sizes = [len(judge_pairs(b)) for b in server.requests]
+    # the two groups go out concurrently (either may arrive first), then every pair alone
+    assert sorted(sizes[:2]) == [2, 3] and sizes[2:] == [1] * 5
     assert [verdicts[f"x{i}"].improved for i in range(5)] == [False, True, False, True, False]
     assert all(v.regrouped_after.startswith("count mismatch") for v in verdicts.values())
     assert judge.problems["count mismatch"] == 2
