@@ -19,13 +19,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..fileio import mkdtemp, share_tree
 from .fingerprint import base_fingerprint, check_base
 from .report import CheckpointError, LoadReport, listing
 
@@ -129,12 +129,12 @@ def atomic_directory(target: str | os.PathLike):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             old.rmdir()
             os.replace(target, old)
         try:
@@ -180,6 +180,7 @@ def write_adapter_files(model: nn.Module, directory: Path) -> dict[str, Any]:
     if config["trainable"]["lora"]:
         model.llm.save_pretrained(str(directory / LORA_DIR))
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    share_tree(directory)  # safetensors (and peft through it) write 0600 whatever the umask
     return config
 
 
