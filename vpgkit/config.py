@@ -75,6 +75,11 @@ class ModelConfig:
         train_vpg_projection: train the Q-Former's projection (the ``blip2`` recipe).
         backbone_dtype: dtype of the frozen parts (``float32`` or ``bfloat16``); trainable weights stay fp32.
         image_token: the tokenizer's image token (slot for Q-Former models, marker for Flamingo-style).
+        added_tokens: special tokens whose embedding rows train while the vocabulary stays frozen
+            (:class:`vpgkit.tokens.AddedTokens`); tokens the tokenizer lacks are added to it and the LLM's
+            vocabulary grows. The ``otter`` recipe trains ``<image>`` and ``<|endofchunk|>`` as OpenFlamingo does.
+        added_tokens_output: LM-head rows of the added tokens: ``tied``, ``trained`` or ``frozen``
+            (default: ``tied`` for LMs that tie their embeddings, else ``frozen`` as in OpenFlamingo).
         lora: LoRA settings.
     """
 
@@ -92,6 +97,8 @@ class ModelConfig:
     train_vpg_projection: bool = False
     backbone_dtype: str = "float32"
     image_token: str = "<image>"
+    added_tokens: list[str] = field(default_factory=list)
+    added_tokens_output: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 

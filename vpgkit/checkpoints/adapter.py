@@ -36,7 +36,7 @@ LORA_DIR = "lora"
 FORMAT = "vpgkit-adapter"
 # Config fields that change neither a weight's shape nor the eval-mode output.
 RUNTIME_FIELDS = {"attn_implementation", "dropout", "attention_dropout"}
-MODULES = ("vpg", "vpgc", "perceiver", "cross_attention")
+MODULES = ("vpg", "vpgc", "perceiver", "cross_attention", "added_tokens")
 
 
 # --------------------------------------------------------------------------------------- config
@@ -66,6 +66,9 @@ def module_configs(model: nn.Module) -> dict[str, dict[str, Any] | None]:
         "perceiver": model.perceiver.config.to_dict() if model.perceiver is not None else None,
         "cross_attention": (
             model.cross_attention_config.to_dict() if getattr(model, "cross_attention_config", None) else None
+        ),
+        "added_tokens": (
+            model.added_tokens.config.to_dict() if getattr(model, "added_tokens", None) is not None else None
         ),
     }
 

@@ -27,6 +27,7 @@ from ..modules import (
     QFormerConfig,
     VPGCConfig,
 )
+from ..tokens import AddedTokens
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -87,6 +88,9 @@ def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
         raise ValueError(
             f"model.llm.kind: expected pretrained, tiny_llama or tiny_qwen2, got {llm_cfg.kind!r}"
         )
+    missing = [t for t in config.added_tokens if t not in tokenizer.get_vocab()]
+    if missing:  # their rows are created by AddedTokens in build_model
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if config.image_token not in tokenizer.get_vocab():
         raise ValueError(
             f"model.image_token: {config.image_token!r} is not a token of the tokenizer; add it as a special token"
@@ -122,6 +126,11 @@ def build_model(config: ModelConfig, seed: int = 0):
         overrides = {} if config.cross_attention_every is None else {"every": config.cross_attention_every}
         kwargs["perceiver"] = PerceiverResampler(PerceiverConfig.preset(config.perceiver))
         kwargs["cross_attention"] = GatedCrossAttentionConfig.preset(config.cross_attention, **overrides)
+    if config.added_tokens:
+        ids = tokenizer.convert_tokens_to_ids(list(config.added_tokens))
+        kwargs["added_tokens"] = AddedTokens.for_llm(
+            llm, list(config.added_tokens), ids, output=config.added_tokens_output
+        )
     model = VisionLanguageModel(
         llm, vision, image_token_id=image_token_id, train_vpg_projection=config.train_vpg_projection, **kwargs
     )
