@@ -138,3 +138,23 @@ def test_added_rows_travel_with_the_adapter(tmp_path):
         torch.testing.assert_close(
             fresh(ids, vision_features=feats).logits, model(ids, vision_features=feats).logits
         )
+
+
+def test_from_pixels_through_the_open_clip_checkpoint(tmp_path):
+    """The whole OpenFlamingo pipeline: open_clip weights from disk, checkpoint, pixels → the same logits."""
+    from vpgkit.backbones import CLIPVisionEncoderConfig, HFCLIPVisionEncoder
+
+    reference, state = trained_openflamingo(tied=True)
+    torch.save({"model_state_dict": state}, tmp_path / "checkpoint.pt")
+    torch.save(tiny_open_clip().state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    clip = CLIPVisionEncoderConfig(
+        image_size=28, patch_size=14, width=VIS_WIDTH, depth=2, num_heads=4, mlp_dim=64, hidden_act="gelu"
+    )
+    model = vpgkit_model(tied=True)
+    model.vision = HFCLIPVisionEncoder.from_open_clip(tmp_path / "open_clip_pytorch_model.bin", clip)
+    assert load_openflamingo(model, tmp_path / "checkpoint.pt").ok
+    ids, pixels = batch(2)
+    with torch.no_grad():
+        expected = reference(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids)).logits
+        logits = model(ids, pixel_values=pixels[:, :, 0]).logits
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)

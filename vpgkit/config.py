@@ -23,7 +23,9 @@ class VisionConfig:
         kind: ``timm_eva`` (EVA-CLIP as BLIP-2 uses it), ``hf_blip2`` or ``hf_clip`` (Flamingo-style).
         preset: the encoder config preset (``tiny``, ``eva_clip_g``, ``blip2``, ``vit_l_14``).
         checkpoint: local weights (LAVIS/timm ``.pth`` or safetensors for ``timm_eva``; an HF directory for
-            ``hf_blip2``); None keeps random weights.
+            ``hf_blip2``; for ``hf_clip`` an HF ``CLIPVisionModel``/``CLIPModel`` directory (Otter) or an
+            open_clip checkpoint file with ``visual.*`` keys (OpenFlamingo)); None keeps random weights
+            (and the build says so).
         overrides: fields of the encoder config that differ from the preset (e.g. ``{depth: 12}``).
     """
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Qwen2ForCausalLM
 
@@ -29,6 +32,7 @@ from ..modules import (
 )
 from ..tokens import AddedTokens
 
+logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -46,19 +50,35 @@ def build_vision(config: ModelConfig) -> VisionEncoder:
         return (
             TimmEvaEncoder.from_checkpoint(v.checkpoint, eva, dtype=dtype)
             if v.checkpoint
-            else TimmEvaEncoder(eva, dtype)
+            else _random(TimmEvaEncoder(eva, dtype), v.kind)
         )
     if v.kind == "hf_blip2":
         if v.checkpoint:
             return HFBlip2VisionEncoder.from_pretrained(v.checkpoint, dtype=dtype)
-        return HFBlip2VisionEncoder(Blip2VisionEncoderConfig.preset(v.preset, **v.overrides), dtype)
+        return _random(
+            HFBlip2VisionEncoder(Blip2VisionEncoderConfig.preset(v.preset, **v.overrides), dtype), v.kind
+        )
     if v.kind == "hf_clip":
-        if v.checkpoint:
-            raise NotImplementedError(
-                "model.vision.checkpoint for hf_clip: loading CLIP weights is not implemented yet"
+        clip = CLIPVisionEncoderConfig.preset(v.preset, **v.overrides)
+        if not v.checkpoint:
+            return _random(HFCLIPVisionEncoder(clip, dtype), v.kind)
+        if Path(v.checkpoint).is_dir():  # a transformers CLIPVisionModel / CLIPModel directory (Otter)
+            return HFCLIPVisionEncoder.from_pretrained(
+                v.checkpoint, dtype, post_layernorm=clip.post_layernorm
             )
-        return HFCLIPVisionEncoder(CLIPVisionEncoderConfig.preset(v.preset, **v.overrides), dtype)
+        # Otherwise an open_clip state dict with visual.* keys (OpenFlamingo's ViT-L/14).
+        return HFCLIPVisionEncoder.from_open_clip(v.checkpoint, clip, dtype)
     raise ValueError(f"model.vision.kind: expected timm_eva, hf_blip2 or hf_clip, got {v.kind!r}")
+
+
+def _random(encoder: VisionEncoder, kind: str) -> VisionEncoder:
+    """Say that an encoder built without ``model.vision.checkpoint`` has random weights."""
+    logger.warning(
+        "model.vision: no checkpoint given, so the %s encoder has RANDOM weights (set model.vision.checkpoint "
+        "to a real one)",
+        kind,
+    )
+    return encoder
 
 
 def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
