@@ -135,3 +135,37 @@ def test_cheetah_default_qformer_file_then_the_cheetah_checkpoint(tmp_path):
     assert load_cheetah(model, tmp_path / "cheetah.pth").ok
     assert torch.equal(model.vpg.language_projection.weight, cheetah["llama_proj.weight"])
     assert torch.equal(model.vpgc.query_tokens, cheetah["llama_model.model.query_tokens"])
+
+
+def test_openflamingo_9b_listing_loads_strictly_into_a_real_size_model():
+    """OpenFlamingo-9B's real names and shapes into vpgkit's openflamingo9b composition, on the meta device."""
+    from transformers import MptConfig, MptForCausalLM
+
+    from vpgkit.checkpoints import load_openflamingo_state
+    from vpgkit.modules import GatedCrossAttentionConfig, PerceiverConfig, PerceiverResampler
+    from vpgkit.tokens import AddedTokens
+
+    doc = listing("openflamingo_9b_mpt7b")
+    state = {k: torch.empty(shape, device="meta") for k, shape in doc["keys"].items()}
+    with torch.device("meta"):
+        llm = MptForCausalLM(MptConfig(d_model=4096, n_heads=32, n_layers=32, vocab_size=50432))
+        llm.resize_token_embeddings(50280, mean_resizing=False)  # as OpenFlamingo's factory does
+        tokens = AddedTokens.for_llm(llm, ["<|endofchunk|>", "<image>", "<PAD>"], ids=[50277, 50278, 50279])
+        model = VisionLanguageModel(
+            llm,
+            image_token_id=50278,
+            perceiver=PerceiverResampler(PerceiverConfig.preset("openflamingo9b")),
+            cross_attention=GatedCrossAttentionConfig.preset("openflamingo9b"),
+            added_tokens=tokens,
+        )
+    report = load_openflamingo_state(model, state, "OpenFlamingo-9B checkpoint.pt")
+    assert report.ok, report.summary()
+    assert sorted(model.cross_attention, key=int) == [str(i) for i in range(3, 32, 4)]
+    assert report.renamed["lang_encoder.transformer.blocks.31.gated_cross_attn_layer.ff.3.weight"] == (
+        "cross_attention.31.ff.3.weight"
+    )
+    assert report.renamed["lang_encoder.transformer.wte.weight"] == "embed_tokens.weight"
+    assert "added_tokens.input_rows" in report.loaded and "embed_tokens.weight" in report.loaded
+    loaded = {k.split(".")[0] for k in report.loaded}
+    assert loaded == {"perceiver", "cross_attention", "embed_tokens", "added_tokens"}
+    assert len(report.renamed) == len(state) + 1  # every key, plus the added rows taken from the matrix

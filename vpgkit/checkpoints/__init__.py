@@ -13,7 +13,7 @@ from .fingerprint import base_fingerprint
 from .hf_blip2 import hf_blip2_filter_fn, load_hf_blip2, read_hf_blip2_state_dict
 from .lavis import lavis_filter_fn, load_lavis, load_lavis_vision
 from .model_card import model_card
-from .openflamingo import load_openflamingo, openflamingo_filter_fn
+from .openflamingo import load_openflamingo, load_openflamingo_state, openflamingo_filter_fn
 from .publish import publish_folder, push_to_hub
 from .report import CheckpointError, LoadReport, apply_state_dict
 
@@ -33,6 +33,7 @@ __all__ = [
     "load_lavis",
     "load_lavis_vision",
     "load_openflamingo",
+    "load_openflamingo_state",
     "model_card",
     "openflamingo_filter_fn",
     "publish_folder",

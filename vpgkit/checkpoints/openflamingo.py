@@ -168,11 +168,22 @@ def load_openflamingo(
         >>> report = load_openflamingo(model, "OpenFlamingo-9B/checkpoint.pt")  # doctest: +SKIP
         >>> print(report.summary())                                              # doctest: +SKIP
     """
+    return load_openflamingo_state(target, read_checkpoint(path), str(path), prefix, strict, embeddings)
+
+
+def load_openflamingo_state(
+    target: nn.Module | Mapping[str, nn.Module],
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "state dict",
+    prefix: str = "",
+    strict: bool = True,
+    embeddings: str = "full",
+) -> LoadReport:
+    """:func:`load_openflamingo` on a state dict already in memory (``source`` names it in messages)."""
     if embeddings not in ("full", "added"):
         raise ValueError(f"load_openflamingo: embeddings must be 'full' or 'added', got {embeddings!r}")
-    state = read_checkpoint(path)
-    mapped, report = openflamingo_filter_fn(state, prefix)
-    report.source = str(path)
+    mapped, report = openflamingo_filter_fn(state_dict, prefix)
+    report.source = source
     _place_embeddings(target, mapped, report, embeddings)
     return apply_state_dict(target, mapped, report, strict)
 
@@ -201,7 +212,9 @@ def _place_embeddings(
         raise CheckpointError(
             f"{report.source}: the checkpoint's embedding matrix has {rows.shape[0]} rows, the model's LLM "
             f"{embed.shape[0]}: build the model with the tokens the checkpoint added (vpgkit.tokens.AddedTokens; "
-            "OpenFlamingo adds <|endofchunk|>, <image> and, without a pad token, <PAD>)"
+            "OpenFlamingo adds <|endofchunk|>, <image> and, without a pad token, <PAD>) after resizing the LLM "
+            "to len(tokenizer) as OpenFlamingo does (that can shrink a padded vocabulary: MPT-7B's 50432 rows "
+            "become 50280)"
         )
     head = parts.get("lm_head")
     tied = head is not None and head.weight is embed
