@@ -169,3 +169,41 @@ def test_openflamingo_9b_listing_loads_strictly_into_a_real_size_model():
     loaded = {k.split(".")[0] for k in report.loaded}
     assert loaded == {"perceiver", "cross_attention", "embed_tokens", "added_tokens"}
     assert len(report.renamed) == len(state) + 1  # every key, plus the added rows taken from the matrix
+
+
+def test_otter_listing_loads_strictly_with_its_clip_tower():
+    """Otter's full checkpoint (LLaMA-7B, CLIP ViT-L/14) into vpgkit's composition at real size, on meta."""
+    from transformers import LlamaConfig
+
+    from vpgkit.backbones import CLIPVisionEncoderConfig, HFCLIPVisionEncoder
+    from vpgkit.checkpoints import load_openflamingo_state
+    from vpgkit.modules import GatedCrossAttentionConfig, PerceiverConfig, PerceiverResampler
+    from vpgkit.tokens import AddedTokens
+
+    doc = listing("otter_llama7b")
+    state = {k: torch.empty(shape, device="meta") for k, shape in doc["keys"].items()}
+    with torch.device("meta"):
+        llm = LlamaForCausalLM(LlamaConfig(intermediate_size=11008, tie_word_embeddings=False))
+        tokens = AddedTokens.for_llm(
+            llm, ["<|endofchunk|>", "<image>", "<answer>", "<PAD>"], output="trained"
+        )
+        model = VisionLanguageModel(
+            llm,
+            HFCLIPVisionEncoder(CLIPVisionEncoderConfig.preset("otter_vit_l_14")),
+            image_token_id=32001,
+            perceiver=PerceiverResampler(PerceiverConfig.preset("openflamingo9b")),
+            cross_attention=GatedCrossAttentionConfig.preset("openflamingo9b"),
+            added_tokens=tokens,
+        )
+    report = load_openflamingo_state(model, state, "Otter")
+    assert report.ok, report.summary()
+    assert report.renamed["perceiver.layers.5.feed_forward.3.weight"] == "perceiver.layers.5.1.3.weight"
+    assert report.renamed["lang_encoder.model.layers.7.gated_cross_attn_layer.feed_forward.1.weight"] == (
+        "cross_attention.7.ff.1.weight"
+    )
+    assert report.renamed["vision_encoder.vision_model.encoder.layers.23.mlp.fc2.weight"] == (
+        "vision.vision_model.encoder.layers.23.mlp.fc2.weight"
+    )
+    assert {"lm_head.weight", "added_tokens.output_rows"} <= set(report.loaded)
+    frozen = report.ignored["lang_encoder.model.layers.0.decoder_layer.self_attn.q_proj.weight"]
+    assert frozen.startswith("frozen LLM")

@@ -172,7 +172,7 @@ class AddedTokens(nn.Module):
             head_mean = head.weight.float().mean(0) if head is not None else None
             lm.resize_token_embeddings(self.config.vocab_size, mean_resizing=False)
             lm.requires_grad_(False)
-            new = torch.arange(size, self.config.vocab_size)
+            new = range(size, self.config.vocab_size)
             self._fill_new_rows(lm, new, head_mean)
         embed = lm.get_input_embeddings()
         handles = [embed.register_forward_hook(self._input_hook)]
@@ -180,17 +180,17 @@ class AddedTokens(nn.Module):
             handles.append(lm.get_output_embeddings().register_forward_hook(self._output_hook))
         return handles
 
-    def _fill_new_rows(self, lm: nn.Module, new: torch.Tensor, head_mean: torch.Tensor | None) -> None:
+    def _fill_new_rows(self, lm: nn.Module, new: range, head_mean: torch.Tensor | None) -> None:
         """Deterministic values for the grown rows of the frozen matrices (the hooks override them)."""
         position = {int(i): k for k, i in enumerate(self.config.ids)}
         with torch.no_grad():
             weight = lm.get_input_embeddings().weight
-            for i in new.tolist():
+            for i in new:
                 weight[i] = self.input_rows[position[i]].to(weight.dtype)
             head = lm.get_output_embeddings()
             if head is None or head.weight is weight:
                 return
-            for i in new.tolist():
+            for i in new:
                 k = position[i]
                 if self.config.output == "trained":
                     value = self.output_rows[k]

@@ -22,7 +22,10 @@ for MPT, ``…gpt_neox.embed_in.weight``); it is the only source of the added ``
 (``lang_encoder.lm_head.weight``). These map to ``embed_tokens.weight`` / ``lm_head.weight``, the
 LLM's own matrices (see :func:`~vpgkit.checkpoints.report.target_parts`), and, for a model with
 :class:`~vpgkit.tokens.AddedTokens`, the added rows also to ``added_tokens.input_rows``. Other
-``lang_encoder.*`` LLM weights and ``vision_encoder.*`` are ignored with their reasons. Learned frame / media-time embeddings
+``lang_encoder.*`` LLM weights are ignored with their reason. Otter's full checkpoints also hold its
+``CLIPVisionModel`` (``vision_encoder.vision_model.*``): loaded into an
+:class:`~vpgkit.backbones.HFCLIPVisionEncoder` when the model has one, else ignored; other
+``vision_encoder.*`` keys (open_clip) are ignored. Learned frame / media-time embeddings
 (``perceiver.frame_embs``, ``perceiver.media_time_embs``) have no vpgkit counterpart: unexpected.
 """
 
@@ -121,6 +124,14 @@ def openflamingo_filter_fn(
                 )
             else:
                 report.ignore(original, FROZEN_LLM)
+        elif key.startswith("vision_encoder.vision_model."):  # Otter: a transformers CLIPVisionModel
+            take(
+                mapped,
+                report,
+                original,
+                "vision.vision_model." + key.removeprefix("vision_encoder.vision_model."),
+                value,
+            )
         elif key.startswith("vision_encoder."):
             report.ignore(original, "frozen vision encoder (CLIP), load it from its own checkpoint")
         else:
@@ -184,8 +195,30 @@ def load_openflamingo_state(
         raise ValueError(f"load_openflamingo: embeddings must be 'full' or 'added', got {embeddings!r}")
     mapped, report = openflamingo_filter_fn(state_dict, prefix)
     report.source = source
+    _place_vision(target, mapped, report)
     _place_embeddings(target, mapped, report, embeddings)
     return apply_state_dict(target, mapped, report, strict)
+
+
+def _place_vision(
+    target: nn.Module | Mapping[str, nn.Module], mapped: dict[str, torch.Tensor], report: LoadReport
+) -> None:
+    """Keep Otter's CLIP weights only for a model with an :class:`HFCLIPVisionEncoder` (in place)."""
+    from ..backbones.clip_vision import HFCLIPVisionEncoder
+
+    keys = [k for k in mapped if k.startswith("vision.")]
+    if not keys or isinstance(target_parts(target).get("vision"), HFCLIPVisionEncoder):
+        return
+    source_of = {dst: src for src, dst in report.renamed.items()}
+    for key in keys:
+        src = source_of[key]
+        report.renamed.pop(src)
+        del mapped[key]
+        report.ignore(
+            src,
+            "Otter's CLIP vision tower; the model has no HFCLIPVisionEncoder to load it into "
+            "(HFCLIPVisionEncoder.from_pretrained reads it too)",
+        )
 
 
 def _place_embeddings(
