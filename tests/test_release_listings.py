@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from release_listings import listing, tiny_state
+from release_listings import RELEASES, listing, tiny_state
 from transformers import LlamaForCausalLM
 from vlm_cases import SLOT
 
@@ -44,7 +44,9 @@ LAYER0 = {
 
 
 def test_listings_state_their_provenance():
-    for name in ("lavis_blip2_stage1", "lavis_blip2_flant5xxl"):
+    names = sorted(p.stem for p in RELEASES.glob("*.json"))
+    assert len(names) == 5, names
+    for name in names:
         doc = listing(name)
         assert doc["release"] and len(doc["provenance"]) >= 2 and len(doc["keys"]) > 100
     stage1 = listing("lavis_blip2_stage1")["keys"]
@@ -207,3 +209,15 @@ def test_otter_listing_loads_strictly_with_its_clip_tower():
     assert {"lm_head.weight", "added_tokens.output_rows"} <= set(report.loaded)
     frozen = report.ignored["lang_encoder.model.layers.0.decoder_layer.self_attn.q_proj.weight"]
     assert frozen.startswith("frozen LLM")
+
+
+def test_lavis_instructblip_file_loads_its_projection_and_reports_the_instruction_input(tmp_path):
+    state = tiny_state("lavis_instructblip_vicuna7b")
+    torch.save({"model": state}, tmp_path / "instruct_blip_vicuna7b_trimmed.pth")
+    model = cheetah_model()
+    report = load_lavis(model, tmp_path / "instruct_blip_vicuna7b_trimmed.pth")
+    assert report.ok and any("stage2 file" in n for n in report.notes)
+    assert torch.equal(model.vpg.language_projection.weight, state["llm_proj.weight"])
+    assert "query-only" in report.ignored["Qformer.bert.embeddings.word_embeddings.weight"]
+    assert "query-only" in report.ignored["Qformer.bert.encoder.layer.0.output.LayerNorm.weight"]
+    assert set(report.renamed) | set(report.ignored) == set(state)
