@@ -126,3 +126,33 @@ def test_openflamingo_export_round_trip_is_exact(tmp_path, tied):
         )
     with pytest.raises(CheckpointError, match="safetensors"):
         export_openflamingo(source, tmp_path / "checkpoint.pt")
+
+
+def test_blip2_recipe_adapter_exports(tmp_path):
+    """recipe=blip2 (timm EVA): adapter → model → transformers directory. transformers' BLIP-2 vision tower
+    has one LayerNorm epsilon, EVA's blocks use 1e-6 and ln_vision 1e-5: with ln_vision at 1e-6 the logits
+    are equal, with LAVIS's 1e-5 close."""
+    from test_train import config
+
+    from vpgkit.checkpoints import load_adapter, save_adapter
+    from vpgkit.training.build import build_model
+
+    cfg = config("recipe=blip2")
+    trained, tokenizer = build_model(cfg.model, cfg.seed)
+    with torch.no_grad():
+        trained.vpg.language_projection.weight.normal_(std=0.2)
+    save_adapter(trained, tmp_path / "adapter")
+    model, _ = build_model(cfg.model, cfg.seed)
+    load_adapter(model, tmp_path / "adapter")
+    export_blip2(model.eval(), tmp_path / "blip2", tokenizer=tokenizer)
+    hf = Blip2ForConditionalGeneration.from_pretrained(tmp_path / "blip2").eval()
+    n = model.vpg.config.num_queries
+    ids = torch.tensor([[1, *[model.image_token_id] * n, 20, 21, 22]])
+    pixels = torch.randn(1, 3, model.vision.image_size, model.vision.image_size)
+    with torch.no_grad():
+        ours = model(ids, pixel_values=pixels[:, None]).logits
+        theirs = hf(pixel_values=pixels, input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        assert (theirs - ours).abs().max() <= 5e-4  # measured 8.8e-5 (logits up to ~5)
+        model.vision.ln_vision.eps = hf.config.vision_config.layer_norm_eps  # the only difference
+        same_eps = model(ids, pixel_values=pixels[:, None]).logits
+    assert (theirs - same_eps).abs().max() <= 1e-5
