@@ -158,3 +158,18 @@ def test_from_pixels_through_the_open_clip_checkpoint(tmp_path):
         expected = reference(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids)).logits
         logits = model(ids, pixel_values=pixels[:, :, 0]).logits
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
+
+
+def test_an_untied_output_matrix_in_the_checkpoint(tmp_path):
+    """Otter's full checkpoints also hold an untied LM head: loaded in full mode, reported in 'added' mode."""
+    _, state = trained_openflamingo(tied=False)
+    head = torch.randn(BASE_VOCAB + len(OF_TOKENS), 48)
+    torch.save({**state, "lang_encoder.lm_head.weight": head}, tmp_path / "c.pt")
+    model = vpgkit_model(tied=False)
+    report = load_openflamingo(model, tmp_path / "c.pt")
+    assert report.ok and torch.equal(model.llm.lm_head.weight, head)
+    other = vpgkit_model(tied=False)
+    before = other.llm.lm_head.weight.clone()
+    report = load_openflamingo(other, tmp_path / "c.pt", embeddings="added")
+    assert "base rows are not loaded" in report.ignored["lang_encoder.lm_head.weight"]
+    assert torch.equal(other.llm.lm_head.weight, before)

@@ -251,7 +251,7 @@ def _place_embeddings(
         )
     head = parts.get("lm_head")
     tied = head is not None and head.weight is embed
-    if "lm_head.weight" in mapped and (tied or "embed_tokens.weight" not in mapped):
+    if "lm_head.weight" in mapped and tied:
         copy = mapped.pop("lm_head.weight")
         src = source_of["lm_head.weight"]
         report.renamed.pop(src)
@@ -261,6 +261,8 @@ def _place_embeddings(
             report.ignore(src, "tied output copy of the input embedding matrix (equal); loaded once")
         else:
             report.reject(src, "differs from the input embedding matrix, but the model's LLM ties them")
+    if "embed_tokens.weight" not in mapped:
+        return  # only an output matrix of an untied LM: it loads as the LM head, nothing else to place
     added = parts.get("added_tokens")
     matrix = mapped["embed_tokens.weight"]
     if added is not None:
@@ -291,7 +293,11 @@ def _place_embeddings(
             f"embeddings='added': rows of the base vocabulary not loaded (they differ from the LLM's by "
             f"up to {diff:.3g})",
         )
-        mapped.pop("lm_head.weight", None)
+        if "lm_head.weight" in mapped:
+            head_src = source_of["lm_head.weight"]
+            report.renamed.pop(head_src)
+            del mapped["lm_head.weight"]
+            report.ignore(head_src, "embeddings='added': the LM head's base rows are not loaded either")
     else:
         report.note(
             f"LLM input embeddings: the checkpoint's trained matrix ({matrix.shape[0]} × {matrix.shape[1]}) "
