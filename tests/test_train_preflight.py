@@ -77,3 +77,11 @@ def test_max_length_beyond_the_lm_context_is_refused_before_training(tmp_path):
     model, tokenizer = build_model(cfg.model, cfg.seed)
     with pytest.raises(ValueError, match=r"data\.max_length=100000 exceeds the LM's context of \d+ tokens"):
         build_datasets(cfg.data, tokenizer, model)
+
+
+def test_an_empty_dataset_given_to_train_directly_is_named(tmp_path):
+    from vpgkit.data.mixture import MixtureDataset
+    from vpgkit.training.loop import default_sampler
+
+    with pytest.raises(ValueError, match=r"data source 'mine': no samples; check the file"):
+        default_sampler(MixtureDataset({"mine": []}), 4, seed=0)

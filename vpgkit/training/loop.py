@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ..backbones.language import base_causal_lm
 from ..config import TrainConfig
 from ..data.mixture import MixtureSampler
-from .preflight import check_config, check_output_dir
+from .preflight import check_config, check_datasets, check_output_dir
 from .runlog import SignalStop, TrainingStopped, ignore_stop_signals, run_logger
 from .state import begin_checkpoint, finish_checkpoint, latest_checkpoint, load_checkpoint, load_rng, save_rng
 
@@ -69,6 +69,7 @@ def default_sampler(
     a single source may leave it out.
     """
     parts = getattr(dataset, "datasets", None) or {"train": dataset}
+    check_datasets(parts)  # an empty source otherwise fails inside the sampler, unnamed
     sizes = {name: len(part) for name, part in parts.items()}
     if not per_batch:
         if len(sizes) > 1:
@@ -223,7 +224,9 @@ def train(
         ts = state["trainer_state"]
         result.step, position = ts["step"], tuple(ts["position"])
         result.losses, result.lrs = list(ts["losses"]), list(ts.get("lrs", []))
-        result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", {}).items()}
+        # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
+        counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
+        result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
         result.skipped = dict(ts["skipped"])
         result.eval_losses = {int(k): v for k, v in ts["eval_losses"].items()}
         accelerator.print(f"resumed from {resume_from} at step {result.step}")
