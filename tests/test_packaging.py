@@ -36,6 +36,7 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
-def test_documentation_examples_run(path):
+def test_documentation_examples_run(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples that write files (docs/own_data.md) write them here
     for code in python_blocks(path):
         exec(compile(code, str(path), "exec"), {"__name__": "__doc_example__"})

@@ -60,6 +60,17 @@ def test_recipe_trains_only_its_adapter_and_the_loss_falls(recipe, tmp_path):
     assert (tmp_path / "checkpoints" / "step_000030" / "trainable.safetensors").is_file()
 
 
+def test_otter_recipe_trains_the_added_token_rows_like_openflamingo():
+    cfg = config("recipe=otter")
+    model, tokenizer = build_model(cfg.model, cfg.seed)
+    parts = {n.split(".")[0] for n in model.trainable_parameters()}
+    assert parts == {"perceiver", "cross_attention", "added_tokens"}
+    ids = tokenizer.convert_tokens_to_ids(["<image>", "<|endofchunk|>"])
+    assert model.added_tokens.config.ids == ids
+    embed = model.llm.get_input_embeddings().weight
+    assert not embed.requires_grad and torch.equal(model.added_tokens.input_rows, embed[ids])
+
+
 def test_vpgc_recipe_trains_only_vpgc():
     cfg = config("recipe=vpgc_toy")
     model, _ = build_model(cfg.model, cfg.seed)

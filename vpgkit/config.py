@@ -23,7 +23,9 @@ class VisionConfig:
         kind: ``timm_eva`` (EVA-CLIP as BLIP-2 uses it), ``hf_blip2`` or ``hf_clip`` (Flamingo-style).
         preset: the encoder config preset (``tiny``, ``eva_clip_g``, ``blip2``, ``vit_l_14``).
         checkpoint: local weights (LAVIS/timm ``.pth`` or safetensors for ``timm_eva``; an HF directory for
-            ``hf_blip2``); None keeps random weights.
+            ``hf_blip2``; for ``hf_clip`` an HF ``CLIPVisionModel``/``CLIPModel`` directory (Otter) or an
+            open_clip checkpoint file with ``visual.*`` keys (OpenFlamingo)); None keeps random weights
+            (and the build says so).
         overrides: fields of the encoder config that differ from the preset (e.g. ``{depth: 12}``).
     """
 
@@ -75,6 +77,11 @@ class ModelConfig:
         train_vpg_projection: train the Q-Former's projection (the ``blip2`` recipe).
         backbone_dtype: dtype of the frozen parts (``float32`` or ``bfloat16``); trainable weights stay fp32.
         image_token: the tokenizer's image token (slot for Q-Former models, marker for Flamingo-style).
+        added_tokens: special tokens whose embedding rows train while the vocabulary stays frozen
+            (:class:`vpgkit.tokens.AddedTokens`); tokens the tokenizer lacks are added to it and the LLM's
+            vocabulary grows. The ``otter`` recipe trains ``<image>`` and ``<|endofchunk|>`` as OpenFlamingo does.
+        added_tokens_output: LM-head rows of the added tokens: ``tied``, ``trained`` or ``frozen``
+            (default: ``tied`` for LMs that tie their embeddings, else ``frozen`` as in OpenFlamingo).
         lora: LoRA settings.
     """
 
@@ -92,6 +99,8 @@ class ModelConfig:
     train_vpg_projection: bool = False
     backbone_dtype: str = "float32"
     image_token: str = "<image>"
+    added_tokens: list[str] = field(default_factory=list)
+    added_tokens_output: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 

@@ -36,6 +36,7 @@ from .modules import (
     media_attention_mask,
 )
 from .parameters import count_parameters
+from .tokens import AddedTokens
 
 IGNORE_INDEX = -100
 
@@ -63,6 +64,9 @@ class VisionLanguageModel(nn.Module):
         perceiver: Perceiver resampler for the cross-attention composition (trainable).
         cross_attention: config of the gated blocks, placed before decoder layer i when
             (i + 1) % every == 0 (trainable).
+        added_tokens: special tokens added to the LLM (``<image>``, ``<|endofchunk|>`` …) whose
+            embedding rows train while the vocabulary stays frozen (:class:`vpgkit.tokens.AddedTokens`);
+            the LLM's vocabulary is grown to hold them.
         train_vpg_projection: train the Q-Former's projection to the LM (the BLIP-2 stage-2 recipe).
         reference_path: compute VPG-C the way the original code did — autograd through every LM layer
             and the frozen Q-Former in train mode (dropout on) — for comparisons only.
@@ -91,6 +95,7 @@ class VisionLanguageModel(nn.Module):
         vpgc: VPGC | None = None,
         perceiver: PerceiverResampler | None = None,
         cross_attention: GatedCrossAttentionConfig | None = None,
+        added_tokens: AddedTokens | None = None,
         train_vpg_projection: bool = False,
         reference_path: bool = False,
     ):
@@ -112,6 +117,9 @@ class VisionLanguageModel(nn.Module):
         vision_width = getattr(vision, "width", None)
         self._slot = ContextSlot()
         self._hooks = []
+        self.added_tokens = added_tokens
+        if added_tokens is not None:
+            self._hooks.extend(added_tokens.attach(llm))
         if vpg is not None:
             _check_width(
                 "vpg input (QFormerConfig.vision_width)",

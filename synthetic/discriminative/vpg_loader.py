@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from vpgkit.backbones import (
     TimmEvaEncoder,
     VisionEncoder,
 )
+from vpgkit.fileio import mkstemp, share
 from vpgkit.modules import QFormer, QFormerConfig
 
 from ..storage import atomic_write_json
@@ -87,10 +87,11 @@ def save_vpg(directory: str | os.PathLike, vision: VisionEncoder, qformer: QForm
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"vision.{k}": v for k, v in vision.state_dict().items()}
     tensors.update({f"qformer.{k}": v for k, v in qformer.state_dict().items()})
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
+    fd, tmp = mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+        share(tmp)  # safetensors writes 0600
         os.replace(tmp, directory / WEIGHTS_FILE)
     except BaseException:
         with suppress(FileNotFoundError):

@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -62,13 +61,18 @@ def test_one_failed_request_keeps_the_others_cached(tmp_path: Path) -> None:
 
 
 def test_concurrency_limit_is_respected() -> None:
+    """9 requests at max_concurrency=3: every request waits at a 3-party barrier, so the peak is exactly 3
+    however slowly threads are scheduled (sleeping 50 ms and hoping they overlap failed under load).
+    More than 3 in flight would show as a peak above 3; fewer would never trip the barrier (the timeout
+    only ends that failing case)."""
     active, peak, lock = [0], [0], threading.Lock()
+    together = threading.Barrier(3, timeout=120)
 
     def reply(body):
         with lock:
             active[0] += 1
             peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
+        together.wait()
         with lock:
             active[0] -= 1
         return "ok"

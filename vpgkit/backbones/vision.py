@@ -319,8 +319,8 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a tensor state dict from ``.safetensors`` or a ``.pth``/``.pt``/``.bin``/``.ckpt`` file.
 
     Pickled files are read with ``torch.load(weights_only=True)``: tensors and plain containers only,
-    never code. A ``{"model": …}`` / ``{"state_dict": …}`` / ``{"module": …}`` wrapper (LAVIS / trainer
-    checkpoints) is unwrapped.
+    never code. A ``{"model": …}`` / ``{"model_state_dict": …}`` (OpenFlamingo's trainer) /
+    ``{"state_dict": …}`` / ``{"module": …}`` wrapper (LAVIS / trainer checkpoints) is unwrapped.
 
     Example:
         >>> state = load_state_dict_file("eva_vit_g.pth")  # doctest: +SKIP
@@ -343,7 +343,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: refused to load — the file holds pickled objects other than tensors and plain "
             "containers, which would need code execution; re-save it as a plain state dict or safetensors"
         ) from err
-    for wrapper in ("model", "state_dict", "module"):
+    for wrapper in ("model", "model_state_dict", "state_dict", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     if not isinstance(obj, dict):

@@ -19,13 +19,13 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..fileio import mkdtemp, share_tree
 from .fingerprint import base_fingerprint, check_base
 from .report import CheckpointError, LoadReport, listing
 
@@ -36,7 +36,7 @@ LORA_DIR = "lora"
 FORMAT = "vpgkit-adapter"
 # Config fields that change neither a weight's shape nor the eval-mode output.
 RUNTIME_FIELDS = {"attn_implementation", "dropout", "attention_dropout"}
-MODULES = ("vpg", "vpgc", "perceiver", "cross_attention")
+MODULES = ("vpg", "vpgc", "perceiver", "cross_attention", "added_tokens")
 
 
 # --------------------------------------------------------------------------------------- config
@@ -66,6 +66,9 @@ def module_configs(model: nn.Module) -> dict[str, dict[str, Any] | None]:
         "perceiver": model.perceiver.config.to_dict() if model.perceiver is not None else None,
         "cross_attention": (
             model.cross_attention_config.to_dict() if getattr(model, "cross_attention_config", None) else None
+        ),
+        "added_tokens": (
+            model.added_tokens.config.to_dict() if getattr(model, "added_tokens", None) is not None else None
         ),
     }
 
@@ -129,12 +132,12 @@ def atomic_directory(target: str | os.PathLike):
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp = Path(mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
         old = None
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = Path(mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             old.rmdir()
             os.replace(target, old)
         try:
@@ -180,6 +183,7 @@ def write_adapter_files(model: nn.Module, directory: Path) -> dict[str, Any]:
     if config["trainable"]["lora"]:
         model.llm.save_pretrained(str(directory / LORA_DIR))
     (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    share_tree(directory)  # safetensors (and peft through it) write 0600 whatever the umask
     return config
 
 

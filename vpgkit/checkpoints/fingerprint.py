@@ -74,6 +74,9 @@ def vision_fingerprint(desc: dict[str, Any] | None) -> str | None:
 def base_fingerprint(model: nn.Module) -> dict[str, Any]:
     """``{"llm": {...}, "vision": {...} | None, "llm_fingerprint", "vision_fingerprint"}`` of a VisionLanguageModel."""
     llm = llm_description(model.llm)
+    added = getattr(model, "added_tokens", None)
+    if added is not None:  # the base is the LLM before the tokens were added
+        llm["vocab_size"] = added.config.base_vocab_size
     vision = vision_description(getattr(model, "vision", None))
     return {
         "llm": llm,

@@ -1,13 +1,25 @@
 """Publishing adapters: to a local folder (adapter + model card) or to a hub repo.
 
-``python -m vpgkit.publish ADAPTER_DIR REPO_ID`` uploads an adapter folder written by
-:func:`publish_folder` (or :func:`~vpgkit.checkpoints.save_adapter` plus a README.md).
+``python -m vpgkit.publish RUN_DIR [REPO_ID] [--local-dir DIR] [--dry-run]`` publishes a training run
+(the ``output_dir`` of ``python -m vpgkit.train``): the model is rebuilt from the run's config with its
+adapter, the model card is written from the run (recipe, data, steps, smoothed final loss, and the
+DEMON scores when the run evaluated), and the folder is uploaded to ``REPO_ID`` and/or written to
+``--local-dir``. A folder already written by :func:`publish_folder` is uploaded as it is.
+
+Examples::
+
+    python -m vpgkit.publish outputs/vpgc --local-dir pub          # then load_adapter(model, "pub")
+    python -m vpgkit.publish outputs/vpgc me/vpgc-tiny --dry-run   # show the card and files only
+    python -m vpgkit.publish outputs/vpgc me/vpgc-tiny --private
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import statistics
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -123,41 +135,155 @@ def push_to_hub(
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vpgkit.publish ADAPTER_DIR REPO_ID [--private] [--endpoint URL] [--dry-run]``."""
+def _is_run(directory: Path) -> bool:
+    return (directory / ".hydra" / "config.yaml").is_file() and (directory / "adapter").is_dir()
+
+
+def run_card(run: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """(model with the run's adapter loaded, :func:`model_card` arguments) of a training run directory.
+
+    The card states only what the run recorded: its recipe, data sources, steps and the mean loss of
+    its last steps (``checkpoints/``), and the DEMON category scores of ``eval/results.json`` when the
+    run evaluated (none otherwise).
+
+    Example:
+        >>> model, card = run_card("outputs/vpgc")  # doctest: +SKIP
+        >>> publish_folder(model, "pub", **card)  # doctest: +SKIP
+    """
+    from ..evaluate import load_run
+    from ..training.plot import smoothing_window
+    from ..training.state import latest_checkpoint, load_checkpoint
+
+    run = Path(run)
+    model, _, cfg, _ = load_run(run)
+    data = [f"{s.name} ({s.format}{': ' + Path(s.path).name if s.path else ''})" for s in cfg.data.train]
+    metrics: dict[str, Any] = {}
+    checkpoint = latest_checkpoint(run / "checkpoints") if (run / "checkpoints").is_dir() else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint)["trainer_state"]
+        losses = state.get("losses") or []
+        metrics["training steps"] = state["step"]
+        if losses:
+            window = smoothing_window(len(losses))
+            name = f"train loss (mean of the last {window} steps)" if window > 1 else "train loss (last step)"
+            metrics[name] = f"{statistics.fmean(losses[-window:]):.4f}"
+    results = run / "eval" / "results.json"
+    if results.is_file():
+        evaluated = json.loads(results.read_text())
+        for key, category in sorted(evaluated.get("categories", {}).items()):
+            metrics[f"DEMON {key} ({category['metric']})"] = f"{category['score']:.2f}"
+        metrics["DEMON samples evaluated"] = len(evaluated.get("predictions", []))
+    llm = cfg.model.llm
+    base = llm.path if llm.kind == "pretrained" else f"{llm.kind} (random weights, seed {cfg.seed})"
+    return model, {"recipe": cfg.recipe, "data": data, "metrics": metrics or None, "base_model": base}
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m vpgkit.publish",
-        description="Upload an adapter folder (written by vpgkit.checkpoints.publish_folder) to a hub repo.",
+        description="Publish a training run (or a folder written by publish_folder): write the model card "
+        "from the run, then upload to a hub repo and/or write a local folder.",
     )
-    parser.add_argument("adapter_dir", help=f"folder with {CONFIG_NAME}, adapter.safetensors and README.md")
-    parser.add_argument("repo_id", help="hub repo id, owner/name")
+    parser.add_argument(
+        "source",
+        type=Path,
+        help="a run's output_dir (.hydra/config.yaml + adapter/), its adapter/ folder, or a published folder",
+    )
+    parser.add_argument("repo_id", nargs="?", default=None, help="hub repo id, owner/name (upload)")
+    parser.add_argument("--local-dir", type=Path, default=None, help="write the published folder here")
+    parser.add_argument("--dry-run", action="store_true", help="build and check the folder; upload nothing")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--revision", default=None, help="branch to commit to (default: main)")
     parser.add_argument("--message", default=None, help="commit message")
     parser.add_argument("--endpoint", default=None, help="hub endpoint (default: $HF_ENDPOINT)")
-    parser.add_argument("--dry-run", action="store_true", help="validate the folder and list the files only")
-    args = parser.parse_args(argv)
-    try:
-        config = validate_adapter_folder(args.adapter_dir)
-    except CheckpointError as err:
-        print(f"vpgkit.publish: {err}", file=sys.stderr)
+    parser.add_argument("--license", default=None, help="SPDX license id for the card")
+    parser.add_argument("--description", default=None, help="text under the card's title")
+    return parser
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vpgkit.publish SOURCE [REPO_ID] [--local-dir DIR] [--dry-run] ...``; returns the exit code
+    (0 done, 1 upload failed, 2 bad input), each error on one line."""
+    args = build_parser().parse_args(argv)
+    if args.repo_id is None and args.local_dir is None and not args.dry_run:
+        print(
+            "vpgkit.publish: give REPO_ID to upload, --local-dir DIR to write a folder, or both",
+            file=sys.stderr,
+        )
         return 2
-    files = sorted(
-        str(p.relative_to(args.adapter_dir)) for p in Path(args.adapter_dir).rglob("*") if p.is_file()
-    )
-    print(
-        f"adapter: {config['trainable']['parameters']:,} trainable weights in "
-        f"{', '.join(config['trainable']['parts'])}; files: {', '.join(files)}"
-    )
-    if args.dry_run:
+    source = args.source
+    # An adapter folder inside a run (outputs/vpgc/adapter) publishes the run.
+    if not (source / "README.md").is_file() and not _is_run(source) and _is_run(source.parent):
+        source = source.parent
+    with tempfile.TemporaryDirectory(prefix="vpgkit-publish-") as tmp:
+        try:
+            if _is_run(source):
+                model, card = run_card(source)
+                folder = publish_folder(
+                    model,
+                    Path(tmp) / "adapter",
+                    repo_id=args.repo_id,
+                    license=args.license,
+                    description=args.description,
+                    **card,
+                )
+            elif (source / CONFIG_NAME).is_file():
+                folder = source
+            else:
+                raise CheckpointError(
+                    f"{source}: neither a training run (.hydra/config.yaml + adapter/) nor an adapter folder"
+                )
+            config = validate_adapter_folder(folder)
+        except (CheckpointError, FileNotFoundError, ValueError) as err:
+            print(f"vpgkit.publish: {err}", file=sys.stderr)
+            return 2
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        print(
+            f"adapter: {config['trainable']['parameters']:,} trainable weights in "
+            f"{', '.join(config['trainable']['parts'])}; files: {', '.join(files)}"
+        )
+        if args.dry_run:
+            print((folder / "README.md").read_text())
+            return 0
+        if args.local_dir is not None:
+            try:
+                _copy_folder(folder, args.local_dir)
+            except (CheckpointError, OSError) as err:
+                print(f"vpgkit.publish: cannot write {args.local_dir}: {_one_line(err)}", file=sys.stderr)
+                return 2
+            print(f"wrote {args.local_dir}")
+        if args.repo_id is None:
+            return 0
+        try:
+            info = upload_folder(
+                folder,
+                args.repo_id,
+                private=args.private,
+                endpoint=args.endpoint,
+                revision=args.revision,
+                commit_message=args.message,
+            )
+        except Exception as err:  # network, auth, hub refusals: the CLI reports them, no traceback
+            print(f"vpgkit.publish: upload to {args.repo_id} failed: {_one_line(err)}", file=sys.stderr)
+            return 1
+        print(f"uploaded to {args.repo_id}: {getattr(info, 'commit_url', info)}")
         return 0
-    info = upload_folder(
-        args.adapter_dir,
-        args.repo_id,
-        private=args.private,
-        endpoint=args.endpoint,
-        revision=args.revision,
-        commit_message=args.message,
-    )
-    print(f"uploaded to {args.repo_id}: {getattr(info, 'commit_url', info)}")
-    return 0
+
+
+def _copy_folder(folder: Path, target: Path) -> None:
+    """Copy a published folder to ``target`` through :func:`atomic_directory` (an existing adapter there
+    is replaced only once the copy is complete; anything else there is refused)."""
+    from ..fileio import share_tree
+    from .adapter import _check_replaceable, atomic_directory
+
+    if folder.resolve() == Path(target).resolve():
+        return
+    _check_replaceable(Path(target))
+    with atomic_directory(target) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+        share_tree(tmp)

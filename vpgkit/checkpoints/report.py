@@ -103,16 +103,26 @@ def target_parts(target: nn.Module | Mapping[str, nn.Module]) -> dict[str, nn.Mo
     """The modules a mapped state dict addresses, by their top-level name.
 
     A :class:`~vpgkit.model.VisionLanguageModel` gives ``vpg``, ``vpgc``, ``perceiver``,
-    ``cross_attention`` and ``vision`` (those it has); a mapping such as ``{"vpg": qformer}`` is taken
+    ``cross_attention``, ``vision`` and ``added_tokens`` (those it has) and its LLM's ``embed_tokens``
+    and ``lm_head`` (key ``weight``: the input and output embedding matrices); a mapping such as ``{"vpg": qformer}`` is taken
     as is, so converters also load into standalone modules.
     """
     if isinstance(target, Mapping):
         return {k: v for k, v in target.items() if v is not None}
-    names = ("vpg", "vpgc", "perceiver", "cross_attention", "vision")
+    names = ("vpg", "vpgc", "perceiver", "cross_attention", "vision", "added_tokens")
     parts = {n: getattr(target, n, None) for n in names}
     parts = {n: m for n, m in parts.items() if isinstance(m, nn.Module)}
     if "cross_attention" in parts and len(parts["cross_attention"]) == 0:
         del parts["cross_attention"]
+    llm = getattr(target, "llm", None)
+    if isinstance(llm, nn.Module) and hasattr(llm, "get_input_embeddings"):
+        # The LLM's (frozen) embedding matrices, for releases that ship trained ones (OpenFlamingo).
+        from ..backbones.language import base_causal_lm
+
+        lm = base_causal_lm(llm)
+        parts["embed_tokens"] = lm.get_input_embeddings()
+        if lm.get_output_embeddings() is not None:
+            parts["lm_head"] = lm.get_output_embeddings()
     if not parts:
         raise TypeError(
             f"cannot load into {type(target).__name__}: give a VisionLanguageModel or a mapping "

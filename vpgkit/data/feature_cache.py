@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +33,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from ..fileio import mkstemp, share
 
 __all__ = ["FeatureCache", "fingerprint"]
 
@@ -141,10 +142,11 @@ class FeatureCache:
         if not self._pending:
             return None
         name = f"shard-{time.time_ns()}-{os.getpid()}-{self._shards_written}.safetensors"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
+        fd, tmp = mkstemp(dir=self.directory, prefix=".tmp-", suffix=".safetensors")
         os.close(fd)
         try:
             save_file(self._pending, tmp, metadata={_META_KEY: self.encoder_fingerprint})
+            share(tmp)  # safetensors writes 0600
             os.replace(tmp, self.directory / name)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import DataError, Sample, SampleTokenizer, load_image, open_image_store
+from ..fileio import mkstemp
 
 __all__ = ["STOP_STRINGS", "PredictionStore", "generate_answers"]
 
@@ -93,7 +93,7 @@ class PredictionStore:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 for (task, sample_id), prediction in self.records.items():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import torch
 from transformers import AutoTokenizer, LlamaForCausalLM, Qwen2ForCausalLM
 
@@ -27,7 +30,9 @@ from ..modules import (
     QFormerConfig,
     VPGCConfig,
 )
+from ..tokens import AddedTokens
 
+logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -45,19 +50,35 @@ def build_vision(config: ModelConfig) -> VisionEncoder:
         return (
             TimmEvaEncoder.from_checkpoint(v.checkpoint, eva, dtype=dtype)
             if v.checkpoint
-            else TimmEvaEncoder(eva, dtype)
+            else _random(TimmEvaEncoder(eva, dtype), v.kind)
         )
     if v.kind == "hf_blip2":
         if v.checkpoint:
             return HFBlip2VisionEncoder.from_pretrained(v.checkpoint, dtype=dtype)
-        return HFBlip2VisionEncoder(Blip2VisionEncoderConfig.preset(v.preset, **v.overrides), dtype)
+        return _random(
+            HFBlip2VisionEncoder(Blip2VisionEncoderConfig.preset(v.preset, **v.overrides), dtype), v.kind
+        )
     if v.kind == "hf_clip":
-        if v.checkpoint:
-            raise NotImplementedError(
-                "model.vision.checkpoint for hf_clip: loading CLIP weights is not implemented yet"
+        clip = CLIPVisionEncoderConfig.preset(v.preset, **v.overrides)
+        if not v.checkpoint:
+            return _random(HFCLIPVisionEncoder(clip, dtype), v.kind)
+        if Path(v.checkpoint).is_dir():  # a transformers CLIPVisionModel / CLIPModel directory (Otter)
+            return HFCLIPVisionEncoder.from_pretrained(
+                v.checkpoint, dtype, post_layernorm=clip.post_layernorm
             )
-        return HFCLIPVisionEncoder(CLIPVisionEncoderConfig.preset(v.preset, **v.overrides), dtype)
+        # Otherwise an open_clip state dict with visual.* keys (OpenFlamingo's ViT-L/14).
+        return HFCLIPVisionEncoder.from_open_clip(v.checkpoint, clip, dtype)
     raise ValueError(f"model.vision.kind: expected timm_eva, hf_blip2 or hf_clip, got {v.kind!r}")
+
+
+def _random(encoder: VisionEncoder, kind: str) -> VisionEncoder:
+    """Say that an encoder built without ``model.vision.checkpoint`` has random weights."""
+    logger.warning(
+        "model.vision: no checkpoint given, so the %s encoder has RANDOM weights (set model.vision.checkpoint "
+        "to a real one)",
+        kind,
+    )
+    return encoder
 
 
 def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
@@ -87,6 +108,9 @@ def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
         raise ValueError(
             f"model.llm.kind: expected pretrained, tiny_llama or tiny_qwen2, got {llm_cfg.kind!r}"
         )
+    missing = [t for t in config.added_tokens if t not in tokenizer.get_vocab()]
+    if missing:  # their rows are created by AddedTokens in build_model
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
     if config.image_token not in tokenizer.get_vocab():
         raise ValueError(
             f"model.image_token: {config.image_token!r} is not a token of the tokenizer; add it as a special token"
@@ -122,6 +146,11 @@ def build_model(config: ModelConfig, seed: int = 0):
         overrides = {} if config.cross_attention_every is None else {"every": config.cross_attention_every}
         kwargs["perceiver"] = PerceiverResampler(PerceiverConfig.preset(config.perceiver))
         kwargs["cross_attention"] = GatedCrossAttentionConfig.preset(config.cross_attention, **overrides)
+    if config.added_tokens:
+        ids = tokenizer.convert_tokens_to_ids(list(config.added_tokens))
+        kwargs["added_tokens"] = AddedTokens.for_llm(
+            llm, list(config.added_tokens), ids, output=config.added_tokens_output
+        )
     model = VisionLanguageModel(
         llm, vision, image_token_id=image_token_id, train_vpg_projection=config.train_vpg_projection, **kwargs
     )

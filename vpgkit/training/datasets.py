@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..backbones.language import max_positions
 from ..config import DataConfig, SourceConfig
 from ..data import DataError, SampleTokenizer, SkipReport
 from ..data.dataset import SampleDataset
@@ -12,6 +13,7 @@ from ..data.mixture import MixtureDataset
 from ..data.readers import READERS
 from ..data.toy import toy_captions
 from .features import encoder_fingerprint, precompute_features
+from .preflight import check_datasets, check_max_length
 
 
 def read_source(source: SourceConfig, report: SkipReport | None):
@@ -60,6 +62,8 @@ def build_split(sources: list[SourceConfig], config: DataConfig, tokenizer, mode
     """A :class:`MixtureDataset` of the sources (names in order), or None when there are none."""
     if not sources:
         return None
+    # A too-long data.max_length would otherwise fail only when the first long batch reaches the LM.
+    check_max_length(config.max_length, max_positions(model.llm))
     st = sample_tokenizer(config, tokenizer, model)
     parts = {}
     for source in sources:
@@ -69,6 +73,8 @@ def build_split(sources: list[SourceConfig], config: DataConfig, tokenizer, mode
             samples = read_source(source, report if config.skip_bad_samples else None)
         except DataError as error:
             raise DataError(error.reason, f"data source {source.name!r}: {error}") from None
+        # Before any image is encoded: an empty source would only fail later, inside the sampler.
+        check_datasets({source.name: samples}, {source.name: source.path or source.format})
         common = dict(
             image_size=model.vision.image_size,
             # Readers join `images` into relative file paths already; only MIMIC-IT's image ids need the

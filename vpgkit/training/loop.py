@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,20 +27,24 @@ from tqdm.auto import tqdm
 from ..backbones.language import base_causal_lm
 from ..config import TrainConfig
 from ..data.mixture import MixtureSampler
+from .preflight import check_config, check_datasets, check_output_dir
+from .runlog import SignalStop, TrainingStopped, ignore_stop_signals, run_logger
 from .state import begin_checkpoint, finish_checkpoint, latest_checkpoint, load_checkpoint, load_rng, save_rng
 
 
 @dataclass
 class TrainResult:
-    """What a run did: where it wrote, its per-step global losses and wall times (this process's steps
-    only, not restored on resume), what data it skipped."""
+    """What a run did: where it wrote, its per-step global losses and learning rates, wall times (this
+    process's steps only, not restored on resume), what data it skipped (distinct samples per reason)."""
 
     output_dir: Path
     step: int
     losses: list[float] = field(default_factory=list)
     eval_losses: dict[int, float] = field(default_factory=dict)
     step_seconds: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    skipped_samples: dict[str, list[str]] = field(default_factory=dict)
     checkpoint: Path | None = None
 
 
@@ -66,6 +69,7 @@ def default_sampler(
     a single source may leave it out.
     """
     parts = getattr(dataset, "datasets", None) or {"train": dataset}
+    check_datasets(parts)  # an empty source otherwise fails inside the sampler, unnamed
     sizes = {name: len(part) for name, part in parts.items()}
     if not per_batch:
         if len(sizes) > 1:
@@ -148,9 +152,14 @@ def train(
 
     Returns:
         A :class:`TrainResult`; the last checkpoint is under ``output_dir/checkpoints``.
+
+    Raises:
+        TrainingStopped: on SIGTERM, after finishing the current step and writing a checkpoint
+            (``resume=auto`` continues bitwise as if uninterrupted).
     """
     t = cfg.trainer
-    out = Path(cfg.output_dir)
+    check_config(cfg)
+    out = check_output_dir(cfg.output_dir)  # not found at the first checkpoint, after the compute
     accelerator = accelerator or Accelerator(
         mixed_precision=t.mixed_precision, log_with=t.log_with or None, project_dir=str(out)
     )
@@ -185,6 +194,16 @@ def train(
         optimizer, warmup_cosine(cfg.optim.warmup_steps, t.max_steps, cfg.optim.min_lr_ratio)
     )
 
+    log = run_logger(out, enabled=accelerator.is_main_process)
+    log.info(
+        "training %s: %d steps, global batch %d, %d process(es), %d train samples, output_dir %s",
+        cfg.recipe,
+        t.max_steps,
+        t.global_batch_size,
+        world,
+        len(train_dataset),
+        out,
+    )
     result = TrainResult(output_dir=out, step=0)
     position = (0, 0)
     checkpoints = out / "checkpoints"
@@ -204,9 +223,14 @@ def train(
         load_rng(resume_from, rank)
         ts = state["trainer_state"]
         result.step, position = ts["step"], tuple(ts["position"])
-        result.losses, result.skipped = list(ts["losses"]), dict(ts["skipped"])
+        result.losses, result.lrs = list(ts["losses"]), list(ts.get("lrs", []))
+        # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
+        counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
+        result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
+        result.skipped = dict(ts["skipped"])
         result.eval_losses = {int(k): v for k, v in ts["eval_losses"].items()}
         accelerator.print(f"resumed from {resume_from} at step {result.step}")
+        log.info("resumed from %s at step %d", resume_from, result.step)
 
     model.train()
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
@@ -217,6 +241,7 @@ def train(
         batch_sampler=_BatchIndices((mixture, position, rank, world, accumulation), remaining),
         collate_fn=collate_fn,
         num_workers=cfg.data.num_workers,
+        worker_init_fn=ignore_stop_signals if cfg.data.num_workers else None,
     )
     # Each optimiser step consumes one global batch, so the position is derived, not tracked.
     first_batch = position[0] * mixture.num_batches + position[1] - result.step
@@ -226,60 +251,83 @@ def train(
         total=t.max_steps, initial=result.step, disable=not accelerator.is_local_main_process, desc="train"
     )
     batches = iter(loader)
-    skipped: Counter[str] = Counter(result.skipped)
-    while result.step < t.max_steps:
-        started = time.perf_counter()
-        window = [_to_device(next(batches), accelerator.device) for _ in range(accumulation)]
-        for batch in window:
-            for record in batch.get("skipped", []):
-                skipped[record["reason"] if isinstance(record, dict) else str(record)] += 1
-        counts = torch.tensor([float(sum(_labelled_tokens(b) for b in window))], device=accelerator.device)
-        total_tokens = accelerator.reduce(counts, reduction="sum").item()
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for j, batch in enumerate(window):
-            inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-            sync = accelerator.no_sync(ddp_model) if j < accumulation - 1 else contextlib.nullcontext()
-            with sync, accelerator.autocast():
-                token_loss = ddp_model(**inputs, loss_only=True, loss_reduction="sum").loss
-                accelerator.backward(token_loss * world / max(total_tokens, 1.0))
-            loss_sum += token_loss.detach()
-        if cfg.optim.max_grad_norm:
-            accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        result.step += 1
-        global_loss = accelerator.reduce(loss_sum[None], reduction="sum").item() / max(total_tokens, 1.0)
-        result.losses.append(global_loss)
-        result.step_seconds.append(time.perf_counter() - started)
-        position = divmod(first_batch + result.step, mixture.num_batches)
-        rate = t.global_batch_size / (time.perf_counter() - started)
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{global_loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.1f}"
-        )
-        if t.log_with and t.log_every and result.step % t.log_every == 0:
-            accelerator.log(
-                {
-                    "train/loss": global_loss,
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/samples_per_s": rate,
-                },
-                step=result.step,
+    # A bad sample is replaced by the next good one each time it is drawn: count samples, not draws.
+    skipped = {reason: set(ids) for reason, ids in result.skipped_samples.items()}
+    stop = SignalStop().__enter__()
+    try:
+        while result.step < t.max_steps:
+            started = time.perf_counter()
+            window = [_to_device(next(batches), accelerator.device) for _ in range(accumulation)]
+            for batch in window:
+                for record in batch.get("skipped", []):
+                    key = record.get("sample_id") or record.get("message")
+                    skipped.setdefault(record["reason"], set()).add(str(key))
+            counts = torch.tensor(
+                [float(sum(_labelled_tokens(b) for b in window))], device=accelerator.device
             )
-        if eval_dataset is not None and t.eval_every and result.step % t.eval_every == 0:
-            result.eval_losses[result.step] = evaluate_loss(
-                model, eval_dataset, collate_fn, t.global_batch_size // world, accelerator
-            )
-            if t.log_with:
-                accelerator.log({"eval/loss": result.eval_losses[result.step]}, step=result.step)
-        if (t.save_every and result.step % t.save_every == 0) or result.step == t.max_steps:
-            result.skipped = dict(skipped)
-            result.checkpoint = _save(
-                accelerator, model, optimizer, scheduler, checkpoints, result, position, t.keep_checkpoints
-            )
+            total_tokens = accelerator.reduce(counts, reduction="sum").item()
+            loss_sum = torch.zeros((), device=accelerator.device)
+            for j, batch in enumerate(window):
+                inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+                sync = accelerator.no_sync(ddp_model) if j < accumulation - 1 else contextlib.nullcontext()
+                with sync, accelerator.autocast():
+                    token_loss = ddp_model(**inputs, loss_only=True, loss_reduction="sum").loss
+                    accelerator.backward(token_loss * world / max(total_tokens, 1.0))
+                loss_sum += token_loss.detach()
+            if cfg.optim.max_grad_norm:
+                accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
+            lr = scheduler.get_last_lr()[0]  # the rate this step used
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            result.step += 1
+            global_loss = accelerator.reduce(loss_sum[None], reduction="sum").item() / max(total_tokens, 1.0)
+            result.losses.append(global_loss)
+            result.lrs.append(lr)
+            result.step_seconds.append(time.perf_counter() - started)
+            position = divmod(first_batch + result.step, mixture.num_batches)
+            rate = t.global_batch_size / (time.perf_counter() - started)
+            bar.update(1)
+            bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+            if t.log_every and (result.step % t.log_every == 0 or result.step == 1):
+                log.info("step %d: loss %.4f, lr %.3e, %.1f samples/s", result.step, global_loss, lr, rate)
+            if t.log_with and t.log_every and result.step % t.log_every == 0:
+                accelerator.log(
+                    {"train/loss": global_loss, "train/lr": lr, "train/samples_per_s": rate}, step=result.step
+                )
+            if eval_dataset is not None and t.eval_every and result.step % t.eval_every == 0:
+                result.eval_losses[result.step] = evaluate_loss(
+                    model, eval_dataset, collate_fn, t.global_batch_size // world, accelerator
+                )
+                log.info("step %d: eval loss %.4f", result.step, result.eval_losses[result.step])
+                if t.log_with:
+                    accelerator.log({"eval/loss": result.eval_losses[result.step]}, step=result.step)
+            stopping = _agree(stop.requested is not None, accelerator)
+            scheduled = (t.save_every and result.step % t.save_every == 0) or result.step == t.max_steps
+            if scheduled or stopping:
+                _record_skips(result, skipped)
+                result.checkpoint = _save(
+                    accelerator,
+                    model,
+                    optimizer,
+                    scheduler,
+                    checkpoints,
+                    result,
+                    position,
+                    t.keep_checkpoints,
+                )
+                log.info("step %d: checkpoint %s", result.step, result.checkpoint)
+            if stopping:
+                bar.close()
+                stopped = TrainingStopped(stop.requested or "SIGTERM", result.step, result.checkpoint)
+                log.warning("%s", stopped)
+                raise stopped
+    finally:
+        stop.__exit__(None, None, None)
     bar.close()
-    result.skipped = dict(skipped)
+    _record_skips(result, skipped)
+    if result.skipped:
+        log.info("skipped samples (distinct, per reason): %s", result.skipped)
     if t.log_with:
         accelerator.end_training()
     return result
@@ -304,6 +352,19 @@ def evaluate_loss(model, dataset: Sequence, collate_fn, batch_size: int, acceler
     return (totals[0] / totals[1].clamp(min=1)).item()
 
 
+def _record_skips(result: TrainResult, skipped: dict[str, set[str]]) -> None:
+    result.skipped_samples = {reason: sorted(ids) for reason, ids in sorted(skipped.items())}
+    result.skipped = {reason: len(ids) for reason, ids in result.skipped_samples.items()}
+
+
+def _agree(flag: bool, accelerator: Accelerator) -> bool:
+    """True on every process when any process has ``flag`` (all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([float(flag)], device=accelerator.device)
+    return accelerator.reduce(value, reduction="sum").item() > 0
+
+
 def _save(
     accelerator, model, optimizer, scheduler, root: Path, result: TrainResult, position, keep: int
 ) -> Path:
@@ -321,6 +382,8 @@ def _save(
             "losses": result.losses,
             "eval_losses": {str(k): v for k, v in result.eval_losses.items()},
             "skipped": result.skipped,
+            "skipped_samples": result.skipped_samples,
+            "lrs": result.lrs,
         }
         final = finish_checkpoint(tmp, model.trainable_parameters(), optimizer, scheduler, state, keep)
     accelerator.wait_for_everyone()

@@ -19,13 +19,14 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..fileio import mkstemp, share
 
 STATE_FILE = "trainer_state.json"
 LATEST = "latest.json"
@@ -34,7 +35,7 @@ LATEST = "latest.json"
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
@@ -140,6 +141,8 @@ def finish_checkpoint(
         )
         tensors, rest = optimizer_to_files(optimizer.state_dict())
         save_file(tensors, tmp / "optimizer.safetensors")
+        share(tmp / "trainable.safetensors")
+        share(tmp / "optimizer.safetensors")
         write_json_atomic(tmp / "optimizer.json", rest)
         write_json_atomic(tmp / "scheduler.json", scheduler.state_dict())
         write_json_atomic(tmp / STATE_FILE, trainer_state)
@@ -160,6 +163,7 @@ def save_rng(checkpoint: Path, rank: int) -> None:
     """Write this process's RNG states into ``checkpoint`` (files are per rank)."""
     tensors, info = rng_state()
     save_file(tensors, checkpoint / f"rng_rank{rank}.safetensors")
+    share(checkpoint / f"rng_rank{rank}.safetensors")
     write_json_atomic(checkpoint / f"rng_rank{rank}.json", info)
 
 

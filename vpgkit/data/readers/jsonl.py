@@ -59,10 +59,11 @@ def _parse(obj: Any, where: str, image_root) -> Sample:
 def write_samples_jsonl(samples: list[Sample], path: str | os.PathLike) -> None:
     """Write samples atomically (temp file in the same directory, then ``os.replace``)."""
     import json
-    import tempfile
+
+    from ...fileio import mkstemp
 
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".jsonl")
+    fd, tmp = mkstemp(dir=directory, prefix=".tmp-", suffix=".jsonl")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for sample in samples:
