@@ -57,6 +57,8 @@ __all__ = [
     "SlotBatch",
     "SlotImage",
     "StageResult",
+    "TokenHead",
+    "attribute_loss",
     "cell_labels",
     "cell_pooling",
     "encode_scenes",
@@ -68,6 +70,7 @@ __all__ = [
     "slot_injection",
     "slot_vectors",
     "slot_word_ids",
+    "token_labels",
     "train_language_model",
     "train_qformer",
     "train_vision_encoder",
@@ -332,10 +335,16 @@ def train_language_model(
     seed: int,
     steps: int,
     batch_size: int = 64,
-    lr: float = 3e-3,
+    lr: float = 1e-3,
     log: Callable[[str], None] = print,
 ) -> tuple[LlamaForCausalLM, StageResult]:
-    """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers)."""
+    """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
+
+    At lr 3e-3 (world v3) the hidden state's norm jumped from 1 to ~110 in layer 0 and grew to ~170, and
+    what a question names (its object's shape) could no longer be read linearly from the last prompt token
+    at any layer (a probe at chance, ``benchmarks/vpgc_stages.py``): VPG-C's guidance carried nothing.
+    At 1e-3, after 300 steps the norms stay 4–16 and the probe reads the shape at 96–100% at every layer.
+    """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
     model.train()
@@ -404,17 +413,71 @@ def cell_labels(scenes: list[Scene]) -> torch.Tensor:
     return labels
 
 
-def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropies of presence, colour, shape and size; and (4,) accuracies on present cells."""
-    edges = np.cumsum([0, 2, len(COLOURS), len(SHAPES), len(SIZES)])
+class TokenHead(nn.Module):
+    """Per-patch attribute classifier (the ViT's second training partner; not shipped).
+
+    A *linear* read of each patch token: the colour, shape, size and grid cell of the object covering the
+    patch most. Without it the cell-averaged head lets the ViT spread an object over its cell's tokens in a
+    form only that head decodes; a free cross-attention reader then found the asked small object's colour
+    at 53% and its position at 15% (``benchmarks/vpgc_stages.py``), so no guided query could either.
+    """
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, len(COLOURS) + len(SHAPES) + len(SIZES) + 9)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, 1 + grid², D) tokens (CLS first) → (N, grid², colours + shapes + sizes + 9) logits."""
+        return self.out(self.norm(tokens[:, 1:]))
+
+
+def token_labels(scenes: list[Scene], patch_size: int) -> torch.Tensor:
+    """(N, grid², 4) long: colour, shape, size, cell of the object overlapping each patch most (-100: none)."""
+    colours, sizes = list(COLOURS), list(SIZES)
+    grid = scenes[0].size // patch_size
+    edges = np.arange(grid + 1) * patch_size
+    labels = torch.full((len(scenes), grid * grid, 4), -100, dtype=torch.long)
+    for n, scene in enumerate(scenes):
+        boxes = np.array([o.box for o in scene.objects])  # (K, 4) x0, y0, x1, y1
+        wx = np.clip(
+            np.minimum(boxes[:, 2:3], edges[None, 1:]) - np.maximum(boxes[:, 0:1], edges[None, :-1]), 0, None
+        )
+        wy = np.clip(
+            np.minimum(boxes[:, 3:4], edges[None, 1:]) - np.maximum(boxes[:, 1:2], edges[None, :-1]), 0, None
+        )
+        overlap = (wy[:, :, None] * wx[:, None, :]).reshape(len(boxes), -1)  # (K, grid²), row-major patches
+        best = overlap.argmax(0)
+        attrs = torch.tensor(
+            [
+                [colours.index(o.colour), SHAPES.index(o.shape), sizes.index(o.size), o.cell]
+                for o in scene.objects
+            ]
+        )
+        covered = torch.from_numpy(overlap.max(0) > 0)
+        labels[n, covered] = attrs[torch.from_numpy(best)][covered]
+    return labels  # fmt: skip
+
+
+def attribute_loss(
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropies of consecutive attribute blocks of ``logits`` (sizes ``classes``) against the
+    (..., len(classes)) ``labels`` (-100: none); and the (len(classes),) accuracies where labelled."""
+    edges = np.cumsum([0, *classes])
     losses, accs = [], []
-    for j in range(4):
+    for j in range(len(classes)):
         part = logits[..., edges[j] : edges[j + 1]].reshape(-1, edges[j + 1] - edges[j])
         target = labels[..., j].reshape(-1)
         losses.append(F.cross_entropy(part, target, ignore_index=-100))
         keep = target != -100
         accs.append((part.argmax(-1)[keep] == target[keep]).float().mean())
     return sum(losses), torch.stack(accs).detach()
+
+
+def cell_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropies of presence, colour, shape and size; and (4,) accuracies on present cells."""
+    return attribute_loss(logits, labels, [2, len(COLOURS), len(SHAPES), len(SIZES)])
 
 
 def train_vision_encoder(
@@ -424,20 +487,30 @@ def train_vision_encoder(
     lr: float = 2e-3,
     log: Callable[[str], None] = print,
 ) -> tuple[TimmEvaEncoder, StageResult]:
-    """Supervised per-cell training of the ``tiny_world`` EVA: every object's colour, shape and size."""
+    """Supervised training of the ``tiny_world`` EVA: every object's colour, shape and size per grid cell
+    (:class:`CellHead`) and per patch it covers (:class:`TokenHead`)."""
     torch.manual_seed(seed)
     config = EvaVisionConfig.preset("tiny_world")
     vit = TimmEvaEncoder(config)
     vit.requires_grad_(True)
     head = CellHead(config.width, config.image_size, config.patch_size)
+    token_head = TokenHead(config.width)
+    token_classes = [len(COLOURS), len(SHAPES), len(SIZES), 9]
     processor = ImageProcessor(size=config.image_size)
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
-        loss, accs = cell_loss(head(vit.encode_images(_pixels(scenes, processor))), cell_labels(scenes))
-        return loss, " acc presence/colour/shape/size " + "/".join(f"{a:.2f}" for a in accs.tolist())
+        tokens = vit.encode_images(_pixels(scenes, processor))
+        loss, accs = cell_loss(head(tokens), cell_labels(scenes))
+        token_loss, token_accs = attribute_loss(
+            token_head(tokens), token_labels(scenes, config.patch_size), token_classes
+        )
+        return loss + token_loss, (
+            " cell acc presence/colour/shape/size " + "/".join(f"{a:.2f}" for a in accs.tolist())
+            + " token acc colour/shape/size/cell " + "/".join(f"{a:.2f}" for a in token_accs.tolist())
+        )  # fmt: skip
 
-    params = [*vit.parameters(), *head.parameters()]
+    params = [*vit.parameters(), *head.parameters(), *token_head.parameters()]
     result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     vit._freeze()
     return vit, result
