@@ -242,6 +242,11 @@ def tables(data: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_block(data: dict) -> str:
+    """The README block: the tables of a results file and the command that made it."""
+    return tables(data) + f"\n\nMade by: `{data['command']}`"
+
+
 def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
     start, end = "<!-- mini-demon:start -->", "<!-- mini-demon:end -->"
     content = readme.read_text()
@@ -269,7 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.readme:
         data = json.loads(args.results.read_text())
-        update_readme(tables(data) + f"\n\nMade by: `{data['command']}`")
+        update_readme(readme_block(data))
         return
     args.scaling_seeds = args.scaling_seeds or args.seeds[:1]
     runs = run_all(args)

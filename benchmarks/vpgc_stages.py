@@ -15,9 +15,11 @@ questions (train: instances of seed ``--train-seed``; test: mini-DEMON's own ins
    (what the ViT's tokens allow at this budget). Guidance: ``oracle`` (one-hot of the attributes the
    question names, the best guidance could be), ``layer`` (the real layer-k hidden state) and ``none``
    (zero: the prompt-independent readout). Control: ``none``, and chance per attribute.
-3. **The LM reads a residual of the size VPG-C reaches.** With ``--adapter-runs``, the trained adapters'
-   residual norm relative to the hidden state's norm at the image slots (compare with
-   ``benchmarks/oracle_residual.py``: the LM reads a perfect residual fully only near 1x).
+3. **What the trained residual holds.** With ``--adapter-runs``, each trained adapter's residual norm
+   relative to the hidden state's norm at the image slots (compare with ``benchmarks/oracle_residual.py``:
+   the LM reads a perfect residual fully only near 1x), and a linear probe of the asked attribute from the
+   residual (mean over its queries): if the residual holds the answer and the scores do not move, the
+   LM does not read it; if it does not, VPG-C never fetched it.
 
     python benchmarks/vpgc_stages.py --run outputs/vpgc --layer 3
 
@@ -50,6 +52,8 @@ from vpgkit.modules import VPGC
 from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
+# The docs table's columns: the build before this one (its file predates some measures: "–") and the shipped one.
+DOCS_COLUMNS = {"world v3": RESULTS.with_name("vpgc_stages_world_v3.json"), "world v4 (shipped)": RESULTS}
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
     "position": range(0, 9),
@@ -209,11 +213,12 @@ def reader_accuracy(reader: nn.Module, g_tr, q_tr: Questions, g_te, q_te: Questi
 
 
 @torch.no_grad()
-def residual_ratio(run: Path, prompts_of, processor, n: int = 40) -> float:
-    """Mean ‖VPG-C residual‖ / ‖hidden state‖ at the image slots of a trained run, on mini-DEMON questions."""
+def trained_residual(run: Path, processor, n_train: int, n_test: int, train_seed: int) -> dict:
+    """What a trained run's VPG-C residual is, on detail questions: its norm relative to the hidden state at
+    the image slots, and how well a linear probe reads the asked attribute from it (mean over queries)."""
     model, tok, cfg, _ = load_run(run)
     model.eval()
-    prompts = prompts_of(cfg, tok, model)
+    prompts = sample_tokenizer(cfg.data, tok, model)
     seen: dict[str, torch.Tensor] = {}
     forward = model.vpgc.forward
 
@@ -221,30 +226,104 @@ def residual_ratio(run: Path, prompts_of, processor, n: int = 40) -> float:
         seen["residual"] = forward(*args, **kwargs)
         return seen["residual"]
 
-    model.vpgc.forward = recording
+    model.vpgc.forward = recording  # an instance attribute on a throwaway model, to read the residual
     handle = model.llm.model.layers[model.vpgc.config.layer].register_forward_pre_hook(
         lambda m, args, kwargs: seen.__setitem__("hidden", args[0] if args else kwargs["hidden_states"]),
         with_kwargs=True,
     )
-    ratios = []
-    for i in range(n):
-        inst = mini_demon_instance("detail_question", i, 0)
-        s = Sample("q", [None], [Turn("user", render_text(inst, lambda _: "<image>"))])
-        ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
-        model(ids, pixel_values=processor([[render(inst.scenes[0])[0]]]), num_images=torch.tensor([1]))
-        residual = seen["residual"].reshape(-1, seen["residual"].shape[-1])
-        slots = (ids[0] == model.image_token_id).nonzero().flatten()
-        before = seen["hidden"][0, slots] - residual  # this hook runs after VPG-C's
-        ratios.append(float(residual.norm(dim=-1).mean() / before.norm(dim=-1).mean()))
+    sets = {}
+    for name, seed, n in (("train", train_seed, n_train), ("test", 0, n_test)):
+        rows: dict[str, list] = {"x": [], "y": [], "asked": [], "ratio": []}
+        for i in tqdm(range(n), desc=f"residuals ({run.name}, {name})", file=sys.stderr, leave=False):
+            inst = mini_demon_instance("detail_question", i, seed)
+            if inst.subsets[0] not in ("position", "colour"):
+                continue
+            s = Sample("q", [None], [Turn("user", render_text(inst, lambda _: "<image>"))])
+            ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
+            model(ids, pixel_values=processor([[render(inst.scenes[0])[0]]]), num_images=torch.tensor([1]))
+            residual = seen["residual"].reshape(-1, seen["residual"].shape[-1])
+            slots = (ids[0] == model.image_token_id).nonzero().flatten()
+            before = seen["hidden"][0, slots] - residual  # this hook runs after VPG-C's
+            rows["ratio"].append(float(residual.norm(dim=-1).mean() / before.norm(dim=-1).mean()))
+            rows["x"].append(residual.mean(0))
+            rows["y"].append(attribute_class(inst.target, inst.subsets[0]))
+            rows["asked"].append(inst.subsets[0])
+        sets[name] = rows
     handle.remove()
-    return float(np.mean(ratios))
+    out = {"norm_ratio": round(float(np.mean(sets["test"]["ratio"])), 3)}
+    for attribute in ("position", "colour"):
+        xs, ys = [], []
+        for name in ("train", "test"):
+            keep = [j for j, a in enumerate(sets[name]["asked"]) if a == attribute]
+            xs.append(torch.stack([sets[name]["x"][j] for j in keep]))
+            ys.append(torch.tensor([sets[name]["y"][j] - GROUPS[attribute][0] for j in keep]))
+        with torch.enable_grad():  # this function runs under no_grad; the probe trains
+            accuracy = probe_accuracy(xs[0], ys[0], xs[1], ys[1], len(GROUPS[attribute]))
+        out[f"probe_{attribute}"] = round(accuracy, 1)
+    return out
+
+
+def _trained(results: dict, variant: str, key: str) -> str:
+    """A trained-residual measure of the (first) run of ``variant`` in ``results``, or "–"."""
+    old = {
+        k: {"norm_ratio": v} for k, v in results.get("residual_to_hidden_norm", {}).items()
+    }  # world v3 file
+    runs = {**old, **results.get("trained_residual", {})}
+    values = [v[key] for k, v in runs.items() if Path(k).name.startswith(f"{variant}_") and key in v]
+    return str(values[0]) if values else "–"
+
+
+def stage_table(results: dict[str, dict], layer: int = 3) -> str:
+    """Markdown: one column per results file (label → its JSON), one row per measured stage."""
+    labels = list(results)
+    rows = [
+        (f"1. asked object's shape from the last prompt token at layer {layer} (majority)",
+         lambda r: f"{r['guidance_shape_probe'][str(layer)]} ({r['guidance_shape_probe']['majority']})"),
+        (f"1. ... from the mean over the question's tokens at layer {layer}",
+         lambda r: str(r.get("question_mean_shape_probe", {}).get(str(layer), "–"))),
+        (f"1. norm of the last prompt token's hidden state at layer {layer}",
+         lambda r: str(r.get("guidance_norm", {}).get(str(layer), "–"))),
+    ]  # fmt: skip
+    chance = next(iter(results.values()))["asked_attribute_readers"]["chance"]
+    for name in ("vpgc_frozen_qformer/oracle", "vpgc_frozen_qformer/layer", "vpgc_frozen_qformer/none",
+                 "vpgc_trainable_qformer/oracle", "free_reader/oracle"):  # fmt: skip
+        kind, source = name.split("/")
+        rows.append(
+            (f"2. {kind.replace('_', ' ')}, {source} guidance: position / colour (chance {chance['position']} / {chance['colour']})",
+             lambda r, name=name: "{position} / {colour}".format(**r["asked_attribute_readers"][name])
+             if name in r["asked_attribute_readers"] else "–")
+        )  # fmt: skip
+    rows.append(
+        ("3. trained (c) residual norm / hidden norm at the slots", lambda r: _trained(r, "c", "norm_ratio"))
+    )
+    rows.append(("3. asked attribute read linearly from the trained residual: position / colour",
+                 lambda r: "; ".join(f"({v}) {_trained(r, v, 'probe_position')} / {_trained(r, v, 'probe_colour')}"
+                                     for v in ("c", "e"))))  # fmt: skip
+    lines = ["| stage | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
+    lines += [
+        f"| {title} | " + " | ".join(cell(results[label]) for label in labels) + " |" for title, cell in rows
+    ]
+    return "\n".join(lines)
+
+
+def docs_block() -> str:
+    """The docs/tiny_world.md block: :func:`stage_table` of :data:`DOCS_COLUMNS` and their commands."""
+    data = {label: json.loads(path.read_text()) for label, path in DOCS_COLUMNS.items()}
+    commands = "; ".join(f"{label}: `{d['command']}`" for label, d in data.items())
+    return stage_table(data) + f"\n\n– : not measured for that build. Made by: {commands}"
+
+
+def write_docs_block(text: str, page: Path = RESULTS.parents[2] / "docs" / "tiny_world.md") -> None:
+    start, end = "<!-- vpgc-stages:start -->", "<!-- vpgc-stages:end -->"
+    head, rest = page.read_text().split(start, 1)
+    page.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run", type=Path, required=True, help="a vpgkit.train output dir (its base model)")
+    parser.add_argument("--run", type=Path, help="a vpgkit.train output dir (its base model)")
     parser.add_argument("--layer", type=int, default=3, help="k: the layer whose guidance the readers get")
     parser.add_argument("--train", type=int, default=4000, help="training instances drawn (before filtering)")
     parser.add_argument("--test", type=int, default=300, help="mini-DEMON instances drawn (before filtering)")
@@ -252,7 +331,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="reader training steps (batch 64)")
     parser.add_argument("--adapter-runs", type=Path, nargs="*", default=[], help="trained runs to measure")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from DOCS_COLUMNS"
+    )
     args = parser.parse_args()
+    if args.docs:
+        write_docs_block(docs_block())
+        return
+    if args.run is None:
+        parser.error("--run is required (except with --docs)")
     torch.manual_seed(0)
     start = time.perf_counter()
     model, tok, cfg, _ = load_run(args.run, base_only=True)
@@ -280,6 +367,9 @@ def main() -> None:
         "1. shape of the asked object from the last prompt token, per layer:", results["guidance_shape_probe"]
     )
     print("   ... from the mean over the question's tokens, per layer:", results["question_mean_shape_probe"])
+    norms = q_te.guidance.norm(dim=-1).mean(0)
+    results["guidance_norm"] = {str(k): round(float(n), 1) for k, n in enumerate(norms)}
+    print("   norm of the last prompt token's hidden state, per layer:", results["guidance_norm"])
 
     chance = {"position": round(100 / 9, 1), "colour": round(100 / len(COLOURS), 1)}
     readers = {"chance": chance}
@@ -310,11 +400,11 @@ def main() -> None:
     results["asked_attribute_readers"] = readers
 
     if args.adapter_runs:
-        results["residual_to_hidden_norm"] = {
-            str(run): round(residual_ratio(run, lambda c, t, m: sample_tokenizer(c.data, t, m), processor), 3)
+        results["trained_residual"] = {
+            str(run): trained_residual(run, processor, args.train, args.test, args.train_seed)
             for run in args.adapter_runs
         }
-        print("3. trained residual norm / hidden norm:", results["residual_to_hidden_norm"])
+        print("3. trained residuals:", results["trained_residual"])
     results["seconds"] = round(time.perf_counter() - start)
     results["command"] = "python " + " ".join(sys.argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "world_diagnostics.json"
 
 
+def docs_block(data: dict) -> str:
+    """The docs/tiny_world.md block: the diagnostics of a results file and the commands behind them."""
+    return format_diagnostics(data) + f"\n\nMade by: `{data['command']}` (assets: `{data['assets_command']}`)"
+
+
 def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
     start, end = "<!-- world-diagnostics:start -->", "<!-- world-diagnostics:end -->"
     head, rest = page.read_text().split(start, 1)
@@ -49,10 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.docs:
         data = json.loads(args.out.read_text())
-        write_docs_block(
-            format_diagnostics(data)
-            + f"\n\nMade by: `{data['command']}` (assets: `{data['assets_command']}`)"
-        )
+        write_docs_block(docs_block(data))
         return
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(args.assets / "llm", local_files_only=True)

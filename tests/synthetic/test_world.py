@@ -238,3 +238,23 @@ def test_recolouring_tasks_fall_back_to_a_salient_object_when_no_small_one_can_c
     for name in ("which_image", "cloze"):
         task = TASK_BUILDERS[name](scene, np.random.default_rng(1), EVAL_WORDING)
         assert task.focus[0][0].shape == "square"
+
+
+def test_token_labels_give_each_patch_the_object_covering_it_most():
+    from synthetic.world.backbones import token_labels
+    from synthetic.world.scene import SHAPES, SIZES, Scene, WorldObject
+
+    # 56 px, 7 px patches: a small square at x 7..15, y 0..5 covers patch (0, 1) by 7×5 px and patch
+    # (0, 2) by 1×5 px; a large circle at x 14..28 covers (0, 2) by 7×7 px, so it wins that patch.
+    small = WorldObject("square", "red", "small", 0, (7, 0, 15, 5))
+    large = WorldObject("circle", "blue", "large", 1, (14, 0, 28, 14))
+    labels = token_labels([Scene((small, large), IMAGE_SIZE, 0, 0)], patch_size=7)[0]
+    colours = list(COLOURS)
+    assert labels.shape == (64, 4)
+    expect_small = [colours.index("red"), SHAPES.index("square"), list(SIZES).index("small"), 0]
+    expect_large = [colours.index("blue"), SHAPES.index("circle"), list(SIZES).index("large"), 1]
+    assert labels[1].tolist() == expect_small
+    assert labels[2].tolist() == expect_large and labels[3].tolist() == expect_large
+    assert labels[0].tolist() == [-100] * 4  # background
+    assert labels[9].tolist() == [-100] * 4  # row 1, column 1: below the small square (y ≥ 7)
+    assert labels[10].tolist() == expect_large

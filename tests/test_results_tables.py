@@ -1,0 +1,52 @@
+"""Every results table in README.md and docs/ is exactly what its benchmark script makes from the JSON in
+benchmarks/results/ — no number in the docs without a file a command wrote."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def _block(page: Path, marker: str) -> str:
+    text = page.read_text()
+    start, end = f"<!-- {marker}:start -->\n", f"\n<!-- {marker}:end -->"
+    assert start in text and end in text, f"{page.name}: no {marker} block"
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+@pytest.mark.parametrize(
+    "script, page, marker, make",
+    [
+        ("mini_demon_table", "README.md", "mini-demon",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon.json").read_text()))),
+        ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics",
+         lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics.json").read_text()))),
+        ("vpgc_stages", "docs/tiny_world.md", "vpgc-stages", lambda m: m.docs_block()),
+    ],
+)  # fmt: skip
+def test_results_block_is_generated_from_its_results_file(script, page, marker, make):
+    assert _block(ROOT / page, marker) == make(_script(script)), (
+        f"{page}'s {marker} block differs from benchmarks/{script}.py's rendering of its results; "
+        f"rerun the script's README/docs mode"
+    )
+
+
+def test_world_diagnostics_are_of_the_shipped_assets():
+    manifest = json.loads((ROOT / "vpgkit" / "assets" / "tiny_world" / "manifest.json").read_text())
+    diagnostics = json.loads((RESULTS / "world_diagnostics.json").read_text())
+    assert diagnostics["assets_sha256"] == {k: v["sha256"] for k, v in manifest["files"].items()}
