@@ -286,7 +286,7 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
     ]  # fmt: skip
     chance = next(iter(results.values()))["asked_attribute_readers"]["chance"]
     for name in ("vpgc_frozen_qformer/oracle", "vpgc_frozen_qformer/layer", "vpgc_frozen_qformer/none",
-                 "vpgc_trainable_qformer/oracle", "free_reader/oracle"):  # fmt: skip
+                 "vpgc_trainable_qformer/oracle", "free_reader/oracle", "free_reader/layer"):  # fmt: skip
         kind, source = name.split("/")
         rows.append(
             (f"2. {kind.replace('_', ' ')}, {source} guidance: position / colour (chance {chance['position']} / {chance['colour']})",
