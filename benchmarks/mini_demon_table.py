@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from doc_blocks import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
 TASKS = ("caption", "difference", "which_image", "detail_question", "cloze")
@@ -248,13 +250,7 @@ def readme_block(data: dict) -> str:
 
 
 def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
-    start, end = "<!-- mini-demon:start -->", "<!-- mini-demon:end -->"
-    content = readme.read_text()
-    if start not in content or end not in content:
-        raise SystemExit(f"{readme}: no {start} … {end} block to rewrite")
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{start}\n{text}\n{end}{tail}")
+    write_block(readme, "mini-demon", text)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from doc_blocks import write_block
 from torch import nn
 from tqdm import tqdm
 
@@ -314,9 +315,7 @@ def docs_block() -> str:
 
 
 def write_docs_block(text: str, page: Path = RESULTS.parents[2] / "docs" / "tiny_world.md") -> None:
-    start, end = "<!-- vpgc-stages:start -->", "<!-- vpgc-stages:end -->"
-    head, rest = page.read_text().split(start, 1)
-    page.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    write_block(page, "vpgc-stages", text)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import torch
+from doc_blocks import write_block
 from transformers import AutoTokenizer
 
 from synthetic.world.diagnostics import format_diagnostics, lm_ceilings, vit_probe
@@ -36,9 +37,7 @@ def docs_block(data: dict) -> str:
 
 
 def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
-    start, end = "<!-- world-diagnostics:start -->", "<!-- world-diagnostics:end -->"
-    head, rest = page.read_text().split(start, 1)
-    page.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+    write_block(page, "world-diagnostics", text)
 
 
 def main() -> None:

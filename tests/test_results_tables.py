@@ -14,19 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their shared helper as run from there
+from doc_blocks import read_block  # noqa: E402
+
+
 def _script(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module
-
-
-def _block(page: Path, marker: str) -> str:
-    text = page.read_text()
-    start, end = f"<!-- {marker}:start -->\n", f"\n<!-- {marker}:end -->"
-    assert start in text and end in text, f"{page.name}: no {marker} block"
-    return text.split(start, 1)[1].split(end, 1)[0]
 
 
 @pytest.mark.parametrize(
@@ -40,7 +37,7 @@ def _block(page: Path, marker: str) -> str:
     ],
 )  # fmt: skip
 def test_results_block_is_generated_from_its_results_file(script, page, marker, make):
-    assert _block(ROOT / page, marker) == make(_script(script)), (
+    assert read_block(ROOT / page, marker) == make(_script(script)), (
         f"{page}'s {marker} block differs from benchmarks/{script}.py's rendering of its results; "
         f"rerun the script's README/docs mode"
     )
