@@ -111,6 +111,8 @@ def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:
     """The run's entry (and for (c), the (a) entry of its base model)."""
     out = {f"{tag}_seed{seed}": {"variant": tag, "seed": seed, "loss": _loss(run_dir),
                                  "tasks": _controls(run_dir / "eval" / "results.json")}}  # fmt: skip
+    if (run_dir / "wall_seconds.json").is_file():
+        out[f"{tag}_seed{seed}"]["wall_seconds"] = json.loads((run_dir / "wall_seconds.json").read_text())
     if tag == "c":
         out[f"a_seed{seed}"] = {"variant": "a", "seed": seed,
                                 "tasks": _controls(run_dir / "eval" / "base_results.json")}  # fmt: skip
@@ -144,8 +146,9 @@ def run_all(args) -> dict:
                 raise SystemExit(f"failed ({proc.returncode}): {' '.join(m['cmd'])}; see {m['log'].name}")
             wall = time.perf_counter() - m["start"]
             key = f"{m['tag']}_seed{m['seed']}"
+            # kept beside the run, so that a later invocation that collects it still reports it
+            (m["dir"] / "wall_seconds.json").write_text(json.dumps(round(wall, 1)) + "\n")
             results.update(_record(m["tag"], m["seed"], m["dir"]))
-            results[key]["wall_seconds"] = round(wall, 1)
             print(f"done {key} in {wall:.0f} s", flush=True)
     return results
 
