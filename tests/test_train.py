@@ -16,6 +16,7 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
+from toy_files import toy_jsonl_with_a_missing_image
 from train_cli import run_train
 
 from vpgkit.config import TrainConfig, register_schema, to_train_config
@@ -286,25 +287,10 @@ def test_bf16_backbones_and_autocast_train(tmp_path):
     assert all(map(math.isfinite, result.losses))
 
 
-def _jsonl_with_a_missing_image(tmp_path: Path) -> Path:
-    from PIL import Image
-
-    from vpgkit.data.readers import write_samples_jsonl
-    from vpgkit.data.toy import toy_captions
-
-    samples = toy_captions(32)
-    for i, sample in enumerate(samples):
-        Image.fromarray(sample.images[0]).save(tmp_path / f"{i}.png")
-        sample.images = [f"{i}.png"]
-    samples[5].images = ["does_not_exist.png"]
-    write_samples_jsonl(samples, tmp_path / "train.jsonl")
-    return tmp_path / "train.jsonl"
-
-
 def test_a_relative_image_root_is_resolved_once(tmp_path, monkeypatch):
     """`images: data` with relative paths in the file (as the default job writes under outputs/vpgc/data)."""
     (tmp_path / "data").mkdir()
-    _jsonl_with_a_missing_image(tmp_path / "data")
+    toy_jsonl_with_a_missing_image(tmp_path / "data", n=32, missing=5)
     monkeypatch.chdir(tmp_path)
     source = "data.train=[{name: files, format: jsonl, path: data/train.jsonl, images: data}]"
     cfg = config("recipe=vpgc_toy", "output_dir=run", "data.eval=[]", source)
@@ -316,7 +302,7 @@ def test_a_relative_image_root_is_resolved_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_bad_samples_stop_the_run_by_name_or_are_skipped_and_counted(tmp_path, skip):
-    path = _jsonl_with_a_missing_image(tmp_path)
+    path = toy_jsonl_with_a_missing_image(tmp_path, n=32, missing=5)
     source = f"data.train=[{{name: files, format: jsonl, path: {path}, images: {tmp_path}}}]"
     cfg = config(
         "recipe=vpgc_toy",

@@ -13,12 +13,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from test_train import FAST, config, run_training
+from toy_files import toy_jsonl_with_a_missing_image
 
 from vpgkit.training.runlog import TrainingStopped
 from vpgkit.training.state import latest_checkpoint, load_checkpoint
@@ -80,24 +80,9 @@ def test_sigterm_writes_a_checkpoint_and_resume_is_bitwise_equal(tmp_path, monke
     assert "stopped by SIGTERM after step 4" in log and "resumed from" in log
 
 
-def _four_samples_one_missing(tmp_path: Path) -> Path:
-    from PIL import Image
-
-    from vpgkit.data.readers import write_samples_jsonl
-    from vpgkit.data.toy import toy_captions
-
-    samples = toy_captions(4)
-    for i, sample in enumerate(samples):
-        Image.fromarray(sample.images[0]).save(tmp_path / f"{i}.png")
-        sample.images = [f"{i}.png"]
-    samples[2].images = ["gone.png"]
-    write_samples_jsonl(samples, tmp_path / "train.jsonl")
-    return tmp_path / "train.jsonl"
-
-
 def test_skips_count_distinct_samples_not_draws(tmp_path):
     """One bad sample in four, drawn in every one of 6 batches of 4: one skip, through resume too."""
-    path = _four_samples_one_missing(tmp_path)
+    path = toy_jsonl_with_a_missing_image(tmp_path, n=4, missing=2)
     source = f"data.train=[{{name: files, format: jsonl, path: {path}, images: {tmp_path}}}]"
     common = (
         "recipe=vpgc_toy",

@@ -1,4 +1,5 @@
-"""Every docstring example in vpgkit.data runs and gives the shown output."""
+"""Every docstring example in vpgkit.data, the training helpers, file I/O and launch modules runs and gives
+the shown output."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ MODULES = [
     "vpgkit.data.readers.mimicit",
     "vpgkit.data.readers.demon",
     "vpgkit.data.readers.captions",
+    "vpgkit.fileio",
+    "vpgkit.launch",
+    "vpgkit.training.plot",
+    "vpgkit.training.preflight",
+    "vpgkit.training.runlog",
 ]
 
 
