@@ -43,9 +43,13 @@ class TrainResult:
     eval_losses: dict[int, float] = field(default_factory=dict)
     step_seconds: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)
     skipped_samples: dict[str, list[str]] = field(default_factory=dict)
     checkpoint: Path | None = None
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Distinct skipped samples per reason."""
+        return {reason: len(ids) for reason, ids in self.skipped_samples.items()}
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
@@ -227,7 +231,6 @@ def train(
         # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
         counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
         result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
-        result.skipped = dict(ts["skipped"])
         result.eval_losses = {int(k): v for k, v in ts["eval_losses"].items()}
         accelerator.print(f"resumed from {resume_from} at step {result.step}")
         log.info("resumed from %s at step %d", resume_from, result.step)
@@ -354,7 +357,6 @@ def evaluate_loss(model, dataset: Sequence, collate_fn, batch_size: int, acceler
 
 def _record_skips(result: TrainResult, skipped: dict[str, set[str]]) -> None:
     result.skipped_samples = {reason: sorted(ids) for reason, ids in sorted(skipped.items())}
-    result.skipped = {reason: len(ids) for reason, ids in result.skipped_samples.items()}
 
 
 def _agree(flag: bool, accelerator: Accelerator) -> bool:
