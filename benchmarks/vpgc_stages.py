@@ -53,7 +53,7 @@ from vpgkit.modules import VPGC
 from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
-# The docs table's columns: the build before this one (its file predates some measures: "–") and the shipped one.
+# The docs table's columns: the build before this one (measured on a checkout of it) and the shipped one.
 DOCS_COLUMNS = {"world v3": RESULTS.with_name("vpgc_stages_world_v3.json"), "world v4 (shipped)": RESULTS}
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
@@ -264,14 +264,10 @@ def trained_residual(run: Path, processor, n_train: int, n_test: int, train_seed
     return out
 
 
-def _trained(results: dict, variant: str, key: str) -> str:
-    """A trained-residual measure of the (first) run of ``variant`` in ``results``, or "–"."""
-    old = {
-        k: {"norm_ratio": v} for k, v in results.get("residual_to_hidden_norm", {}).items()
-    }  # world v3 file
-    runs = {**old, **results.get("trained_residual", {})}
-    values = [v[key] for k, v in runs.items() if Path(k).name.startswith(f"{variant}_") and key in v]
-    return str(values[0]) if values else "–"
+def _trained(results: dict, variant: str, key: str) -> float:
+    """A trained-residual measure of the (first) run of ``variant`` in ``results``."""
+    runs = results["trained_residual"]
+    return next(v[key] for k, v in runs.items() if Path(k).name.startswith(f"{variant}_"))
 
 
 def stage_table(results: dict[str, dict], layer: int = 3) -> str:
@@ -281,9 +277,9 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
         (f"1. asked object's shape from the last prompt token at layer {layer} (majority)",
          lambda r: f"{r['guidance_shape_probe'][str(layer)]} ({r['guidance_shape_probe']['majority']})"),
         (f"1. ... from the mean over the question's tokens at layer {layer}",
-         lambda r: str(r.get("question_mean_shape_probe", {}).get(str(layer), "–"))),
+         lambda r: str(r["question_mean_shape_probe"][str(layer)])),
         (f"1. norm of the last prompt token's hidden state at layer {layer}",
-         lambda r: str(r.get("guidance_norm", {}).get(str(layer), "–"))),
+         lambda r: str(r["guidance_norm"][str(layer)])),
     ]  # fmt: skip
     chance = next(iter(results.values()))["asked_attribute_readers"]["chance"]
     for name in ("vpgc_frozen_qformer/oracle", "vpgc_frozen_qformer/layer", "vpgc_frozen_qformer/none",
@@ -291,11 +287,13 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
         kind, source = name.split("/")
         rows.append(
             (f"2. {kind.replace('_', ' ')}, {source} guidance: position / colour (chance {chance['position']} / {chance['colour']})",
-             lambda r, name=name: "{position} / {colour}".format(**r["asked_attribute_readers"][name])
-             if name in r["asked_attribute_readers"] else "–")
+             lambda r, name=name: "{position} / {colour}".format(**r["asked_attribute_readers"][name]))
         )  # fmt: skip
     rows.append(
-        ("3. trained (c) residual norm / hidden norm at the slots", lambda r: _trained(r, "c", "norm_ratio"))
+        (
+            "3. trained (c) residual norm / hidden norm at the slots",
+            lambda r: str(_trained(r, "c", "norm_ratio")),
+        )
     )
     rows.append(("3. asked attribute read linearly from the trained residual: position / colour",
                  lambda r: "; ".join(f"({v}) {_trained(r, v, 'probe_position')} / {_trained(r, v, 'probe_colour')}"
@@ -311,7 +309,7 @@ def docs_block() -> str:
     """The docs/tiny_world.md block: :func:`stage_table` of :data:`DOCS_COLUMNS` and their commands."""
     data = {label: json.loads(path.read_text()) for label, path in DOCS_COLUMNS.items()}
     commands = "; ".join(f"{label}: `{d['command']}`" for label, d in data.items())
-    return stage_table(data) + f"\n\n– : not measured for that build. Made by: {commands}"
+    return stage_table(data) + f"\n\nMade by: {commands} (world v3 on a checkout of commit e3639f1)"
 
 
 def write_docs_block(text: str, page: Path = RESULTS.parents[2] / "docs" / "tiny_world.md") -> None:

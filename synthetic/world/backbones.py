@@ -340,7 +340,7 @@ def train_language_model(
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
-    lr 1e-3, not world v3's 3e-3: at 3e-3 the last prompt token's hidden state at layer 3 had norm V3NORM
+    lr 1e-3, not world v3's 3e-3: at 3e-3 the last prompt token's hidden state at layer 3 had norm 143.5
     (13.6 at 1e-3) and the asked object's shape could not be read from it (probe 25%, majority 27%;
     at 1e-3: 65%), so VPG-C's guidance carried nothing (``benchmarks/results/vpgc_stages*.json``).
     """
