@@ -1,4 +1,4 @@
-"""Every docstring example in vpgkit.data, the training helpers, file I/O and launch modules runs and gives
+"""Every docstring example in vpgkit.data, the training helpers, file I/O, launch, the model and the plug-ins runs and gives
 the shown output."""
 
 from __future__ import annotations
@@ -30,6 +30,14 @@ MODULES = [
     "vpgkit.training.plot",
     "vpgkit.training.preflight",
     "vpgkit.training.runlog",
+    "vpgkit.registry",
+    "vpgkit.model",
+    "vpgkit.plugins.qformer_vpg",
+    "vpgkit.plugins.vpgc",
+    "vpgkit.plugins.perceiver",
+    "vpgkit.plugins.cross_attention",
+    "vpgkit.plugins.mlp_projector",
+    "vpgkit.plugins.perceiver_vpgc",
 ]
 
 

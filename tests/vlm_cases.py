@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import LlamaForCausalLM, Qwen2ForCausalLM
 
 from vpgkit.backbones.language import tiny_llama_config, tiny_qwen2_config
+from vpgkit.config import ModelConfig, PluginSpec
 from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import (
     VPGC,
@@ -16,6 +19,7 @@ from vpgkit.modules import (
     QFormerConfig,
     VPGCConfig,
 )
+from vpgkit.training.build import build_plugins
 
 SLOT = 3  # image slot / <image> token id in the tiny vocabulary
 N_Q = 4  # queries of the tiny Q-Former
@@ -110,3 +114,102 @@ def right_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
 def left_padded_prompts(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask) of prompts padded with 0 on the left, for generation."""
     return _padded(rows, left=True)
+
+
+# --- the shared plug-in matrix -------------------------------------------------------------------------
+# One line per plug-in composition: the recipe's plug-in list, and which slots train. ``completer``: the
+# slot whose plug-in must leave the model exactly as it was at init (tests/test_plugins.py runs them all).
+NO_DROPOUT = {"dropout": 0.0, "attention_dropout": 0.0}
+
+
+@dataclass(frozen=True)
+class PluginCase:
+    plugins: tuple[PluginSpec, ...]
+    trains: tuple[str, ...]
+    completer: str | None = None
+
+
+def spec(name: str, preset: str = "tiny", trainable: bool | None = None, **overrides) -> PluginSpec:
+    return PluginSpec(name=name, preset=preset, overrides=overrides, trainable=trainable)
+
+
+PLUGIN_CASES = {
+    "qformer_vpgc": PluginCase((spec("qformer", **NO_DROPOUT), spec("vpgc", layer=2)), ("vpgc",), "vpgc"),
+    "perceiver_xattn": PluginCase(
+        (spec("perceiver"), spec("cross_attention", every=2)), ("cross_attention", "perceiver")
+    ),
+    "mlp_projector": PluginCase((spec("mlp_projector"),), ("projector",)),
+    "perceiver_vpgc": PluginCase(
+        (
+            spec("perceiver", trainable=False),
+            spec("cross_attention", trainable=False, every=2),
+            spec("perceiver_vpgc"),
+        ),
+        ("perceiver_vpgc",),
+        "perceiver_vpgc",
+    ),
+}
+
+
+def randomize_all_(module, std: float = 0.3, seed: int = 7) -> None:
+    """Give every all-zero weight (gates, zero-initialised projections) of ``module`` values, trainable or not,
+    so that a frozen base is a non-trivial pretrained one."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.eq(0).all():
+                p.copy_(torch.randn(p.shape, generator=g) * std if p.numel() > 1 else torch.full_like(p, 0.5))
+
+
+def plugin_model(case: PluginCase, without: str | None = None, family: str = "llama") -> VisionLanguageModel:
+    """The case's tiny model (LM seed 0, plug-ins seed 1, frozen plug-ins randomised), optionally without
+    the plug-in of slot ``without`` (everything else identical)."""
+    llm = tiny_llm(family)
+    torch.manual_seed(1)
+    plugins = build_plugins(ModelConfig(vpg=None, plugins=list(case.plugins)))
+    plugins = [p for p in plugins if p.slot != without]
+    torch.manual_seed(2)  # blocks made when binding get the same values with or without the completer
+    model = VisionLanguageModel(llm, image_token_id=SLOT, plugins=plugins)
+    for plugin in model.plugins:
+        if plugin.slot not in case.trains:
+            randomize_all_(plugin.module)
+    return model
+
+
+def plugin_batch(model: VisionLanguageModel, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Two right-padded rows in the model's image convention (N slots per image, or one marker), one image
+    each, answers labelled."""
+    g = torch.Generator().manual_seed(seed)
+    text = lambda n: torch.randint(10, 128, (n,), generator=g).tolist()  # noqa: E731
+    image = [SLOT] * (model.image_slots_per_image or 1)
+    rows = [[1, *text(2), *image, *text(5)], [1, *image, *text(3)]]
+    input_ids, attention_mask = right_padded(rows)
+    labels = torch.full_like(input_ids, -100)
+    for i, (row, answer) in enumerate(zip(rows, [3, 2], strict=True)):
+        labels[i, len(row) - answer : len(row)] = input_ids[i, len(row) - answer : len(row)]
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": labels,
+        "vision_features": torch.randn(2, 1, 10, 32, generator=g),
+    }
+
+
+def plugin_prompts(model: VisionLanguageModel, seed: int = 0):
+    """(input_ids, attention_mask, vision, rows): two left-padded prompts with one image each."""
+    g = torch.Generator().manual_seed(seed)
+    image = [SLOT] * (model.image_slots_per_image or 1)
+    rows = [[1, 20, *image, 30, 31, 32], [1, *image, 40]]
+    return (*left_padded_prompts(rows), torch.randn(2, 1, 10, 32, generator=g), rows)
+
+
+def greedy_without_cache(model, input_ids, attention_mask, vision, steps: int) -> torch.Tensor:
+    """Greedy decoding by full forward passes over the whole sequence (no KV cache), guidance fixed at
+    each row's last prompt token."""
+    guidance = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1)  # left padding
+    ids, mask = input_ids, attention_mask
+    for _ in range(steps):
+        logits = model(ids, mask, vision_features=vision, guidance_index=guidance).logits
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    return ids[:, input_ids.shape[1] :]

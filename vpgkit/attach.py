@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -43,6 +43,9 @@ class VisualContext:
         guidance_index: (B,) long position of each row's last prompt token, for VPG-C.
         media: (B, T_img, N, D_v) media tokens, for gated cross-attention.
         media_mask: (B, L, T_img) bool, which images each prompt position may attend to.
+        media_residuals: decoder layer k → (B, T_img, N, D_v) correction of ``media`` written at the input
+            of layer k on a full pass (VPG-C over the Perceiver); blocks before layers i > k read
+            ``media`` plus it (:meth:`media_at`).
         owner: the :class:`ContextSlot` of the model that built the context; hooks of other models
             attached to the same LM ignore it.
     """
@@ -55,6 +58,17 @@ class VisualContext:
     guidance_index: torch.Tensor | None = None
     media: torch.Tensor | None = None
     media_mask: torch.Tensor | None = None
+    media_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def media_at(self, layer: int | None) -> torch.Tensor:
+        """(B, T_img, N, D_v) media as the block before decoder layer ``layer`` reads it: ``media`` plus the
+        residuals written at layers k < ``layer`` (None: ``media`` alone)."""
+        assert self.media is not None
+        media = self.media
+        for k, residual in sorted(self.media_residuals.items()):
+            if layer is not None and k < layer:
+                media = media + residual.to(media.dtype)
+        return media
 
     def media_mask_for(self, length: int) -> torch.Tensor:
         """(B, length, T_img) mask for a pass over ``length`` positions.
@@ -132,8 +146,8 @@ class VPGCHook:
 class CrossAttentionHook:
     """Forward pre-hook running a gated cross-attention block before a decoder layer."""
 
-    def __init__(self, block: GatedCrossAttentionBlock, slot: ContextSlot):
-        self.block, self.slot = block, slot
+    def __init__(self, block: GatedCrossAttentionBlock, slot: ContextSlot, layer: int | None = None):
+        self.block, self.slot, self.layer = block, slot, layer
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
         context = self.slot.resolve(kwargs)
@@ -141,7 +155,8 @@ class CrossAttentionHook:
             return args, kwargs
         hidden, positional = _hidden_states(args, kwargs)
         mask = context.media_mask_for(hidden.shape[1])
-        out = self.block(hidden.to(self.block.ff_gate.dtype), context.media, mask).to(hidden.dtype)
+        media = context.media_at(self.layer)
+        out = self.block(hidden.to(self.block.ff_gate.dtype), media, mask).to(hidden.dtype)
         return _replace_hidden(args, kwargs, out, positional)
 
 

@@ -20,7 +20,8 @@ class VisionConfig:
     """Frozen vision encoder.
 
     Attributes:
-        kind: ``timm_eva`` (EVA-CLIP as BLIP-2 uses it), ``hf_blip2`` or ``hf_clip`` (Flamingo-style).
+        kind: a registered vision encoder: ``timm_eva`` (EVA-CLIP as BLIP-2 uses it), ``hf_blip2`` or
+            ``hf_clip`` (Flamingo-style); see :func:`vpgkit.registry.register_vision_encoder`.
         preset: the encoder config preset (``tiny``, ``eva_clip_g``, ``blip2``, ``vit_l_14``).
         checkpoint: local weights (LAVIS/timm ``.pth`` or safetensors for ``timm_eva``; an HF directory for
             ``hf_blip2``; for ``hf_clip`` an HF ``CLIPVisionModel``/``CLIPModel`` directory (Otter) or an
@@ -40,8 +41,9 @@ class LLMConfig:
     """Frozen causal LM.
 
     Attributes:
-        kind: ``pretrained`` (a local transformers directory at ``path``), ``tiny_llama`` or ``tiny_qwen2``
-            (random weights, for tests and demos).
+        kind: a registered LLM loader: ``pretrained`` (a local transformers directory at ``path``),
+            ``tiny_llama`` or ``tiny_qwen2`` (random weights, for tests and demos); see
+            :func:`vpgkit.registry.register_llm_loader`.
         path: the local model directory for ``pretrained``; for tiny kinds, an optional tokenizer
             directory (default: vpgkit's built-in tiny word-level tokenizer).
         init_std: weight init std of the tiny kinds (transformers' default 0.02 gives a random LM whose
@@ -64,11 +66,41 @@ class LoraSettings:
 
 
 @dataclass
+class PluginSpec:
+    """One plug-in of ``model.plugins``: a registered name or a ``_target_`` class, and its config.
+
+    Attributes:
+        name: a registered plug-in (``qformer``, ``vpgc``, ``perceiver``, ``cross_attention``,
+            ``mlp_projector``, ``perceiver_vpgc``, or one your package registers).
+        _target_: instead of ``name``, ``package.module.Class`` of a :class:`vpgkit.plugins.Plugin`
+            subclass; imported at build time, so it may live outside vpgkit.
+        preset: a preset of the plug-in's config class (None: the class defaults).
+        overrides: config fields that differ from the preset (e.g. ``{layer: 2}``).
+        checkpoint: safetensors state dict of the plug-in's module, or None.
+        trainable: train its weights (None: the plug-in's default — adapters train, VPGs stay frozen).
+    """
+
+    name: str | None = None
+    _target_: str | None = None
+    preset: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    trainable: bool | None = None
+
+
+@dataclass
 class ModelConfig:
     """What to build.
 
+    The plug-ins are the shorthand fields (``vpg``, ``vpgc``, ``perceiver``, ``cross_attention`` and their
+    ``*_overrides`` / ``*_checkpoint`` / ``vpgc_layer`` / ``cross_attention_every`` /
+    ``train_vpg_projection``: each a ``<slot>: preset`` line for the plug-in registered on that slot,
+    kept so that existing recipes and command lines work) followed by ``plugins``, a list of
+    :class:`PluginSpec` for any registered or user plug-in.
+
     Attributes:
-        vision, llm: the frozen backbones.
+        vision, llm: the frozen backbones (``kind`` is a registered builder, see ``vpgkit.registry``).
+        plugins: further plug-ins, in order (see :class:`PluginSpec`).
         vpg: Q-Former preset (prompt-splice models), or None; ``vpg_overrides`` changes its fields.
         vpg_checkpoint: safetensors of a trained ``QFormer`` state dict (e.g. a BLIP-2 stage), or None.
         vpgc: VPG-C preset, or None; ``vpgc_layer`` overrides its layer k, ``vpgc_overrides`` any field
@@ -87,6 +119,7 @@ class ModelConfig:
 
     vision: VisionConfig = field(default_factory=VisionConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    plugins: list[PluginSpec] = field(default_factory=list)
     vpg: str | None = "tiny"
     vpg_overrides: dict[str, Any] = field(default_factory=dict)
     vpg_checkpoint: str | None = None

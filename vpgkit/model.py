@@ -1,41 +1,27 @@
 """VisionLanguageModel: a frozen vision encoder and a frozen causal LM joined by plug-in modules.
 
-Two compositions:
-
-* **prompt splice** — ``vpg`` (Q-Former) prompts spliced into the LM input at the image slots, optionally
-  completed by ``vpgc`` at decoder layer k (BLIP-2 / InstructBLIP / Cheetah);
-* **cross-attention** — ``perceiver`` latents read by gated cross-attention blocks before every
-  ``every``-th decoder layer (Flamingo / OpenFlamingo / Otter).
+A model is a list of :class:`~vpgkit.plugins.Plugin` objects. Exactly one of them brings the images into
+the LM — a **prompt splice** (prompts replace the image slots' embeddings: BLIP-2's Q-Former, LLaVA's MLP
+projector) or **media** for cross-attention (Flamingo's Perceiver) — and the others attach through hooks
+on decoder layers (VPG-C at layer k, gated cross-attention blocks, VPG-C over the Perceiver).
+Compositions: BLIP-2 / InstructBLIP / Cheetah (``qformer`` [+ ``vpgc``]), LLaVA (``mlp_projector``),
+Flamingo / OpenFlamingo / Otter (``perceiver`` + ``cross_attention`` [+ ``perceiver_vpgc``]).
 
 Only the adapters train; every component without trainable weights stays in eval mode (dropout off).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .attach import (
-    CONTEXT_KEY,
-    ContextSlot,
-    CrossAttentionHook,
-    VisualContext,
-    VPGCHook,
-    image_slot_positions,
-    splice_prompts,
-)
-from .backbones.language import base_causal_lm, decoder_layers, freeze, hidden_size, max_positions
-from .modules import (
-    VPGC,
-    GatedCrossAttentionBlock,
-    GatedCrossAttentionConfig,
-    PerceiverResampler,
-    QFormer,
-    media_attention_mask,
-)
+from .attach import CONTEXT_KEY, ContextSlot, VisualContext
+from .backbones.language import base_causal_lm, decoder_layers, freeze, max_positions
 from .parameters import count_parameters
+from .plugins import ModelInputs, Plugin, plugin_for_slot, plugin_slots
 from .tokens import AddedTokens
 
 IGNORE_INDEX = -100
@@ -57,24 +43,26 @@ class VisionLanguageModel(nn.Module):
         llm: a transformers causal LM (frozen here).
         vision: a frozen vision encoder mapping (B, T_img, 3, H, W) → (B, T_img, N_v, D_v) with a ``width``
             attribute; may be None when callers always pass ``vision_features``.
-        image_token_id: the token id of an image slot. Prompt splice: each image is written as N_q
-            consecutive slot tokens. Cross-attention: each image is one ``<image>`` token.
-        vpg: Q-Former visual prompt generator (frozen unless ``train_vpg_projection``).
-        vpgc: VPG-C completer hooked at decoder layer ``vpgc.config.layer`` (trainable).
-        perceiver: Perceiver resampler for the cross-attention composition (trainable).
-        cross_attention: config of the gated blocks, placed before decoder layer i when
-            (i + 1) % every == 0 (trainable).
+        image_token_id: the token id of an image slot. Prompt splice: each image is written as N
+            consecutive slot tokens. Media (cross-attention): each image is one ``<image>`` token.
+        plugins: the visual plug-ins, in order (see :mod:`vpgkit.plugins`); exactly one encodes images.
         added_tokens: special tokens added to the LLM (``<image>``, ``<|endofchunk|>`` …) whose
             embedding rows train while the vocabulary stays frozen (:class:`vpgkit.tokens.AddedTokens`);
             the LLM's vocabulary is grown to hold them.
-        train_vpg_projection: train the Q-Former's projection to the LM (the BLIP-2 stage-2 recipe).
+        train_vpg_projection: keyword form only: train the Q-Former's projection to the LM (BLIP-2 stage 2).
         reference_path: compute VPG-C the way the original code did — autograd through every LM layer
             and the frozen Q-Former in train mode (dropout on) — for comparisons only.
+        **modules: the keyword form: ``<slot>=module`` for registered plug-ins (``vpg=QFormer(...)``,
+            ``vpgc=VPGC(...)``, ``perceiver=PerceiverResampler(...)``, ``cross_attention=
+            GatedCrossAttentionConfig(...)``), each wrapped by the plug-in registered for that slot.
+
+    The plug-ins' modules are attributes named by their slots (``model.vpg``, ``model.vpgc`` …); a
+    registered slot the model lacks reads as None.
 
     Example:
         >>> from transformers import LlamaForCausalLM
         >>> from vpgkit.backbones.language import tiny_llama_config
-        >>> from vpgkit.modules import QFormerConfig, VPGCConfig
+        >>> from vpgkit.modules import QFormer, QFormerConfig, VPGC, VPGCConfig
         >>> llm = LlamaForCausalLM(tiny_llama_config())
         >>> vpg = QFormer(QFormerConfig.preset("tiny"))
         >>> model = VisionLanguageModel(llm, image_token_id=3, vpg=vpg,
@@ -83,6 +71,8 @@ class VisionLanguageModel(nn.Module):
         >>> out = model(ids, vision_features=torch.randn(1, 1, 10, 32))  # (B, T_img, N_v, D_v)
         >>> out.logits.shape
         torch.Size([1, 8, 128])
+        >>> [p.name for p in model.plugins]
+        ['qformer', 'vpgc']
     """
 
     def __init__(
@@ -91,87 +81,82 @@ class VisionLanguageModel(nn.Module):
         vision: nn.Module | None = None,
         *,
         image_token_id: int,
-        vpg: QFormer | None = None,
-        vpgc: VPGC | None = None,
-        perceiver: PerceiverResampler | None = None,
-        cross_attention: GatedCrossAttentionConfig | None = None,
+        plugins: Sequence[Plugin] = (),
         added_tokens: AddedTokens | None = None,
         train_vpg_projection: bool = False,
         reference_path: bool = False,
+        **modules,
     ):
         super().__init__()
-        if (vpg is None) == (perceiver is None):
-            raise ValueError(
-                "VisionLanguageModel: give either vpg (prompt splice) or perceiver (cross-attention)"
-            )
-        if vpgc is not None and vpg is None:
-            raise ValueError("VisionLanguageModel: vpgc needs the vpg whose Q-Former it re-runs")
-        if (perceiver is None) != (cross_attention is None):
-            raise ValueError("VisionLanguageModel: perceiver and cross_attention go together")
+        plugins = [*plugins]
+        for slot, module in modules.items():
+            if module is not None:
+                plugins.append(
+                    plugin_for_slot(slot).from_module(module, train_vpg_projection=train_vpg_projection)
+                )
+        # The plug-in that encodes images comes first: the others may read what it puts in the context.
+        plugins.sort(key=lambda p: p.image_tokens is None)
+        _check_composition(plugins)
         self.llm = freeze(llm)
         self.vision = freeze(vision) if vision is not None else None
         self.image_token_id = image_token_id
         self.reference_path = reference_path
-        self.vpg, self.vpgc, self.perceiver = vpg, vpgc, perceiver
-        width, layers = hidden_size(llm), decoder_layers(llm)
-        vision_width = getattr(vision, "width", None)
-        self._slot = ContextSlot()
+        self.plugins: list[Plugin] = plugins
+        self.context_slot = ContextSlot()
         self._hooks = []
         self.added_tokens = added_tokens
         if added_tokens is not None:
             self._hooks.extend(added_tokens.attach(llm))
-        if vpg is not None:
-            _check_width(
-                "vpg input (QFormerConfig.vision_width)",
-                vpg.config.vision_width,
-                "vision encoder",
-                vision_width,
-            )
-            _check_width(
-                "vpg output (QFormerConfig.llm_width)", vpg.config.llm_width, "LLM hidden size", width
-            )
-            freeze(vpg)
-            vpg.language_projection.requires_grad_(train_vpg_projection)
-        if vpgc is not None:
-            _check_width("vpgc (VPGCConfig.llm_width)", vpgc.config.llm_width, "LLM hidden size", width)
-            if not 0 <= vpgc.config.layer < len(layers):
-                raise ValueError(
-                    f"vpgc: layer k={vpgc.config.layer} is outside the LLM's {len(layers)} layers"
-                )
-            hook = VPGCHook(vpgc, vpg, self._slot)
-            self._hooks.append(layers[vpgc.config.layer].register_forward_pre_hook(hook, with_kwargs=True))
-        self.cross_attention = nn.ModuleDict()
-        if perceiver is not None:
-            _check_width(
-                "perceiver (PerceiverConfig.width)", perceiver.config.width, "vision encoder", vision_width
-            )
-            _check_width(
-                "cross_attention.media_width",
-                cross_attention.media_width,
-                "perceiver width",
-                perceiver.config.width,
-            )
-            _check_width("cross_attention.width", cross_attention.width, "LLM hidden size", width)
-            for i, layer in enumerate(layers):
-                if (i + 1) % cross_attention.every == 0:
-                    block = GatedCrossAttentionBlock(cross_attention)
-                    self.cross_attention[str(i)] = block
-                    hook = CrossAttentionHook(block, self._slot)
-                    self._hooks.append(layer.register_forward_pre_hook(hook, with_kwargs=True))
-            self.cross_attention_config = cross_attention
+        layers = decoder_layers(llm)
+        for plugin in plugins:
+            self._hooks.extend(plugin.bind(self, layers))
+            plugin.apply_trainable()
+            setattr(self, plugin.slot, plugin.module)
         self.train(False)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in plugin_slots():
+                return None  # a registered plug-in slot this model does not use
+            raise
+
+    # --- plug-ins ------------------------------------------------------------------------------------
+
+    @property
+    def image_encoder(self) -> Plugin:
+        """The plug-in that brings images into the LM (prompt splice or media)."""
+        return next(p for p in self.plugins if p.image_tokens is not None)
+
+    @property
+    def image_slots_per_image(self) -> int | None:
+        """Placeholder tokens per image for a prompt splice (N), or None when an image is one ``<image>`` marker."""
+        encoder = self.image_encoder
+        return encoder.tokens_per_image if encoder.image_tokens == "slots" else None
+
+    def plugin_providing(self, capability: str) -> Plugin:
+        """The plug-in that provides ``capability`` (e.g. ``"qformer"``, ``"media"``)."""
+        for plugin in self.plugins:
+            if capability in plugin.provides:
+                return plugin
+        raise LookupError(f"VisionLanguageModel: no plug-in provides {capability!r}")
+
+    def plugin_modules(self) -> dict[str, nn.Module]:
+        """Slot → module of every plug-in (what adapters and converters address as ``<slot>.*``)."""
+        return {p.slot: p.module for p in self.plugins if p.module is not None}
 
     # --- modes and parameters ------------------------------------------------------------------------
 
     def train(self, mode: bool = True) -> VisionLanguageModel:
         """Train mode for the adapters only: components without trainable weights stay in eval mode."""
         super().train(mode)
-        frozen = [self.llm, self.vision, self.vpg.qformer if self.vpg is not None else None]
+        frozen = [self.llm, self.vision, *(m for p in self.plugins for m in p.frozen_modules())]
         for part in frozen:
             if part is not None and not any(p.requires_grad for p in part.parameters()):
                 part.eval()
-        if self.reference_path and self.vpg is not None:
-            self.vpg.qformer.train(mode)  # as the original code did: frozen Q-Former with dropout on
+        for plugin in self.plugins:
+            plugin.on_train(self, mode)
         return self
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
@@ -245,27 +230,19 @@ class VisionLanguageModel(nn.Module):
         if num_images is None:
             num_images = torch.full((b,), vision.shape[1], dtype=torch.long, device=input_ids.device)
         image_valid = torch.arange(vision.shape[1], device=input_ids.device)[None] < num_images[:, None]
-        is_slot = input_ids == self.image_token_id
-        embed = base_causal_lm(self.llm).get_input_embeddings()
-        context = VisualContext(seq_len=length, owner=self._slot)
-        if self.vpg is not None:
-            # Slot tokens are placeholders (their id may lie outside the vocabulary); prompts replace them.
-            embeds = embed(input_ids.masked_fill(is_slot, 0))
-            slots = image_slot_positions(
-                input_ids, self.image_token_id, self.vpg.config.num_queries, num_images
-            )
-            embeds = splice_prompts(embeds, self.vpg(vision).prompts, slots, image_valid)
-            context.vision, context.slot_positions, context.image_valid = vision, slots, image_valid
-        else:
-            embeds = embed(input_ids)  # Flamingo's <image> is a real token of the vocabulary
-            context.media = self.perceiver(vision[:, :, None])  # one frame per image
-            context.media_mask = media_attention_mask(
-                input_ids, self.image_token_id, num_images, self.cross_attention_config.only_immediate
-            )
+        context = VisualContext(seq_len=length, owner=self.context_slot)
+        inputs = ModelInputs(input_ids, attention_mask, vision, num_images, image_valid, context)
+        for plugin in self.plugins:
+            plugin.prepare(self, inputs)
+        embeds = inputs.embeds
+        if embeds is None:
+            embeds = base_causal_lm(self.llm).get_input_embeddings()(input_ids)
         if labels is not None:
-            no_loss = (attention_mask == 0) | (is_slot if self.vpg is not None else False)
+            no_loss = attention_mask == 0
+            if inputs.no_loss is not None:
+                no_loss = no_loss | inputs.no_loss
             labels = labels.masked_fill(no_loss, IGNORE_INDEX)
-        if self.vpgc is not None:
+        if any(p.uses_guidance for p in self.plugins):
             context.guidance_index = (
                 guidance_index if guidance_index is not None else _last_prompt_index(attention_mask, labels)
             )
@@ -359,7 +336,7 @@ class VisionLanguageModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         vision = self.encode_images(pixel_values, vision_features)
         embeds, context, _ = self.build_inputs(input_ids, attention_mask, vision, None, num_images)
-        with self._slot.bind(context):
+        with self.context_slot.bind(context):
             return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
 
 
@@ -374,6 +351,24 @@ def _last_prompt_index(attention_mask: torch.Tensor, labels: torch.Tensor | None
     return torch.where(labelled.any(dim=1), first_label - 1, last_real)
 
 
-def _check_width(name: str, value: int, other_name: str, other: int | None) -> None:
-    if other is not None and value != other:
-        raise ValueError(f"{name} is {value} but the {other_name} is {other}; they must be equal")
+def _check_composition(plugins: list[Plugin]) -> None:
+    """One plug-in per slot, exactly one that encodes images, and every required capability provided."""
+    slots = [p.slot for p in plugins]
+    repeated = sorted({s for s in slots if slots.count(s) > 1})
+    if repeated:
+        raise ValueError(f"VisionLanguageModel: more than one plug-in for slot(s) {repeated}")
+    encoders = [p.name for p in plugins if p.image_tokens is not None]
+    if len(encoders) != 1:
+        raise ValueError(
+            "VisionLanguageModel: give exactly one plug-in that brings images into the LM (a prompt "
+            f"splice such as a Q-Former, or media such as a Perceiver); got {encoders or 'none'} among "
+            f"{[p.name for p in plugins]}"
+        )
+    provided = {c for p in plugins for c in p.provides}
+    for plugin in plugins:
+        missing = [c for c in plugin.requires if c not in provided]
+        if missing:
+            raise ValueError(
+                f"VisionLanguageModel: plug-in {plugin.name!r} needs a plug-in providing {missing}; "
+                f"the model has {[p.name for p in plugins]}"
+            )

@@ -36,7 +36,6 @@ LORA_DIR = "lora"
 FORMAT = "vpgkit-adapter"
 # Config fields that change neither a weight's shape nor the eval-mode output.
 RUNTIME_FIELDS = {"attn_implementation", "dropout", "attention_dropout"}
-MODULES = ("vpg", "vpgc", "perceiver", "cross_attention", "added_tokens")
 
 
 # --------------------------------------------------------------------------------------- config
@@ -59,18 +58,21 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def module_configs(model: nn.Module) -> dict[str, dict[str, Any] | None]:
-    """Plain-JSON configs of the plug-in modules (None for those the model lacks)."""
-    return {
-        "vpg": model.vpg.config.to_dict() if model.vpg is not None else None,
-        "vpgc": model.vpgc.config.to_dict() if model.vpgc is not None else None,
-        "perceiver": model.perceiver.config.to_dict() if model.perceiver is not None else None,
-        "cross_attention": (
-            model.cross_attention_config.to_dict() if getattr(model, "cross_attention_config", None) else None
-        ),
-        "added_tokens": (
-            model.added_tokens.config.to_dict() if getattr(model, "added_tokens", None) is not None else None
-        ),
-    }
+    """Plain-JSON configs of the model's plug-ins by slot (and of its added tokens), derived from the
+    plug-ins present: ``{slot: plugin.config_dict()}``, None for registered slots the model does not use."""
+    from ..plugins import plugin_slots
+
+    # Every registered slot is listed, null when unused: the layout adapters have had since schema 1.
+    configs: dict[str, dict[str, Any] | None] = dict.fromkeys(sorted(plugin_slots()))
+    configs.update({p.slot: p.config_dict() for p in model.plugins})
+    added = getattr(model, "added_tokens", None)
+    configs["added_tokens"] = added.config.to_dict() if added is not None else None
+    return configs
+
+
+def plugin_names(model: nn.Module) -> dict[str, str]:
+    """Slot → registered plug-in name (or ``module:Class`` for an unregistered one), for the config."""
+    return {p.slot: p.name or f"{type(p).__module__}:{type(p).__qualname__}" for p in model.plugins}
 
 
 def adapter_config(model: nn.Module) -> dict[str, Any]:
@@ -86,11 +88,10 @@ def adapter_config(model: nn.Module) -> dict[str, Any]:
         "vpgkit_version": __version__,
         "image_token_id": model.image_token_id,
         "modules": module_configs(model),
+        "plugins": plugin_names(model),
         "trainable": {
             "parts": parts,
-            "train_vpg_projection": bool(
-                model.vpg is not None and model.vpg.language_projection.weight.requires_grad
-            ),
+            "train_vpg_projection": "vpg.language_projection.weight" in trainable,
             "lora": lora,
             "tensors": len(adapter_state_dict(model)),
             "parameters": sum(p.numel() for p in trainable.values()),
@@ -251,8 +252,9 @@ def _config_problems(saved: dict[str, Any], model: nn.Module) -> tuple[list[str]
     """(structural problems, field differences) between the saved module configs and ``model``'s."""
     current = module_configs(model)
     structural, fields = [], []
-    for name in MODULES:
-        s, c = saved["modules"].get(name), current[name]
+    # An absent slot and a null one are the same (adapters before plug-ins listed every slot, null if unused).
+    for name in sorted(set(saved["modules"]) | set(current)):
+        s, c = saved["modules"].get(name), current.get(name)
         if (s is None) != (c is None):
             structural.append(
                 f"adapter {'has' if s is not None else 'has no'} {name}, the model {'has' if c is not None else 'has no'}"

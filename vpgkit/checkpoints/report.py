@@ -102,18 +102,17 @@ def listing(items: list[str], limit: int = 20) -> str:
 def target_parts(target: nn.Module | Mapping[str, nn.Module]) -> dict[str, nn.Module]:
     """The modules a mapped state dict addresses, by their top-level name.
 
-    A :class:`~vpgkit.model.VisionLanguageModel` gives ``vpg``, ``vpgc``, ``perceiver``,
-    ``cross_attention``, ``vision`` and ``added_tokens`` (those it has) and its LLM's ``embed_tokens``
+    A :class:`~vpgkit.model.VisionLanguageModel` gives its plug-ins' modules by slot (``model.plugin_modules()``),
+    ``vision`` and ``added_tokens`` (those it has) and its LLM's ``embed_tokens``
     and ``lm_head`` (key ``weight``: the input and output embedding matrices); a mapping such as ``{"vpg": qformer}`` is taken
     as is, so converters also load into standalone modules.
     """
     if isinstance(target, Mapping):
         return {k: v for k, v in target.items() if v is not None}
-    names = ("vpg", "vpgc", "perceiver", "cross_attention", "vision", "added_tokens")
-    parts = {n: getattr(target, n, None) for n in names}
-    parts = {n: m for n, m in parts.items() if isinstance(m, nn.Module)}
-    if "cross_attention" in parts and len(parts["cross_attention"]) == 0:
-        del parts["cross_attention"]
+    parts = dict(target.plugin_modules()) if hasattr(target, "plugin_modules") else {}
+    for name in ("vision", "added_tokens"):
+        if isinstance(getattr(target, name, None), nn.Module):
+            parts[name] = getattr(target, name)
     llm = getattr(target, "llm", None)
     if isinstance(llm, nn.Module) and hasattr(llm, "get_input_embeddings"):
         # The LLM's (frozen) embedding matrices, for releases that ship trained ones (OpenFlamingo).

@@ -100,9 +100,17 @@ class PerceiverResampler(nn.Module):
         """(B, T_img, F, N_v, D_v) vision tokens (F frames per image) → (B, T_img, num_latents, D_v)."""
         check_shape("media", media, ("B", "T_img", "F", "N_v", self.config.width))
         b, t, f, n, d = media.shape
-        media = media.reshape(b * t, f * n, d)
         latents = self.latents.expand(b * t, -1, -1)
+        return self.resample(media.reshape(b * t, f * n, d), latents).reshape(
+            b, t, self.config.num_latents, d
+        )
+
+    def resample(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Run the layers and final norm with given queries: media (M, N, D), latents (M, L, D) → (M, L, D).
+
+        :meth:`forward` passes the learned latents; VPG-C over the Perceiver passes its own (guided) set.
+        """
         for attn, ff in self.layers:
             latents = attn(media, latents) + latents
             latents = ff(latents) + latents
-        return self.norm(latents).reshape(b, t, self.config.num_latents, d)
+        return self.norm(latents)

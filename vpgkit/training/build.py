@@ -1,35 +1,24 @@
-"""Build the model and tokenizer a :class:`~vpgkit.config.TrainConfig` describes."""
+"""Build the model and tokenizer a :class:`~vpgkit.config.TrainConfig` describes.
+
+Every recipe line reaches code through a registry: ``model.vision.kind`` → a vision-encoder builder,
+``model.llm.kind`` → an LLM loader, each ``model.plugins`` entry (and each plug-in shorthand field such as
+``model.vpgc: tiny``) → a :class:`~vpgkit.plugins.Plugin` class (by ``name``, or ``_target_`` for a class
+outside vpgkit). See :mod:`vpgkit.registry`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlamaForCausalLM, Qwen2ForCausalLM
 
-from ..backbones import (
-    Blip2VisionEncoderConfig,
-    CLIPVisionEncoderConfig,
-    EvaVisionConfig,
-    HFBlip2VisionEncoder,
-    HFCLIPVisionEncoder,
-    TimmEvaEncoder,
-    VisionEncoder,
-)
-from ..backbones.language import load_causal_lm, tiny_llama_config, tiny_qwen2_config
-from ..config import ModelConfig
-from ..data.tiny_tokenizer import build_tiny_tokenizer
+from ..backbones import VisionEncoder
+from ..backbones import builders as _builders  # noqa: F401 (registers the built-in backbone builders)
+from ..config import ModelConfig, PluginSpec
 from ..model import VisionLanguageModel
-from ..modules import (
-    VPGC,
-    GatedCrossAttentionConfig,
-    PerceiverConfig,
-    PerceiverResampler,
-    QFormer,
-    QFormerConfig,
-    VPGCConfig,
-)
+from ..plugins import Plugin, plugin_class, plugin_for_slot, plugin_slots
+from ..registry import LLM_LOADERS, VISION_ENCODERS, import_object
 from ..tokens import AddedTokens
 
 logger = logging.getLogger(__name__)
@@ -43,71 +32,19 @@ def _dtype(name: str) -> torch.dtype:
 
 
 def build_vision(config: ModelConfig) -> VisionEncoder:
-    """The frozen vision encoder of ``config.vision``."""
-    v, dtype = config.vision, _dtype(config.backbone_dtype)
-    if v.kind == "timm_eva":
-        eva = EvaVisionConfig.preset(v.preset, **v.overrides)
-        return (
-            TimmEvaEncoder.from_checkpoint(v.checkpoint, eva, dtype=dtype)
-            if v.checkpoint
-            else _random(TimmEvaEncoder(eva, dtype), v.kind)
-        )
-    if v.kind == "hf_blip2":
-        if v.checkpoint:
-            return HFBlip2VisionEncoder.from_pretrained(v.checkpoint, dtype=dtype)
-        return _random(
-            HFBlip2VisionEncoder(Blip2VisionEncoderConfig.preset(v.preset, **v.overrides), dtype), v.kind
-        )
-    if v.kind == "hf_clip":
-        clip = CLIPVisionEncoderConfig.preset(v.preset, **v.overrides)
-        if not v.checkpoint:
-            return _random(HFCLIPVisionEncoder(clip, dtype), v.kind)
-        if Path(v.checkpoint).is_dir():  # a transformers CLIPVisionModel / CLIPModel directory (Otter)
-            return HFCLIPVisionEncoder.from_pretrained(
-                v.checkpoint, dtype, post_layernorm=clip.post_layernorm
-            )
-        # Otherwise an open_clip state dict with visual.* keys (OpenFlamingo's ViT-L/14).
-        return HFCLIPVisionEncoder.from_open_clip(v.checkpoint, clip, dtype)
-    raise ValueError(f"model.vision.kind: expected timm_eva, hf_blip2 or hf_clip, got {v.kind!r}")
-
-
-def _random(encoder: VisionEncoder, kind: str) -> VisionEncoder:
-    """Say that an encoder built without ``model.vision.checkpoint`` has random weights."""
-    logger.warning(
-        "model.vision: no checkpoint given, so the %s encoder has RANDOM weights (set model.vision.checkpoint "
-        "to a real one)",
-        kind,
-    )
-    return encoder
+    """The frozen vision encoder of ``config.vision`` (its ``kind`` names a registered builder)."""
+    v = config.vision
+    if v.kind not in VISION_ENCODERS:
+        raise ValueError(f"model.vision.kind: expected one of {VISION_ENCODERS.names()}, got {v.kind!r}")
+    return VISION_ENCODERS.get(v.kind)(v, _dtype(config.backbone_dtype))
 
 
 def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
     """The frozen LM and its tokenizer (tiny kinds get vpgkit's built-in word-level tokenizer)."""
-    llm_cfg, dtype = config.llm, _dtype(config.backbone_dtype)
-    if llm_cfg.kind == "pretrained":
-        if not llm_cfg.path:
-            raise ValueError(
-                "model.llm.path: required for model.llm.kind=pretrained (a local transformers directory)"
-            )
-        llm = load_causal_lm(llm_cfg.path, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(llm_cfg.path, local_files_only=True)
-    elif llm_cfg.kind in ("tiny_llama", "tiny_qwen2"):
-        cls, make = (
-            (LlamaForCausalLM, tiny_llama_config)
-            if llm_cfg.kind == "tiny_llama"
-            else (Qwen2ForCausalLM, tiny_qwen2_config)
-        )
-        torch.manual_seed(seed)
-        llm = cls(make(initializer_range=llm_cfg.init_std)).to(dtype)
-        tokenizer = (
-            AutoTokenizer.from_pretrained(llm_cfg.path, local_files_only=True)
-            if llm_cfg.path
-            else build_tiny_tokenizer()
-        )
-    else:
-        raise ValueError(
-            f"model.llm.kind: expected pretrained, tiny_llama or tiny_qwen2, got {llm_cfg.kind!r}"
-        )
+    llm_cfg = config.llm
+    if llm_cfg.kind not in LLM_LOADERS:
+        raise ValueError(f"model.llm.kind: expected one of {LLM_LOADERS.names()}, got {llm_cfg.kind!r}")
+    llm, tokenizer = LLM_LOADERS.get(llm_cfg.kind)(llm_cfg, _dtype(config.backbone_dtype), seed)
     missing = [t for t in config.added_tokens if t not in tokenizer.get_vocab()]
     if missing:  # their rows are created by AddedTokens in build_model
         tokenizer.add_special_tokens({"additional_special_tokens": missing})
@@ -118,41 +55,87 @@ def build_llm_and_tokenizer(config: ModelConfig, seed: int = 0):
     return llm, tokenizer
 
 
+def plugin_specs(config: ModelConfig) -> list[PluginSpec]:
+    """The recipe's plug-ins in order: the shorthand fields (``<slot>: preset`` for each registered slot
+    that ``ModelConfig`` has a field for, with ``<slot>_overrides``, ``<slot>_checkpoint`` and the plug-in's
+    ``shorthand_fields``), then ``config.plugins``."""
+    specs = []
+    slots = plugin_slots()
+    for f in dataclasses.fields(config):
+        preset = getattr(config, f.name)
+        if f.name not in slots or preset is None:
+            continue
+        cls = plugin_for_slot(f.name)
+        spec = PluginSpec(
+            name=cls.name,
+            preset=preset,
+            overrides=dict(getattr(config, f"{f.name}_overrides", None) or {}),
+            checkpoint=getattr(config, f"{f.name}_checkpoint", None),
+        )
+        for field_name, target in cls.shorthand_fields.items():
+            value = getattr(config, field_name)
+            if value is None:
+                continue
+            if target == "trainable":
+                spec.trainable = bool(value)
+            else:
+                spec.overrides[target.removeprefix("overrides.")] = value
+        specs.append(spec)
+    return specs + list(config.plugins)
+
+
+def resolve_plugin_class(spec: PluginSpec, where: str = "model.plugins") -> type[Plugin]:
+    """The class a spec names: a registered ``name`` or an imported ``_target_``."""
+    if (spec.name is None) == (spec._target_ is None):
+        raise ValueError(
+            f"{where}: give exactly one of name (a registered plug-in) or _target_ (a class path)"
+        )
+    if spec.name is not None:
+        try:
+            return plugin_class(spec.name)
+        except KeyError as err:
+            raise ValueError(f"{where}: {err.args[0]}") from None
+    cls = import_object(spec._target_)
+    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+        raise TypeError(f"{where}: _target_ {spec._target_!r} is not a vpgkit.plugins.Plugin subclass")
+    return cls
+
+
+def build_plugins(config: ModelConfig) -> list[Plugin]:
+    """Build every plug-in of ``config`` (in order, each seeing the capabilities of those before it)."""
+    plugins: list[Plugin] = []
+    partners: dict[str, Plugin] = {}
+    for i, spec in enumerate(plugin_specs(config)):
+        cls = resolve_plugin_class(spec, f"model.plugins[{i}]")
+        cfg = (
+            cls.config_class.preset(spec.preset, **spec.overrides)
+            if spec.preset
+            else cls.config_class(**spec.overrides)
+        )
+        plugin = cls.build(cfg, partners, trainable=spec.trainable, checkpoint=spec.checkpoint)
+        plugins.append(plugin)
+        partners.update({c: plugin for c in plugin.provides if c not in partners})
+    dtype = _dtype(config.backbone_dtype)
+    for plugin in plugins:
+        plugin.cast_frozen(dtype)
+    return plugins
+
+
 def build_model(config: ModelConfig, seed: int = 0):
     """(VisionLanguageModel, tokenizer) for ``config``; adapters initialised from ``seed``."""
     llm, tokenizer = build_llm_and_tokenizer(config, seed)
     vision = build_vision(config)
-    dtype = _dtype(config.backbone_dtype)
     image_token_id = tokenizer.convert_tokens_to_ids(config.image_token)
     torch.manual_seed(seed + 1)
-    kwargs = {}
-    if config.vpg:
-        vpg = QFormer(QFormerConfig.preset(config.vpg, **config.vpg_overrides))
-        if config.vpg_checkpoint:
-            from safetensors.torch import load_file
-
-            vpg.load_state_dict(load_file(config.vpg_checkpoint))
-        if config.vpgc:
-            overrides = dict(config.vpgc_overrides)
-            if config.vpgc_layer is not None:
-                overrides["layer"] = config.vpgc_layer
-            kwargs["vpgc"] = VPGC.from_qformer(vpg, VPGCConfig.preset(config.vpgc, **overrides))
-        kwargs["vpg"] = vpg.to(dtype) if not config.train_vpg_projection else vpg
-    if config.perceiver or config.cross_attention:
-        if not (config.perceiver and config.cross_attention):
-            raise ValueError(
-                "model.perceiver and model.cross_attention: give both for a Flamingo-style model"
-            )
-        overrides = {} if config.cross_attention_every is None else {"every": config.cross_attention_every}
-        kwargs["perceiver"] = PerceiverResampler(PerceiverConfig.preset(config.perceiver))
-        kwargs["cross_attention"] = GatedCrossAttentionConfig.preset(config.cross_attention, **overrides)
+    plugins = build_plugins(config)
+    added_tokens = None
     if config.added_tokens:
         ids = tokenizer.convert_tokens_to_ids(list(config.added_tokens))
-        kwargs["added_tokens"] = AddedTokens.for_llm(
+        added_tokens = AddedTokens.for_llm(
             llm, list(config.added_tokens), ids, output=config.added_tokens_output
         )
     model = VisionLanguageModel(
-        llm, vision, image_token_id=image_token_id, train_vpg_projection=config.train_vpg_projection, **kwargs
+        llm, vision, image_token_id=image_token_id, plugins=plugins, added_tokens=added_tokens
     )
     if config.lora.r > 0:
         from peft import LoraConfig

@@ -45,14 +45,14 @@ def read_source(source: SourceConfig, report: SkipReport | None):
 
 def sample_tokenizer(config: DataConfig, tokenizer, model) -> SampleTokenizer:
     """Tokenisation matching ``model``'s image convention (N_q slots per image, or one marker)."""
-    query_slots = model.vpg is not None
+    slots = model.image_slots_per_image
     return SampleTokenizer(
         tokenizer,
         config.template,
         system=config.system,
         image_token_id=model.image_token_id,
-        slots_policy="query_tokens" if query_slots else "marker",
-        num_queries=model.vpg.config.num_queries if query_slots else 1,
+        slots_policy="query_tokens" if slots is not None else "marker",
+        num_queries=slots if slots is not None else 1,
         max_length=config.max_length,
         truncation=config.truncation,
     )
