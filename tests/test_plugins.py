@@ -131,3 +131,25 @@ def test_mlp_projector_count_at_llava15_shapes():
     with torch.device("meta"):
         counts = count_parameters(MLPProjector(MLPProjectorConfig.preset("llava15_7b")))
     assert counts["total"] == 1024 * 4096 + 4096 + 4096 * 4096 + 4096 == 20_979_712
+
+
+@pytest.mark.parametrize("name", ["qformer_vpgc", "perceiver_xattn"])
+def test_adapter_in_the_layout_before_plugins_still_loads(name, tmp_path):
+    """Adapters written before the plug-in protocol: ``modules`` had exactly these five keys (null when
+    unused) and there was no ``plugins`` entry; the weight keys were the same ``<slot>.*``."""
+    import json
+
+    model = _model(name)
+    _trainables(model, name)
+    save_adapter(model, tmp_path / "a")
+    path = tmp_path / "a" / "vpgkit_config.json"
+    config = json.loads(path.read_text())
+    del config["plugins"]
+    old_keys = ("vpg", "vpgc", "perceiver", "cross_attention", "added_tokens")
+    config["modules"] = {k: config["modules"].get(k) for k in old_keys}
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    fresh = _model(name)
+    assert load_adapter(fresh, tmp_path / "a").ok
+    batch = plugin_batch(model)
+    with torch.no_grad():
+        assert torch.equal(fresh(**batch).logits, model(**batch).logits)

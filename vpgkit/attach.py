@@ -105,16 +105,21 @@ class ContextSlot:
         return context if context is not None and context.owner is self else None
 
 
-def _hidden_states(args: tuple, kwargs: dict) -> tuple[torch.Tensor, bool]:
+def layer_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor, bool]:
+    """(hidden states (B, L, D), passed positionally?) of a decoder layer's forward pre-hook call."""
     if args:
         return args[0], True
     return kwargs["hidden_states"], False
 
 
-def _replace_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor, positional: bool):
+def replace_layer_input(args: tuple, kwargs: dict, hidden: torch.Tensor, positional: bool):
+    """The (args, kwargs) a forward pre-hook returns to run the layer on ``hidden`` instead."""
     if positional:
         return (hidden, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": hidden}
+
+
+_hidden_states, _replace_hidden = layer_input, replace_layer_input
 
 
 class VPGCHook:
