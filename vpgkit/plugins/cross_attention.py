@@ -81,6 +81,7 @@ class CrossAttentionPlugin(Plugin):
             getattr(media.config, "width", None),
         )
         check_width("cross_attention.width", self.config.width, "LLM hidden size", hidden_size(model.llm))
+        model.cross_attention_config = self.config  # the name it had before plug-ins (read by older code)
         self.module = nn.ModuleDict()
         handles = []
         for i, layer in enumerate(layers):
