@@ -127,20 +127,29 @@ def _optimise(
     log: Callable[[str], None],
     **adamw,
 ) -> StageResult:
-    """AdamW + warmup/cosine, clipping at 1.0; ``step_loss(step)`` returns (loss, extra log text)."""
-    opt = torch.optim.AdamW(params, **adamw)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
-    losses, start = [], time.perf_counter()
-    for step in range(steps):
-        loss, note = step_loss(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    """AdamW + warmup/cosine, clipping at 1.0, through vpgkit's optimisation core
+    (:func:`vpgkit.training.optim.optimise`); ``step_loss(step)`` returns (loss, extra log text)."""
+    from vpgkit.training.optim import optimise
+
+    start, warmup = time.perf_counter(), max(1, steps // 20)
+
+    def report(step: int, losses: list[float], note: str) -> None:
         if step % 50 == 0 or step == steps - 1:
             log(f"[{name}] step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}{note}")
+
+    # The world keeps its own schedule formula: vpgkit's warmup_cosine computes pi * progress with
+    # progress = (step - warmup) / (total - warmup), which differs from this one in the last bit for about
+    # a fifth of (step, total) pairs, and the shipped assets must rebuild bit for bit.
+    losses = optimise(
+        params,
+        steps,
+        step_loss,
+        warmup_steps=warmup,
+        max_grad_norm=1.0,
+        schedule=lambda s: _cosine(s, steps, warmup),
+        on_step=report,
+        **adamw,
+    )
     return StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
 
 

@@ -10,7 +10,6 @@ process, two processes or any accumulation give the same gradient. The data orde
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,8 @@ from tqdm.auto import tqdm
 from ..backbones.language import base_causal_lm
 from ..config import TrainConfig
 from ..data.mixture import MixtureSampler
+from .optim import adamw_warmup_cosine, optimizer_step
+from .optim import warmup_cosine as warmup_cosine  # re-exported: it was defined here
 from .preflight import check_config, check_datasets, check_output_dir
 from .runlog import SignalStop, TrainingStopped, ignore_stop_signals, run_logger
 from .state import begin_checkpoint, finish_checkpoint, latest_checkpoint, load_checkpoint, load_rng, save_rng
@@ -50,18 +51,6 @@ class TrainResult:
     def skipped(self) -> dict[str, int]:
         """Distinct skipped samples per reason."""
         return {reason: len(ids) for reason, ids in self.skipped_samples.items()}
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
-    """LR multiplier: linear warmup over ``warmup_steps``, then cosine decay to ``min_ratio`` at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def default_sampler(
@@ -135,6 +124,27 @@ def _labelled_tokens(batch: dict[str, Any]) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
+@dataclass
+class _Run:
+    """What the step loop carries from step to step (built by :func:`_setup`)."""
+
+    accelerator: Accelerator
+    model: Any
+    ddp_model: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: LambdaLR
+    params: list[torch.nn.Parameter]
+    log: Any
+    result: TrainResult
+    checkpoints: Path
+    mixture: MixtureSampler
+    batches: Iterator
+    first_batch: int
+    position: tuple[int, int]
+    bar: Any
+    skipped: dict[str, set[str]]
+
+
 def train(
     cfg: TrainConfig,
     model,
@@ -145,6 +155,9 @@ def train(
     batch_sampler: MixtureSampler | None = None,
 ) -> TrainResult:
     """Train ``model``'s trainable weights on ``train_dataset`` as ``cfg`` says.
+
+    Three parts: :func:`_setup` (optimiser, schedule, resume, data order), :func:`_step` (one optimiser
+    step over a global batch) and :func:`_evaluate_and_save` (eval loss, checkpoints, a requested stop).
 
     Args:
         cfg: the typed config (``trainer``, ``optim``, ``seed``, ``resume``, ``output_dir`` are read here).
@@ -161,6 +174,32 @@ def train(
         TrainingStopped: on SIGTERM, after finishing the current step and writing a checkpoint
             (``resume=auto`` continues bitwise as if uninterrupted).
     """
+    run = _setup(cfg, model, train_dataset, collate_fn, accelerator, batch_sampler)
+    stop = SignalStop().__enter__()
+    try:
+        while run.result.step < cfg.trainer.max_steps:
+            _step(cfg, run)
+            _evaluate_and_save(cfg, run, eval_dataset, collate_fn, stop)
+    finally:
+        stop.__exit__(None, None, None)
+    run.bar.close()
+    _record_skips(run.result, run.skipped)
+    if run.result.skipped:
+        run.log.info("skipped samples (distinct, per reason): %s", run.result.skipped)
+    if cfg.trainer.log_with:
+        run.accelerator.end_training()
+    return run.result
+
+
+def _setup(
+    cfg: TrainConfig,
+    model,
+    train_dataset: Sequence,
+    collate_fn,
+    accelerator: Accelerator | None,
+    batch_sampler: MixtureSampler | None,
+) -> _Run:
+    """Checks, optimiser and schedule, resume from a checkpoint, the data order from its position."""
     t = cfg.trainer
     check_config(cfg)
     out = check_output_dir(cfg.output_dir)  # not found at the first checkpoint, after the compute
@@ -187,15 +226,15 @@ def train(
     params = list(model.trainable_parameters().values())
     if not params:
         raise ValueError("the model has no trainable weights: check the recipe's model section")
-    optimizer = torch.optim.AdamW(
+    optimizer, scheduler = adamw_warmup_cosine(
         params,
+        t.max_steps,
+        cfg.optim.warmup_steps,
+        cfg.optim.min_lr_ratio,
         lr=cfg.optim.lr,
         betas=tuple(cfg.optim.betas),
         eps=cfg.optim.eps,
         weight_decay=cfg.optim.weight_decay,
-    )
-    scheduler = LambdaLR(
-        optimizer, warmup_cosine(cfg.optim.warmup_steps, t.max_steps, cfg.optim.min_lr_ratio)
     )
 
     log = run_logger(out, enabled=accelerator.is_main_process)
@@ -246,94 +285,104 @@ def train(
         num_workers=cfg.data.num_workers,
         worker_init_fn=ignore_stop_signals if cfg.data.num_workers else None,
     )
-    # Each optimiser step consumes one global batch, so the position is derived, not tracked.
-    first_batch = position[0] * mixture.num_batches + position[1] - result.step
     if t.log_with and accelerator.is_main_process:
         accelerator.init_trackers("vpgkit", config=_flat(asdict(cfg)))
     bar = tqdm(
         total=t.max_steps, initial=result.step, disable=not accelerator.is_local_main_process, desc="train"
     )
-    batches = iter(loader)
-    # A bad sample is replaced by the next good one each time it is drawn: count samples, not draws.
-    skipped = {reason: set(ids) for reason, ids in result.skipped_samples.items()}
-    stop = SignalStop().__enter__()
-    try:
-        while result.step < t.max_steps:
-            started = time.perf_counter()
-            window = [_to_device(next(batches), accelerator.device) for _ in range(accumulation)]
-            for batch in window:
-                for record in batch.get("skipped", []):
-                    key = record.get("sample_id") or record.get("message")
-                    skipped.setdefault(record["reason"], set()).add(str(key))
-            counts = torch.tensor(
-                [float(sum(_labelled_tokens(b) for b in window))], device=accelerator.device
-            )
-            total_tokens = accelerator.reduce(counts, reduction="sum").item()
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for j, batch in enumerate(window):
-                inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-                sync = accelerator.no_sync(ddp_model) if j < accumulation - 1 else contextlib.nullcontext()
-                with sync, accelerator.autocast():
-                    token_loss = ddp_model(**inputs, loss_only=True, loss_reduction="sum").loss
-                    accelerator.backward(token_loss * world / max(total_tokens, 1.0))
-                loss_sum += token_loss.detach()
-            if cfg.optim.max_grad_norm:
-                accelerator.clip_grad_norm_(params, cfg.optim.max_grad_norm)
-            lr = scheduler.get_last_lr()[0]  # the rate this step used
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.step += 1
-            global_loss = accelerator.reduce(loss_sum[None], reduction="sum").item() / max(total_tokens, 1.0)
-            result.losses.append(global_loss)
-            result.lrs.append(lr)
-            result.step_seconds.append(time.perf_counter() - started)
-            position = divmod(first_batch + result.step, mixture.num_batches)
-            rate = t.global_batch_size / (time.perf_counter() - started)
-            bar.update(1)
-            bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
-            if t.log_every and (result.step % t.log_every == 0 or result.step == 1):
-                log.info("step %d: loss %.4f, lr %.3e, %.1f samples/s", result.step, global_loss, lr, rate)
-            if t.log_with and t.log_every and result.step % t.log_every == 0:
-                accelerator.log(
-                    {"train/loss": global_loss, "train/lr": lr, "train/samples_per_s": rate}, step=result.step
-                )
-            if eval_dataset is not None and t.eval_every and result.step % t.eval_every == 0:
-                result.eval_losses[result.step] = evaluate_loss(
-                    model, eval_dataset, collate_fn, t.global_batch_size // world, accelerator
-                )
-                log.info("step %d: eval loss %.4f", result.step, result.eval_losses[result.step])
-                if t.log_with:
-                    accelerator.log({"eval/loss": result.eval_losses[result.step]}, step=result.step)
-            stopping = _agree(stop.requested is not None, accelerator)
-            scheduled = (t.save_every and result.step % t.save_every == 0) or result.step == t.max_steps
-            if scheduled or stopping:
-                _record_skips(result, skipped)
-                result.checkpoint = _save(
-                    accelerator,
-                    model,
-                    optimizer,
-                    scheduler,
-                    checkpoints,
-                    result,
-                    position,
-                    t.keep_checkpoints,
-                )
-                log.info("step %d: checkpoint %s", result.step, result.checkpoint)
-            if stopping:
-                bar.close()
-                stopped = TrainingStopped(stop.requested or "SIGTERM", result.step, result.checkpoint)
-                log.warning("%s", stopped)
-                raise stopped
-    finally:
-        stop.__exit__(None, None, None)
-    bar.close()
-    _record_skips(result, skipped)
-    if result.skipped:
-        log.info("skipped samples (distinct, per reason): %s", result.skipped)
-    if t.log_with:
-        accelerator.end_training()
-    return result
+    return _Run(
+        accelerator=accelerator,
+        model=model,
+        ddp_model=ddp_model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        params=params,
+        log=log,
+        result=result,
+        checkpoints=checkpoints,
+        mixture=mixture,
+        batches=iter(loader),
+        # Each optimiser step consumes one global batch, so the position is derived, not tracked.
+        first_batch=position[0] * mixture.num_batches + position[1] - result.step,
+        position=position,
+        bar=bar,
+        # A bad sample is replaced by the next good one each time it is drawn: count samples, not draws.
+        skipped={reason: set(ids) for reason, ids in result.skipped_samples.items()},
+    )
+
+
+def _step(cfg: TrainConfig, run: _Run) -> None:
+    """One optimiser step on the next global batch: losses normalised by its labelled-token count."""
+    t, accelerator, result = cfg.trainer, run.accelerator, run.result
+    world, accumulation = accelerator.num_processes, t.gradient_accumulation_steps
+    started = time.perf_counter()
+    window = [_to_device(next(run.batches), accelerator.device) for _ in range(accumulation)]
+    for batch in window:
+        for record in batch.get("skipped", []):
+            key = record.get("sample_id") or record.get("message")
+            run.skipped.setdefault(record["reason"], set()).add(str(key))
+    counts = torch.tensor([float(sum(_labelled_tokens(b) for b in window))], device=accelerator.device)
+    total_tokens = accelerator.reduce(counts, reduction="sum").item()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    for j, batch in enumerate(window):
+        inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        sync = accelerator.no_sync(run.ddp_model) if j < accumulation - 1 else contextlib.nullcontext()
+        with sync, accelerator.autocast():
+            token_loss = run.ddp_model(**inputs, loss_only=True, loss_reduction="sum").loss
+            accelerator.backward(token_loss * world / max(total_tokens, 1.0))
+        loss_sum += token_loss.detach()
+    lr = optimizer_step(
+        run.optimizer, run.scheduler, run.params, cfg.optim.max_grad_norm, clip=accelerator.clip_grad_norm_
+    )
+    result.step += 1
+    global_loss = accelerator.reduce(loss_sum[None], reduction="sum").item() / max(total_tokens, 1.0)
+    result.losses.append(global_loss)
+    result.lrs.append(lr)
+    result.step_seconds.append(time.perf_counter() - started)
+    run.position = divmod(run.first_batch + result.step, run.mixture.num_batches)
+    rate = t.global_batch_size / (time.perf_counter() - started)
+    run.bar.update(1)
+    run.bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
+    if t.log_every and (result.step % t.log_every == 0 or result.step == 1):
+        run.log.info("step %d: loss %.4f, lr %.3e, %.1f samples/s", result.step, global_loss, lr, rate)
+    if t.log_with and t.log_every and result.step % t.log_every == 0:
+        accelerator.log(
+            {"train/loss": global_loss, "train/lr": lr, "train/samples_per_s": rate}, step=result.step
+        )
+
+
+def _evaluate_and_save(
+    cfg: TrainConfig, run: _Run, eval_dataset: Sequence | None, collate_fn, stop: SignalStop
+) -> None:
+    """Eval loss when due, a checkpoint when scheduled or when any process was asked to stop (then raise)."""
+    t, accelerator, result = cfg.trainer, run.accelerator, run.result
+    if eval_dataset is not None and t.eval_every and result.step % t.eval_every == 0:
+        result.eval_losses[result.step] = evaluate_loss(
+            run.model, eval_dataset, collate_fn, t.global_batch_size // accelerator.num_processes, accelerator
+        )
+        run.log.info("step %d: eval loss %.4f", result.step, result.eval_losses[result.step])
+        if t.log_with:
+            accelerator.log({"eval/loss": result.eval_losses[result.step]}, step=result.step)
+    stopping = _agree(stop.requested is not None, accelerator)
+    scheduled = (t.save_every and result.step % t.save_every == 0) or result.step == t.max_steps
+    if scheduled or stopping:
+        _record_skips(result, run.skipped)
+        result.checkpoint = _save(
+            accelerator,
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            run.checkpoints,
+            result,
+            run.position,
+            t.keep_checkpoints,
+        )
+        run.log.info("step %d: checkpoint %s", result.step, result.checkpoint)
+    if stopping:
+        run.bar.close()
+        stopped = TrainingStopped(stop.requested or "SIGTERM", result.step, result.checkpoint)
+        run.log.warning("%s", stopped)
+        raise stopped
 
 
 @torch.no_grad()
