@@ -8,8 +8,9 @@ blocks are used, followed by a separate LayerNorm (``ln_vision``); every token (
   ``ln_vision.*``) from ``.pth`` or safetensors without any key renaming inside the ViT.
 * :class:`HFBlip2VisionEncoder` — transformers' ``Blip2VisionModel``; loads HF BLIP-2 vision weights.
 
-:func:`timm_eva_to_hf_blip2_vision` maps the first layout onto the second; the tests check that both
-backends then produce the same features.
+:func:`~vpgkit.backbones.eva_keys.timm_eva_to_hf_blip2_vision` maps the first layout onto the second (every
+EVA key map is in :mod:`vpgkit.backbones.eva_keys`); the tests check that both backends then produce the
+same features.
 
 Finding (timm/LAVIS vs HF): the two agree in everything (pre-norm blocks, exact-erf GELU, no layer scale,
 LayerNorm eps 1e-6 inside the ViT, zero k bias) except the final norm's epsilon. LAVIS builds
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -36,6 +36,7 @@ from transformers import Blip2VisionConfig, Blip2VisionModel
 
 from ..modules.presets import PresetConfig
 from ..modules.shapes import check_shape
+from .eva_keys import eva_state_to_timm, timm_eva_to_hf_blip2_vision
 
 __all__ = [
     "Blip2VisionEncoderConfig",
@@ -255,7 +256,7 @@ class TimmEvaEncoder(VisionEncoder):
         Example:
             >>> enc = TimmEvaEncoder.from_checkpoint("blip2_pretrained.pth", EvaVisionConfig.preset("eva_clip_g"))  # doctest: +SKIP
         """
-        state = _eva_keys(load_state_dict_file(path), config.depth if drop_extra_blocks else None)
+        state = eva_state_to_timm(load_state_dict_file(path), config.depth if drop_extra_blocks else None)
         with torch.device("meta"):
             model = cls(config, dtype=dtype)
         _check_keys(state, model.state_dict(), str(path))
@@ -264,31 +265,6 @@ class TimmEvaEncoder(VisionEncoder):
             block.attn.k_bias = torch.zeros(config.width, dtype=dtype)
         model._freeze()  # assign=True swapped in the checkpoint's tensors, which may require grad
         return model
-
-
-def _eva_keys(state: Mapping[str, torch.Tensor], depth: int | None) -> dict[str, torch.Tensor]:
-    """Normalise an EVA / LAVIS state dict to :class:`TimmEvaEncoder` keys (``visual_encoder.*``, ``ln_vision.*``).
-
-    Zero ``k_bias`` entries are dropped (EVA's k bias is a constant zero, a buffer in timm).
-    """
-    lavis = any(k.startswith("visual_encoder.") for k in state)
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("ln_vision."):
-            out[key] = value
-            continue
-        if lavis and not key.startswith("visual_encoder."):
-            continue  # another part of a full BLIP-2 checkpoint (Q-Former, projections, LLM)
-        key = key.removeprefix("visual_encoder.")
-        block = re.match(r"blocks\.(\d+)\.", key)
-        if depth is not None and block and int(block.group(1)) >= depth:
-            continue
-        if key.endswith("attn.k_bias"):
-            if torch.count_nonzero(value):
-                raise ValueError(f"{key}: EVA's k bias must be zero; this checkpoint has a non-zero one")
-            continue
-        out["visual_encoder." + key] = value
-    return out
 
 
 def _check_keys(got: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
@@ -488,64 +464,3 @@ class HFBlip2VisionEncoder(VisionEncoder):
             raise ValueError(f"{path}: weights do not match Blip2VisionModel; " + "; ".join(problems))
         config = Blip2VisionEncoderConfig.from_hf(model.config, attn_implementation)
         return cls(config, dtype=dtype, model=model)
-
-
-def timm_eva_to_hf_blip2_vision(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an EVA + ``ln_vision`` state dict (timm / LAVIS layout) to ``Blip2VisionModel`` keys.
-
-    ``visual_encoder.`` prefixes are optional. HF keeps one ``qkv.bias`` of 3·D: it is
-    cat(q_bias, zeros, v_bias), the zero k bias EVA never learns. Every input key must be understood.
-
-    Example:
-        >>> enc = TimmEvaEncoder(EvaVisionConfig.preset("tiny", ln_vision_eps=1e-6))
-        >>> hf = HFBlip2VisionEncoder(EvaVisionConfig.preset("tiny").to_blip2_vision())
-        >>> _ = hf.vision_model.load_state_dict(timm_eva_to_hf_blip2_vision(enc.state_dict()))
-    """
-    fixed = {
-        "cls_token": "embeddings.class_embedding",
-        "pos_embed": "embeddings.position_embedding",
-        "patch_embed.proj.weight": "embeddings.patch_embedding.weight",
-        "patch_embed.proj.bias": "embeddings.patch_embedding.bias",
-        "ln_vision.weight": "post_layernorm.weight",
-        "ln_vision.bias": "post_layernorm.bias",
-    }
-    in_block = {
-        "norm1": "layer_norm1",
-        "norm2": "layer_norm2",
-        "attn.qkv.weight": "self_attn.qkv.weight",
-        "attn.proj": "self_attn.projection",
-        "mlp.fc1": "mlp.fc1",
-        "mlp.fc2": "mlp.fc2",
-    }
-    out: dict[str, torch.Tensor] = {}
-    biases: dict[str, dict[str, torch.Tensor]] = {}
-    unknown: list[str] = []
-    for full_key, value in state_dict.items():
-        key = full_key.removeprefix("visual_encoder.")
-        if key in fixed:
-            out[fixed[key]] = value
-            continue
-        match = re.fullmatch(r"blocks\.(\d+)\.(.+)", key)
-        if match is None:
-            unknown.append(full_key)
-            continue
-        layer, rest = f"encoder.layers.{match.group(1)}.", match.group(2)
-        if rest in ("attn.q_bias", "attn.v_bias", "attn.k_bias"):
-            biases.setdefault(layer, {})[rest[5]] = value
-            continue
-        for src, dst in in_block.items():
-            if rest == src or rest.startswith(src + "."):
-                out[layer + dst + rest[len(src) :]] = value
-                break
-        else:
-            unknown.append(full_key)
-    if unknown:
-        raise ValueError(
-            f"timm_eva_to_hf_blip2_vision: keys with no HF counterpart: {_listing(sorted(unknown))}"
-        )
-    for layer, qkv in biases.items():
-        if "q" not in qkv or "v" not in qkv:
-            raise ValueError(f"timm_eva_to_hf_blip2_vision: {layer} needs both q_bias and v_bias")
-        k = qkv.get("k", torch.zeros_like(qkv["q"]))
-        out[layer + "self_attn.qkv.bias"] = torch.cat([qkv["q"], k, qkv["v"]])
-    return out

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import torch
 
-from ..backbones.vision import (
-    HFBlip2VisionEncoder,
-    TimmEvaEncoder,
-    load_state_dict_file,
-    timm_eva_to_hf_blip2_vision,
-)
+from ..backbones.eva_keys import timm_eva_to_hf_blip2_vision
+from ..backbones.vision import HFBlip2VisionEncoder, TimmEvaEncoder, load_state_dict_file
 from .report import CheckpointError, LoadReport, target_parts
 
 FROZEN_LLM = "frozen LLM, load it from its own checkpoint"
@@ -38,27 +33,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(str(err)) from err
     except Exception as err:  # truncated zip, bad pickle opcode, …
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
-
-
-def eva_vision_keys(key: str, value: torch.Tensor, depth: int | None, report: LoadReport) -> str | None:
-    """Map a LAVIS / EVA vision key (``visual_encoder.*``, ``ln_vision.*``) to ``vision.*`` (timm layout).
-
-    Returns None when the key is ignored (recorded in ``report``).
-    """
-    if key.startswith("ln_vision."):
-        return "vision." + key
-    rest = key.removeprefix("visual_encoder.")
-    block = re.match(r"blocks\.(\d+)\.", rest)
-    if depth is not None and block and int(block.group(1)) >= depth:
-        report.ignore(key, f"vision block beyond the encoder's depth {depth} (BLIP-2 uses the first {depth})")
-        return None
-    if rest.endswith("attn.k_bias"):
-        if torch.count_nonzero(value):
-            report.reject(key, "EVA's k bias must be zero; this one is not")
-        else:
-            report.ignore(key, "EVA's k bias is a constant zero (a buffer, not a weight)")
-        return None
-    return "vision.visual_encoder." + rest
 
 
 def adapt_vision(target, mapped: dict[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:

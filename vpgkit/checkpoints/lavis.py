@@ -27,8 +27,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..backbones.eva_keys import eva_vision_keys
 from ..backbones.vision import EvaVisionConfig, TimmEvaEncoder
-from ._io import FROZEN_LLM, adapt_vision, eva_vision_keys, read_checkpoint, take, vision_depth
+from ._io import FROZEN_LLM, adapt_vision, read_checkpoint, take, vision_depth
 from .report import LoadReport, apply_state_dict
 
 TEXT_BRANCH = "Q-Former text branch (word/position embeddings, text FFN): vpgkit's Q-Former is query-only"
