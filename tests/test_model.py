@@ -8,6 +8,7 @@ from transformers import LlamaForCausalLM
 from vlm_cases import (
     N_Q,
     SLOT,
+    greedy_without_cache,
     left_padded_prompts,
     randomize_,
     tiny_llm,
@@ -87,18 +88,6 @@ def _prompts(family_kind: str):
         rows = [[1, 20, SLOT, 30, 31, SLOT, 32], [1, SLOT, 40, SLOT]]
         vision = torch.randn(2, 2, 10, 32)
     return (*left_padded_prompts(rows), vision, rows)
-
-
-def greedy_without_cache(model, input_ids, attention_mask, vision, steps: int) -> torch.Tensor:
-    """Greedy decoding by full forward passes over the whole sequence (no KV cache), guidance fixed at
-    each row's last prompt token."""
-    guidance = torch.full((input_ids.shape[0],), input_ids.shape[1] - 1)  # left padding
-    ids, mask = input_ids, attention_mask
-    for _ in range(steps):
-        logits = model(ids, mask, vision_features=vision, guidance_index=guidance).logits
-        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-    return ids[:, input_ids.shape[1] :]
 
 
 @pytest.mark.parametrize("kind", ["vpgc", "xattn"])
