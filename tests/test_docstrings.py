@@ -31,6 +31,8 @@ MODULES = [
     "vpgkit.training.preflight",
     "vpgkit.training.runlog",
     "vpgkit.registry",
+    "vpgkit.training.optim",
+    "vpgkit.backbones.eva_keys",
     "vpgkit.model",
     "vpgkit.plugins.qformer_vpg",
     "vpgkit.plugins.vpgc",

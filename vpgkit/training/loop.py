@@ -247,32 +247,8 @@ def _setup(
         len(train_dataset),
         out,
     )
-    result = TrainResult(output_dir=out, step=0)
-    position = (0, 0)
     checkpoints = out / "checkpoints"
-    resume_from = _resume_path(cfg.resume, checkpoints)
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        missing = set(model.trainable_parameters()) ^ set(state["trainable"])
-        if missing:
-            raise ValueError(
-                f"resume: checkpoint {resume_from} does not match the model's trainable weights: {sorted(missing)[:10]}"
-            )
-        with torch.no_grad():
-            for name, p in model.trainable_parameters().items():
-                p.copy_(state["trainable"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        load_rng(resume_from, rank)
-        ts = state["trainer_state"]
-        result.step, position = ts["step"], tuple(ts["position"])
-        result.losses, result.lrs = list(ts["losses"]), list(ts.get("lrs", []))
-        # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
-        counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
-        result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
-        result.eval_losses = {int(k): v for k, v in ts["eval_losses"].items()}
-        accelerator.print(f"resumed from {resume_from} at step {result.step}")
-        log.info("resumed from %s at step %d", resume_from, result.step)
+    result, position = _resume(cfg, model, optimizer, scheduler, checkpoints, accelerator, log)
 
     model.train()
     ddp_model, optimizer = accelerator.prepare(model, optimizer)
@@ -309,6 +285,39 @@ def _setup(
         # A bad sample is replaced by the next good one each time it is drawn: count samples, not draws.
         skipped={reason: set(ids) for reason, ids in result.skipped_samples.items()},
     )
+
+
+def _resume(
+    cfg: TrainConfig, model, optimizer, scheduler, checkpoints: Path, accelerator: Accelerator, log
+) -> tuple[TrainResult, tuple[int, int]]:
+    """A fresh result at step 0, or the state of the checkpoint ``cfg.resume`` names (weights, optimiser,
+    schedule, RNG, losses, skips) and the data position it was saved at."""
+    result = TrainResult(output_dir=checkpoints.parent, step=0)
+    position = (0, 0)
+    resume_from = _resume_path(cfg.resume, checkpoints)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
+        missing = set(model.trainable_parameters()) ^ set(state["trainable"])
+        if missing:
+            raise ValueError(
+                f"resume: checkpoint {resume_from} does not match the model's trainable weights: {sorted(missing)[:10]}"
+            )
+        with torch.no_grad():
+            for name, p in model.trainable_parameters().items():
+                p.copy_(state["trainable"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        load_rng(resume_from, accelerator.process_index)
+        ts = state["trainer_state"]
+        result.step, position = ts["step"], tuple(ts["position"])
+        result.losses, result.lrs = list(ts["losses"]), list(ts.get("lrs", []))
+        # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
+        counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
+        result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
+        result.eval_losses = {int(k): v for k, v in ts["eval_losses"].items()}
+        accelerator.print(f"resumed from {resume_from} at step {result.step}")
+        log.info("resumed from %s at step %d", resume_from, result.step)
+    return result, position
 
 
 def _step(cfg: TrainConfig, run: _Run) -> None:
