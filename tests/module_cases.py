@@ -19,6 +19,8 @@ from vpgkit.modules import (
     VPGCConfig,
     media_attention_mask,
 )
+from vpgkit.plugins.mlp_projector import MLPProjector, MLPProjectorConfig
+from vpgkit.plugins.perceiver_vpgc import PerceiverVPGC, PerceiverVPGCConfig
 
 IMAGE = 9  # <image> token id in the hand-made text
 
@@ -76,4 +78,25 @@ def xattn_case(dtype=torch.float32) -> Case:
     return Case(block, inputs, lambda x: block(x["x"], x["media"], x["media_mask"]))
 
 
-CASES = {"qformer": qformer_case, "vpgc": vpgc_case, "perceiver": perceiver_case, "xattn": xattn_case}
+def mlp_projector_case(dtype=torch.float32) -> Case:
+    projector = MLPProjector(MLPProjectorConfig.preset("tiny")).to(dtype)
+    return Case(
+        projector, {"vision": torch.randn(3, 2, 10, 32, dtype=dtype)}, lambda x: projector(x["vision"])
+    )
+
+
+def perceiver_vpgc_case(dtype=torch.float32) -> Case:
+    perceiver = PerceiverResampler(PerceiverConfig.preset("tiny")).to(dtype).requires_grad_(False)
+    vpgc = PerceiverVPGC.from_perceiver(perceiver, PerceiverVPGCConfig.preset("tiny")).to(dtype)
+    inputs = {"guidance": torch.randn(3, 48, dtype=dtype), "vision": torch.randn(3, 2, 10, 32, dtype=dtype)}
+    return Case(vpgc, inputs, lambda x: vpgc(x["guidance"], x["vision"], perceiver))
+
+
+CASES = {
+    "qformer": qformer_case,
+    "vpgc": vpgc_case,
+    "perceiver": perceiver_case,
+    "xattn": xattn_case,
+    "mlp_projector": mlp_projector_case,
+    "perceiver_vpgc": perceiver_vpgc_case,
+}

@@ -230,7 +230,7 @@ def test_qformer_cross_attention_maps_match_transformers_eager():
 # --- gradients and compilation -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["vpgc", "xattn"])
+@pytest.mark.parametrize("name", ["vpgc", "xattn", "mlp_projector", "perceiver_vpgc"])
 def test_gradcheck_float64(name):
     case = CASES[name](torch.float64)
     randomize(case.module).eval()

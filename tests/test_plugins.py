@@ -153,3 +153,26 @@ def test_adapter_in_the_layout_before_plugins_still_loads(name, tmp_path):
     batch = plugin_batch(model)
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, model(**batch).logits)
+
+
+def test_media_residual_of_layer_k_reaches_only_the_blocks_after_it():
+    from vpgkit.attach import VisualContext
+
+    media, residual = torch.randn(1, 1, 8, 32), torch.randn(1, 1, 8, 32)
+    context = VisualContext(seq_len=4, media=media, media_residuals={2: residual})
+    assert context.media_at(1) is media and context.media_at(2) is media
+    assert torch.equal(context.media_at(3), media + residual)
+
+
+def test_perceiver_vpgc_residual_follows_the_guidance_unless_ablated():
+    from module_cases import randomize
+
+    from vpgkit.modules import PerceiverConfig, PerceiverResampler
+    from vpgkit.plugins.perceiver_vpgc import PerceiverVPGC, PerceiverVPGCConfig
+
+    perceiver = PerceiverResampler(PerceiverConfig.preset("tiny")).requires_grad_(False)
+    vpgc = randomize(PerceiverVPGC.from_perceiver(perceiver, PerceiverVPGCConfig.preset("tiny")))
+    guidance, vision = torch.randn(2, 48), torch.randn(2, 1, 10, 32)
+    assert not torch.allclose(vpgc(guidance, vision, perceiver), vpgc(2 * guidance, vision, perceiver))
+    vpgc.config.guidance = False  # the no-guidance ablation: the extra query is the projection's bias
+    torch.testing.assert_close(vpgc(guidance, vision, perceiver), vpgc(2 * guidance, vision, perceiver))
