@@ -176,3 +176,26 @@ def test_perceiver_vpgc_residual_follows_the_guidance_unless_ablated():
     assert not torch.allclose(vpgc(guidance, vision, perceiver), vpgc(2 * guidance, vision, perceiver))
     vpgc.config.guidance = False  # the no-guidance ablation: the extra query is the projection's bias
     torch.testing.assert_close(vpgc(guidance, vision, perceiver), vpgc(2 * guidance, vision, perceiver))
+
+
+def test_recipe_validation_names_the_plugin_before_anything_is_built():
+    from vpgkit.config import TrainConfig
+    from vpgkit.training.preflight import check_config
+
+    bad = {
+        "unknown plug-in 'nope'": [PluginSpec(name="nope")],
+        r"model.plugins\[0\]: plug-in 'mlp_projector': .*preset 'huge'": [
+            PluginSpec(name="mlp_projector", preset="huge")
+        ],
+        r"plug-in 'mlp_projector': .*'widht'": [PluginSpec(name="mlp_projector", overrides={"widht": 3})],
+        "exactly one of name": [PluginSpec(name="qformer", _target_="x.Y")],
+    }
+    for message, plugins in bad.items():
+        cfg = TrainConfig()
+        cfg.model.plugins = plugins
+        with pytest.raises(ValueError, match=message):
+            check_config(cfg)
+    cfg = TrainConfig()
+    cfg.model.vpgc_layer, cfg.model.vpgc = 9, "nonexistent"
+    with pytest.raises(ValueError, match=r"model: plug-in 'vpgc': .*unknown preset 'nonexistent'"):
+        check_config(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Any
 
 import torch
 
@@ -101,17 +102,36 @@ def resolve_plugin_class(spec: PluginSpec, where: str = "model.plugins") -> type
     return cls
 
 
+def plugin_configs(config: ModelConfig) -> list[tuple[PluginSpec, type[Plugin], Any]]:
+    """(spec, plug-in class, its config) for every plug-in of ``config``, without building a module.
+
+    This is the recipe validation the plug-ins give: an unknown name or ``_target_``, an unknown preset and
+    an unknown or ill-typed config field fail here, naming the plug-in, in the run's first second.
+    """
+    out = []
+    specs = plugin_specs(config)
+    shorthands = len(specs) - len(config.plugins)
+    for i, spec in enumerate(specs):
+        where = "model" if i < shorthands else f"model.plugins[{i - shorthands}]"
+        cls = resolve_plugin_class(spec, where)
+        try:
+            cfg = (
+                cls.config_class.preset(spec.preset, **spec.overrides)
+                if spec.preset
+                else cls.config_class(**spec.overrides)
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            message = err.args[0] if err.args else err
+            raise ValueError(f"{where}: plug-in {cls.name or cls.__name__!r}: {message}") from None
+        out.append((spec, cls, cfg))
+    return out
+
+
 def build_plugins(config: ModelConfig) -> list[Plugin]:
     """Build every plug-in of ``config`` (in order, each seeing the capabilities of those before it)."""
     plugins: list[Plugin] = []
     partners: dict[str, Plugin] = {}
-    for i, spec in enumerate(plugin_specs(config)):
-        cls = resolve_plugin_class(spec, f"model.plugins[{i}]")
-        cfg = (
-            cls.config_class.preset(spec.preset, **spec.overrides)
-            if spec.preset
-            else cls.config_class(**spec.overrides)
-        )
+    for spec, cls, cfg in plugin_configs(config):
         plugin = cls.build(cfg, partners, trainable=spec.trainable, checkpoint=spec.checkpoint)
         plugins.append(plugin)
         partners.update({c: plugin for c in plugin.provides if c not in partners})

@@ -76,6 +76,9 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{key}={value}: must be ≥ 0 (0 turns it off)")
     if o.lr <= 0:
         raise ValueError(f"optim.lr={o.lr}: must be > 0")
+    from .build import plugin_configs
+
+    plugin_configs(cfg.model)  # unknown plug-ins, presets and config fields, before anything is built
 
 
 def check_max_length(max_length: int, context: int | None) -> None:
