@@ -14,6 +14,8 @@ from .modules import (
     media_attention_mask,
 )
 from .parameters import count_parameters
+from .plugins import Plugin
+from .registry import register_plugin
 
 __version__ = "0.1.0.dev0"
 
@@ -23,6 +25,7 @@ __all__ = [
     "GatedCrossAttentionConfig",
     "PerceiverConfig",
     "PerceiverResampler",
+    "Plugin",
     "QFormer",
     "QFormerConfig",
     "VPGCConfig",
@@ -33,5 +36,6 @@ __all__ = [
     "load_adapter",
     "media_attention_mask",
     "push_to_hub",
+    "register_plugin",
     "save_adapter",
 ]
