@@ -1,17 +1,24 @@
 """Visual plug-ins: one protocol (:class:`Plugin`), one registry, the built-in plug-ins.
 
-Every plug-in is registered by name with :func:`~vpgkit.registry.register_plugin` (``qformer``,
-``vpgc``, ``perceiver``, ``cross_attention``, ``mlp_projector``, ``perceiver_vpgc`` ship with vpgkit);
+Every plug-in is registered by name with :func:`~vpgkit.registry.register_plugin`; the built-in ones are
+the files of this package (each imported here, so a new built-in plug-in is one new file);
 a recipe line ``{name: ..., preset: ...}`` or ``{_target_: package.module.Class, ...}`` builds one.
 Code outside vpgkit writes its own (see docs/plugins.md). Nothing outside the registry lists them.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..registry import PLUGINS, register_plugin
-from . import cross_attention, mlp_projector, perceiver, perceiver_vpgc, qformer_vpg, vpgc  # noqa: F401 (registers)
 from .base import ModelInputs, Plugin, check_width, load_module_checkpoint
 from .image_inputs import MediaPlugin, PromptPlugin
+
+# Every other module of this package is a plug-in file that registers itself: adding a plug-in is adding a file.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "image_inputs"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def plugin_class(name: str) -> type[Plugin]:
