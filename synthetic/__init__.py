@@ -11,3 +11,7 @@ Subpackages:
 Command lines: ``python -m synthetic.evolve --help`` and ``python -m synthetic.instruct --help``.
 This package may import :mod:`vpgkit`; :mod:`vpgkit` never imports it.
 """
+
+from vpgkit.threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # before torch loads OpenMP (see vpgkit.threads)

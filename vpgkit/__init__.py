@@ -1,5 +1,11 @@
 """vpgkit: parameter-efficient finetuning of multimodal LLMs with plug-in visual modules."""
 
+from .threads import prefer_passive_waiting
+
+prefer_passive_waiting()  # before torch loads OpenMP (see vpgkit.threads)
+
+# ruff: noqa: E402
+
 from .checkpoints import load_adapter, push_to_hub, save_adapter
 from .model import VisionLanguageModel, VisionLanguageOutput
 from .modules import (

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from vpgkit.threads import apply_thread_policy
+
 from ..storage import InputError
 from .editors import EDITORS
 from .pipeline import (
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    apply_thread_policy()
     import torch
 
     from .attention import VPGAttention

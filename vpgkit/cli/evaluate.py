@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..threads import apply_thread_policy
+
 __all__ = ["build_parser", "cli", "load_run", "main"]
 
 
@@ -102,6 +104,7 @@ def load_run(run: str | Path, base_only: bool = False):
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, evaluate, print the table, write the results; returns the results dict."""
     args = build_parser().parse_args(argv)
+    apply_thread_policy()
     from omegaconf import OmegaConf
 
     from ..backbones.language import max_positions

@@ -31,6 +31,7 @@ from omegaconf import DictConfig
 from ..backbones.language import max_positions
 from ..config import TrainConfig, register_schema, to_train_config
 from ..data.collation import Collator
+from ..threads import apply_thread_policy
 from ..training.build import build_model
 from ..training.datasets import build_datasets
 from ..training.loop import TrainResult, default_sampler, train
@@ -160,6 +161,7 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry: register the schema, then let Hydra parse ``sys.argv``."""
+    apply_thread_policy()
     register_schema()
     _hydra_main()
 
