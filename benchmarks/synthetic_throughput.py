@@ -1,23 +1,27 @@
-"""Kept pairs per second of the discriminative-data pipeline at 224 px, per editor (CPU).
+"""Kept pairs per hour of the discriminative-data pipeline at 224 px with a ViT-S VPG (CPU), projected to 64k.
 
-Two parts, both with random weights (only shapes matter for speed):
+The whole pipeline (image loading, attention with an EVA ViT-S/14 + BLIP-2-sized Q-Former with random
+weights — only shapes matter for speed —, SLIC superpixels, the four editors, quality filter, captions,
+PNG + JSONL writes) runs on generated 224-px scenes until ``--pairs`` pairs are kept. The result, under
+``--label`` in ``benchmarks/results/synthetic_throughput.json``, holds the wall time per kept pair, the
+projection for ``--target`` pairs, the keep rate per editor, the per-stage split (main process: load,
+attention, waiting for the workers, writing; workers: CPU seconds of editing), the torch thread count, the
+code it ran (git commit) and how busy the machine's other processes kept its cores.
 
-1. Attention extraction per image: a small VPG (EVA ViT-S/14 + BLIP-2-sized Q-Former, fp32) and the real
-   BLIP-2 shapes (EVA-CLIP-g, 39 blocks, 1408 wide, bf16 + BLIP-2 Q-Former).
-2. The whole pipeline per editor (image loading, attention with the small VPG, superpixels, edit,
-   quality filter, captions, PNG + JSONL writes) on generated 224-px scenes, ``--workers`` processes.
+    python benchmarks/synthetic_throughput.py --label after --pairs 2000          # this checkout's defaults
+    PYTHONPATH=/path/to/old/checkout python benchmarks/synthetic_throughput.py --label before --pairs 200 \\
+        --attention-dtype float32 --edits-per-source 1 --delete-min-contrast 0    # an older pipeline
 
-The table projects the time for ``--target`` (64k) pairs with each VPG: the measured per-kept-pair time
-with the small VPG's attention swapped for EVA-CLIP-g's (attention runs once per job, and a job keeps a
-pair with the measured keep rate). Not run in tests.
-
-    python benchmarks/synthetic_throughput.py                 # ~3-5 min on 2 cores
-    python benchmarks/synthetic_throughput.py --skip-eva-g    # small VPG only
+Options an older checkout lacks are left out of its run (recorded as ``null``). Not run in tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +31,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import print_table
-
+import synthetic
 from synthetic.discriminative import DiscriminativePipeline, PipelineConfig, VPGAttention, sources_from_folder
 from synthetic.discriminative.vpg_loader import VPG
 from vpgkit.backbones import EvaVisionConfig, ImageProcessor, TimmEvaEncoder
 from vpgkit.modules import QFormer, QFormerConfig
+
+try:
+    from vpgkit.threads import busy_cores
+except ImportError:  # an older checkout
+    busy_cores = None
+
+RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_throughput.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def scenes(folder: Path, n: int, size: int = 224) -> None:
@@ -55,89 +65,129 @@ def scenes(folder: Path, n: int, size: int = 224) -> None:
         Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{k:05d}.png")
 
 
-def make_vpg(kind: str) -> VPG:
-    if kind == "small":
-        vision_cfg = EvaVisionConfig(width=384, depth=12, num_heads=6, mlp_dim=1536)
-        vision = TimmEvaEncoder(vision_cfg)
-        qformer = QFormer(QFormerConfig.preset("blip2", vision_width=384))
-        dtype = torch.float32
-    else:
-        dtype = torch.bfloat16
-        vision = TimmEvaEncoder(EvaVisionConfig.preset("eva_clip_g"), dtype=dtype)
-        qformer = QFormer(QFormerConfig.preset("blip2")).to(dtype)
-    qformer.requires_grad_(False).eval()
-    return VPG(vision, qformer, ImageProcessor(224), f"{kind} ({dtype})")
+def vit_s_vpg() -> VPG:
+    """EVA ViT-S/14 at 224 px (12 × 384) + BLIP-2-sized Q-Former, random fp32 weights, frozen."""
+    vision = TimmEvaEncoder(EvaVisionConfig(width=384, depth=12, num_heads=6, mlp_dim=1536))
+    qformer = QFormer(QFormerConfig.preset("blip2", vision_width=384))
+    for m in (vision, qformer):
+        m.requires_grad_(False).eval()
+    return VPG(vision, qformer, ImageProcessor(224), "EVA ViT-S/14 + Q-Former (random)")
 
 
-def attention_seconds(vpg: VPG, images: list[np.ndarray], batch: int) -> float:
-    source = VPGAttention(vpg, batch_size=batch)
-    source.maps(images[:batch])  # warm-up
-    start = time.perf_counter()
-    source.maps(images)
-    return (time.perf_counter() - start) / len(images)
+def gemm_rates() -> dict:
+    """GFLOP/s of a 2048² matmul in fp32 and bf16 per wall second and per process-CPU second, now: how much
+    of the machine this run had (idle reference on this machine kind: ~325 fp32, ~2100 bf16)."""
+    out = {}
+    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dt), torch.randn(2048, 2048, dtype=dt)
+        a @ b
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(5):
+            a @ b
+        flops = 5 * 2 * 2048**3 / 1e9
+        out[name] = {
+            "gflops_wall": flops / (time.perf_counter() - wall),
+            "gflops_per_cpu_second": flops / (time.process_time() - cpu),
+        }
+    return out
+
+
+def code_version() -> dict:
+    root = Path(synthetic.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"checkout": str(root), "commit": commit}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pairs", type=int, default=48, help="kept pairs per editor (default 48)")
-    p.add_argument("--images", type=int, default=48, help="generated source images (default 48)")
+    p.add_argument("--label", required=True, help="key of this run in the JSON (e.g. before, after)")
+    p.add_argument("--pairs", type=int, default=2000, help="kept pairs to produce (default 2000)")
+    p.add_argument("--images", type=int, default=1000, help="generated source images (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="editing processes (default 2)")
     p.add_argument("--target", type=int, default=64000, help="pairs to project the time for (default 64000)")
-    p.add_argument("--skip-eva-g", action="store_true", help="do not build the 1B-parameter EVA-CLIP-g")
+    p.add_argument("--attention-dtype", choices=sorted(DTYPES), default="bfloat16")
+    p.add_argument("--edits-per-source", type=int, default=None, help="default: the pipeline's")
+    p.add_argument("--delete-min-contrast", type=float, default=None, help="default: the editor's")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="synthetic_throughput_"))
     (work / "imgs").mkdir()
     scenes(work / "imgs", args.images)
     sources = sources_from_folder(work / "imgs")
-    images = [np.asarray(Image.open(path).convert("RGB")) for path in sources.paths[:16]]
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; scratch {work}")
-    small = make_vpg("small")
-    attn = {"small": attention_seconds(small, images, batch=16)}
-    if not args.skip_eva_g:
-        start = time.perf_counter()
-        eva_g = make_vpg("eva_g")
-        print(f"built EVA-CLIP-g + Q-Former (random, bf16) in {time.perf_counter() - start:.0f} s")
-        attn["eva_g"] = attention_seconds(eva_g, images[:8], batch=4)
-        del eva_g
-    print_table(
-        [{"VPG": k, "attention ms / image": 1e3 * v, "images / s": 1 / v} for k, v in attn.items()],
-        ["VPG", "attention ms / image", "images / s"],
-    )
-
-    rows = []
-    for editor in ("modify", "swap", "delete", "add", "all four"):
-        editors = ("modify", "swap", "delete", "add") if editor == "all four" else (editor,)
-        config = PipelineConfig(seed=0, editors=editors, shard_size=16, preview=0, max_side=224)
-        pipe = DiscriminativePipeline(VPGAttention(small, batch_size=16), config)
-        start = time.perf_counter()
-        summary = pipe.run(
-            sources,
-            work / f"out-{editor.replace(' ', '_')}",
-            args.pairs,
-            workers=args.workers,
-            progress=False,
-        )
-        seconds = time.perf_counter() - start
-        kept, jobs = summary["kept"], summary["jobs"]
-        per_kept = seconds / kept
-        row = {
-            "editor": editor,
-            "keep rate": kept / jobs,
-            "kept pairs/s (small VPG)": 1 / per_kept,
-            f"h for {args.target // 1000}k (small)": args.target * per_kept / 3600,
+    fields = {f.name for f in dataclasses.fields(PipelineConfig)}
+    options: dict = {"seed": 0, "preview": 0, "max_side": 224}
+    if args.edits_per_source is not None and "edits_per_source" in fields:
+        options["edits_per_source"] = args.edits_per_source
+    if args.delete_min_contrast is not None:
+        options["editor_options"] = {"delete": {"min_contrast": args.delete_min_contrast}}
+    config = PipelineConfig(**options)
+    dtype = DTYPES[args.attention_dtype]
+    try:
+        attention = VPGAttention(vit_s_vpg(), batch_size=16, dtype=dtype)
+    except TypeError:  # an older checkout: no dtype option (fp32 only)
+        if dtype != torch.float32:
+            raise
+        attention = VPGAttention(vit_s_vpg(), batch_size=16)
+    pipe = DiscriminativePipeline(attention, config)
+    others = busy_cores(1.0) if busy_cores is not None else float("nan")
+    gemm_before = gemm_rates()
+    cpu0, start = time.process_time(), time.perf_counter()
+    summary = pipe.run(sources, work / "out", args.pairs, workers=args.workers, progress=False)
+    seconds, main_cpu = time.perf_counter() - start, time.process_time() - cpu0
+    kept, jobs = summary["kept"], summary["jobs"]
+    stages = dict(getattr(pipe, "stage_seconds", {}))
+    by_editor = {
+        e: {
+            "jobs": sum(c.values()),
+            "kept": c.get("kept", 0),
+            "keep_rate": c.get("kept", 0) / sum(c.values()),
         }
-        if "eva_g" in attn:
-            per_kept_g = per_kept + (attn["eva_g"] - attn["small"]) * jobs / kept
-            row["kept pairs/s (EVA-g bf16)"] = 1 / per_kept_g
-            row[f"h for {args.target // 1000}k (EVA-g)"] = args.target * per_kept_g / 3600
-        rows.append(row)
-        print(
-            f"{editor}: {kept} kept of {jobs} jobs in {seconds:.1f} s; rejected {summary['rejected']}",
-            flush=True,
-        )
-    print_table(rows, list(rows[0]))
+        for e, c in summary["by_editor"].items()
+    }
+    result = {
+        "command": "python benchmarks/synthetic_throughput.py " + " ".join(sys.argv[1:]),
+        "code": code_version(),
+        "torch": torch.__version__,
+        "threads_main": torch.get_num_threads(),
+        "workers": args.workers,
+        "busy_cores_of_other_processes_before": round(others, 2),
+        "gemm_before": gemm_before,
+        "gemm_after": gemm_rates(),
+        "attention_dtype": args.attention_dtype
+        if "dtype" in VPGAttention.__init__.__code__.co_varnames
+        else "float32",
+        "edits_per_source": getattr(config, "edits_per_source", None),
+        "delete_min_contrast": args.delete_min_contrast,
+        "kept": kept,
+        "jobs": jobs,
+        "keep_rate": kept / jobs,
+        "by_editor": by_editor,
+        "rejected": summary["rejected"],
+        "wall_seconds": seconds,
+        "main_process_cpu_seconds": main_cpu,
+        "seconds_per_kept_pair": seconds / kept,
+        "pairs_per_hour": 3600 * kept / seconds,
+        f"hours_for_{args.target}": args.target * seconds / kept / 3600,
+        "stage_seconds_per_kept_pair": {k: v / kept for k, v in sorted(stages.items())} or None,
+        "attention_maps": dict(getattr(pipe, "stage_counts", {})).get("attention_maps"),
+    }
+    data = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    data[args.label] = result
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -64,9 +66,16 @@ class VPGAttention:
     Args:
         vpg: a :class:`~synthetic.discriminative.vpg_loader.VPG` (vision encoder, Q-Former, processor).
         batch_size: images per forward pass.
+        dtype: run both the vision encoder and the Q-Former in this dtype (copies converted once, e.g.
+            ``torch.bfloat16``: several times faster on CPUs with AMX; maps differ slightly from fp32).
+            Default: as loaded — the maps are then exactly those of earlier versions.
     """
 
-    def __init__(self, vpg, batch_size: int = 16):
+    def __init__(self, vpg, batch_size: int = 16, dtype: torch.dtype | None = None):
+        if dtype is not None:
+            vpg = dataclasses.replace(
+                vpg, vision=_in_dtype(vpg.vision, dtype), qformer=_in_dtype(vpg.qformer, dtype)
+            )
         self.vpg = vpg
         self.batch_size = batch_size
 
@@ -81,6 +90,13 @@ class VPGAttention:
             cross = self.vpg.qformer(vision, return_attentions=True).cross_attentions
             out.extend(attention_to_pixels(cross, [img.shape[:2] for img in batch]))
         return out
+
+
+def _in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` itself if its weights are already ``dtype``, else a converted copy."""
+    if next(module.parameters()).dtype == dtype:
+        return module
+    return copy.deepcopy(module).to(dtype)
 
 
 class FunctionAttention:

@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--diffusion-model", type=Path, help="local diffusers inpainting pipeline for the 'diffusion' editor"
     )
     p.add_argument(
-        "--bf16", action="store_true", help="run the vision encoder in bfloat16 (much faster on AMX CPUs)"
+        "--bf16",
+        action="store_true",
+        help="run the vision encoder and the Q-Former in bfloat16 (much faster on AMX CPUs)",
     )
     p.add_argument(
         "--batch-size", type=int, default=16, help="images per attention forward pass (default 16)"
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"attention from: {vpg.description}", file=sys.stderr)
         pipeline = DiscriminativePipeline(
-            VPGAttention(vpg, batch_size=args.batch_size),
+            VPGAttention(vpg, batch_size=args.batch_size, dtype=torch.bfloat16 if args.bf16 else None),
             config,
             annotations=CocoAnnotations.load(args.annotations) if args.annotations else None,
             clip_filter=ClipSimilarityFilter.from_pretrained(args.clip) if args.clip else None,

@@ -134,6 +134,11 @@ class Editor:
     def edit(self, ctx: EditContext, rng: np.random.Generator) -> EditResult:
         raise NotImplementedError
 
+    def viable(self, ctx: EditContext, region: int) -> bool:
+        """A cheap test, before :meth:`edit`, of whether editing ``ctx.regions[region]`` can pass the
+        quality filter; the pipeline skips candidates that fail it (default: every region is viable)."""
+        return True
+
 
 EDITORS: dict[str, type[Editor]] = {}
 
@@ -214,12 +219,27 @@ class InpaintDeleteEditor(Editor):
         method: ``"telea"`` or ``"ns"`` (Navier–Stokes).
         radius: inpainting neighbourhood radius in pixels.
         grow: pixels the mask is dilated by, to remove the object's anti-aliased rim too.
+        min_contrast: candidates whose hole differs from its rim by less (mean |Δ| / 255) are skipped
+            before inpainting (:meth:`viable`); 0 tries every candidate.
     """
 
     name = "delete"
 
-    def __init__(self, method: str = "telea", radius: int = 5, grow: int = 2):
+    def __init__(self, method: str = "telea", radius: int = 5, grow: int = 2, min_contrast: float = 0.08):
         self.method, self.radius, self.grow = method, radius, grow
+        self.min_contrast = min_contrast
+
+    def viable(self, ctx: EditContext, region: int) -> bool:
+        """Inpainting fills the hole from its rim, so deleting a region that looks like its rim changes
+        nothing (most least-attended superpixels are plain background). Viable when the hole's mean
+        |pixel − rim mean| / 255 reaches ``min_contrast`` (the quality filter's default threshold)."""
+        hole = dilate(ctx.regions[region].mask, self.grow)
+        rim = dilate(hole, self.radius) & ~hole
+        if not rim.any() or not hole.any():
+            return True
+        rim_mean = ctx.image[rim].astype(np.float32).mean(0)
+        contrast = np.abs(ctx.image[hole].astype(np.float32) - rim_mean).mean() / 255.0
+        return bool(contrast >= self.min_contrast)
 
     def edit(self, ctx: EditContext, rng: np.random.Generator) -> EditResult:
         region = ctx.target_region()

@@ -119,7 +119,7 @@ def test_output_is_samples_with_existing_images_and_a_summary(tmp_path):
     write_scenes(tmp_path / "imgs")
     out = tmp_path / "out"
     summary = DiscriminativePipeline(tiny_attention(), config(negative_fraction=0.5)).run(
-        sources_from_folder(tmp_path / "imgs"), out, count=8, progress=False
+        sources_from_folder(tmp_path / "imgs"), out, count=12, progress=False
     )
     lines = [
         json.loads(line)
@@ -127,7 +127,7 @@ def test_output_is_samples_with_existing_images_and_a_summary(tmp_path):
         for line in p.read_text().splitlines()
     ]
     samples = [Sample.from_json(rec, where=rec["id"]) for rec in lines]
-    assert len(samples) == summary["samples"] == 8 + summary["negatives"] and summary["negatives"] > 0
+    assert len(samples) == summary["samples"] == 12 + summary["negatives"] and summary["negatives"] > 0
     assert len({s.id for s in samples}) == len(samples)
     for s in samples:
         assert all((out / p).is_file() for p in s.images)
@@ -151,7 +151,7 @@ def test_pipeline_edits_the_object_the_attention_map_ignores(tmp_path):
 
     pipe = DiscriminativePipeline(
         FunctionAttention(lambda img: attention_avoiding("ball")),
-        config(editors=("modify", "delete"), negative_fraction=0.0),
+        config(editors=("modify", "delete"), negative_fraction=0.0, edits_per_source=1),
         annotations=CocoAnnotations.from_dict(coco),
     )
     out = tmp_path / "out"
@@ -162,6 +162,55 @@ def test_pipeline_edits_the_object_the_attention_map_ignores(tmp_path):
         edit = rec["meta"]["edit"]
         assert edit["label"] == "ball" and edit["box"] == [66, 10, 88, 30] and edit["attention_rank"] == 0
         assert "ball" in rec["conversation"][1]["text"] and "top right" in rec["conversation"][1]["text"]
+
+
+def test_the_edits_of_one_source_share_its_attention_map_and_edit_different_regions(tmp_path):
+    coco = write_scenes(tmp_path / "imgs", n=4, bad=False)
+    from synthetic.discriminative import CocoAnnotations
+
+    seen: list[int] = []
+
+    def counted(img):
+        seen.append(1)
+        return attention_avoiding("ball")
+
+    pipe = DiscriminativePipeline(
+        FunctionAttention(counted),
+        PipelineConfig(seed=7, shard_size=4, preview=0, editors=("modify",), negative_fraction=0.0),
+        annotations=CocoAnnotations.from_dict(coco),
+    )
+    out = tmp_path / "out"
+    summary = pipe.run(sources_from_folder(tmp_path / "imgs"), out, count=8, progress=False)
+    assert summary["kept"] == 8 and len(seen) == 4 == pipe.stage_counts["attention_maps"]
+    by_source: dict[str, list] = {}
+    for rec in pipe.iter_pairs(out):
+        by_source.setdefault(rec["meta"]["source"], []).append(rec["meta"]["edit"])
+    assert len(by_source) == 4
+    for first, second in by_source.values():  # least-attended object first, then the next one
+        assert (first["label"], first["attention_rank"]) == ("ball", 0)
+        assert second["label"] != "ball" and second["attention_rank"] == 1
+
+
+def test_delete_skips_candidates_that_look_like_their_rim(tmp_path):
+    """Most least-attended superpixels are plain background, where inpainting changes nothing: the
+    delete editor rules them out before inpainting, so most delete jobs keep their pair."""
+    from synthetic.discriminative.editors import EditContext, InpaintDeleteEditor
+    from synthetic.discriminative.regions import Region
+
+    img = np.full((64, 64, 3), 120, np.uint8)
+    img[20:40, 20:40] = (200, 30, 30)
+    background, square = np.zeros((64, 64), bool), np.zeros((64, 64), bool)
+    background[2:14, 2:14], square[20:40, 20:40] = True, True
+    ctx = EditContext(img, np.ones((64, 64)), [Region(background), Region(square)])
+    editor = InpaintDeleteEditor()
+    assert not editor.viable(ctx, 0) and editor.viable(ctx, 1)
+    assert InpaintDeleteEditor(min_contrast=0).viable(ctx, 0)
+
+    write_scenes(tmp_path / "imgs", bad=False)
+    summary = DiscriminativePipeline(
+        tiny_attention(), config(editors=("delete",), negative_fraction=0.0)
+    ).run(sources_from_folder(tmp_path / "imgs"), tmp_path / "out", count=8, progress=False)
+    assert summary["kept"] == 8 and summary["jobs"] <= 12, summary
 
 
 def test_output_does_not_depend_on_the_number_of_workers(tmp_path):
