@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_blocks import write_block
+
 import synthetic
 from synthetic.discriminative import DiscriminativePipeline, PipelineConfig, VPGAttention, sources_from_folder
 from synthetic.discriminative.vpg_loader import VPG
@@ -106,9 +109,34 @@ def code_version() -> dict:
     return {"checkout": str(root), "commit": commit}
 
 
+def readme_block(data: dict) -> str:
+    """The benchmarks/README.md block of this script, rendered from its JSON (one row per label)."""
+    lines = [
+        "| run | code | attention | edits / source | kept / jobs | delete keep rate | pairs / hour | hours for 64k "
+        "| s per pair: attention · edit CPU · write | bf16 GEMM GFLOP per CPU s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, r in data.items():
+        hours = next(v for k, v in r.items() if k.startswith("hours_for_"))
+        st = r.get("stage_seconds_per_kept_pair") or {}
+        split = " · ".join(f"{st[k]:.3f}" for k in ("attention", "edit_cpu", "write")) if st else "n/a"
+        delete = r["by_editor"].get("delete", {}).get("keep_rate")
+        lines.append(
+            f"| {label} | {r['code']['commit']} | {r['attention_dtype']} | {r['edits_per_source'] or 1} "
+            f"| {r['kept']} / {r['jobs']} | {delete:.2f} | {r['pairs_per_hour']:.0f} | {hours:.1f} | {split} "
+            f"| {r['gemm_before']['bfloat16']['gflops_per_cpu_second']:.0f} |"
+        )
+    lines += [
+        "",
+        "Commands: " + "; ".join(f"`{r['command']}`" for r in data.values()) + f" ({r['workers']} workers).",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--label", required=True, help="key of this run in the JSON (e.g. before, after)")
+    p.add_argument("--label", help="key of this run in the JSON (e.g. before, after)")
+    p.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     p.add_argument("--pairs", type=int, default=2000, help="kept pairs to produce (default 2000)")
     p.add_argument("--images", type=int, default=1000, help="generated source images (default 1000)")
     p.add_argument("--workers", type=int, default=2, help="editing processes (default 2)")
@@ -118,6 +146,12 @@ def main() -> None:
     p.add_argument("--delete-min-contrast", type=float, default=None, help="default: the editor's")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
+    if args.readme:
+        text = readme_block(json.loads(args.out.read_text()))
+        write_block(Path(__file__).resolve().parent / "README.md", "synthetic-throughput", text)
+        return
+    if not args.label:
+        p.error("--label is required to measure")
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="synthetic_throughput_"))
     (work / "imgs").mkdir()

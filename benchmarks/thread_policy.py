@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_blocks import write_block
+
 RESULTS = Path(__file__).resolve().parent / "results" / "thread_policy.json"
 
 CHILD = r"""
@@ -98,12 +101,36 @@ def run_variant(variant: str, steps: int, busy: bool) -> dict:
     return row
 
 
+def readme_block(result: dict) -> str:
+    """The benchmarks/README.md block of this script, rendered from its JSON."""
+    lines = [
+        "| variant | threads | wait policy | median step ms | CPU s per step |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, s in result["variants"].items():
+        lines.append(
+            f"| {key} | {s['threads']} | {s['wait_policy']} | {s['median_step_ms']:.0f} | {s['cpu_s_per_step']:.3f} |"
+        )
+    ratio = result["busy_over_quiet"]
+    lines += [
+        "",
+        f"Busy / quiet step time: torch default {ratio['torch default']:.2f}×, vpgkit policy "
+        f"{ratio['vpgkit policy']:.2f}× (`{result['command']}`; {result['note']}).",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     args = p.parse_args()
+    if args.readme:
+        text = readme_block(json.loads(args.out.read_text()))
+        write_block(Path(__file__).resolve().parent / "README.md", "thread-policy", text)
+        return
     rows: dict[str, list[dict]] = {}
     for r in range(args.repeat):
         for busy in (False, True):

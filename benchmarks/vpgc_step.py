@@ -1,25 +1,42 @@
-"""One VPG-C training step (forward + backward + AdamW): vpgkit's path against the reference path.
+"""One VPG-C training step (forward + backward + AdamW): vpgkit's recommended configuration against the
+research design (Cheetah's own code, as it runs), in one process on the same weights and batches.
 
-* **ours**: layers 0..k-1 of the frozen LM run without autograd (nothing trainable is upstream of layer
-  k, so no graph is recorded), the frozen Q-Former stays in eval mode, and the LM head is applied only
-  at labelled positions (``loss_only=True``).
-* **reference**: the original code's way — autograd through every LM layer (input embeddings require
-  grad), frozen Q-Former in train mode, full (B, L, V) logits.
+* **research design** — what Cheetah's training step does (read from its code; docs/model.md): the frozen
+  ViT and Q-Former run on the pixels every step, the ViT in half precision (bf16 here: the CPU's half
+  type), the Q-Former, its projection and the adapter in fp32, the LLM's weights in half precision, all
+  under autocast; the frozen Q-Former stays in **train mode** (dropout 0.1 on, as the original leaves
+  it); the LM returns the **full (B, L, V) logits** and takes the loss from them; the input embeddings
+  do not require grad, so no graph is recorded below the VPG-C layer there either.
+* **vpgkit** — the recommended configuration: frozen backbones stored in bf16 once (no autocast, no
+  per-call casts), vision features read from the frozen-feature cache (:class:`vpgkit.data.FeatureCache`,
+  one safetensors read per step), frozen Q-Former in eval mode, LM head only at labelled positions
+  (``loss_only``). Adapter weights and AdamW state in fp32.
 
-Both run in the same process on identical weights and batches; the table gives the time ratio, the peak
-memory ratio and the relative difference of the trainable weights' gradients. The Q-Former is built with
-dropout 0 so the gradients are comparable (this spares the reference its dropout cost: conservative).
+Both are also run entirely in fp32 (the research design without autocast), where the trainable weights'
+gradients must agree exactly up to float rounding (the research design's Q-Former is put in eval mode
+for that gradient pass only — train mode with dropout 0 is the same function). The bf16 rows report the
+gradients' relative deviation from the fp32 research design's.
 
-    python benchmarks/vpgc_step.py                 # mid-size: LLaMA 16 × 1024, EVA ViT 12 × 768, fp32 and bf16
+Timing: variants alternate step by step (``--repeat`` rounds) so background load hits all alike; the JSON
+keeps each variant's median wall time and process-CPU time per step. The matmul share: one profiled step
+of vpgkit's bf16 path gives the FLOPs of its matmuls; divided by the step's wall time and by the rate of
+a 2048² bf16 GEMM measured in the same run, it is the share of the machine's GEMM rate the step reaches.
+
+    python benchmarks/vpgc_step.py                 # mid-size, writes benchmarks/results/vpgc_step.json
+    python benchmarks/vpgc_step.py --readme        # rewrites benchmarks/README.md's block from the JSON
     python benchmarks/vpgc_step.py --scale 7b      # Vicuna-7B + EVA-CLIP-g + Q-Former, random bf16 weights
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,18 +44,23 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import median_ms, peak_rss_increase_mib, print_table, reexec_with_exact_rss
+from doc_blocks import write_block
+from measure import print_table
 
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.backbones.language import llama_7b_config
+from vpgkit.data.feature_cache import FeatureCache
 from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import VPGC, QFormer, QFormerConfig, VPGCConfig
 
 SLOT = 31999  # image slot token id
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "vpgc_step.json"
+BF16_PEAK_NOTE = "this machine kind idle: ~2100 GFLOP/s bf16, ~325 fp32 (2048² GEMM)"
 
 
 def mid_size_parts():
-    """LLaMA 16 × 1024 (vocab 32k), EVA-style ViT 12 × 768 at 224 px, BLIP-2-width Q-Former."""
+    """LLaMA 16 × 1024 (vocab 32k), EVA-style ViT 12 × 768 at 224 px, BLIP-2-width Q-Former (dropout 0.1)."""
     llm = LlamaForCausalLM(
         LlamaConfig(
             vocab_size=32000,
@@ -50,7 +72,7 @@ def mid_size_parts():
         )
     )
     vision = TimmEvaEncoder(EvaVisionConfig(width=768, depth=12, num_heads=12, mlp_dim=3072))
-    vpg = QFormer(QFormerConfig(vision_width=768, llm_width=1024, dropout=0.0, attention_dropout=0.0))
+    vpg = QFormer(QFormerConfig(vision_width=768, llm_width=1024))  # BLIP-2's dropout 0.1
     return llm, vision, vpg, VPGCConfig(llm_width=1024, layer=8)
 
 
@@ -61,7 +83,7 @@ def real_parts():
     try:
         llm = LlamaForCausalLM(llama_7b_config())
         vision = TimmEvaEncoder(EvaVisionConfig.preset("eva_clip_g"), dtype=torch.bfloat16)
-        vpg = QFormer(QFormerConfig.preset("blip2", dropout=0.0, attention_dropout=0.0))
+        vpg = QFormer(QFormerConfig.preset("blip2"))
     finally:
         torch.set_default_dtype(default)
     return llm, vision, vpg, VPGCConfig.preset("vicuna7b")
@@ -86,101 +108,198 @@ def make_batch(batch: int, vocab: int, n_q: int, image_size: int, prompt: int = 
     return {"input_ids": input_ids, "labels": labels, "pixel_values": pixels}
 
 
-def build(parts, dtype: torch.dtype, reference: bool) -> VisionLanguageModel:
-    llm, vision, vpg, vpgc_config = parts
-    llm, vision, vpg = (m.to(dtype) for m in (llm, vision, vpg))
-    torch.manual_seed(1)
-    vpgc = VPGC.from_qformer(vpg.float(), vpgc_config) if dtype == torch.float32 else None
-    if vpgc is None:  # queries copied in fp32, then the frozen Q-Former goes to the backbone dtype
-        vpgc = VPGC.from_qformer(vpg.float(), vpgc_config)
-        vpg = vpg.to(dtype)
-    with torch.no_grad():  # non-zero adapter so that every trainable weight gets a gradient
-        vpgc.output_proj.weight.normal_(std=0.02)
-        vpgc.guidance_proj.weight.normal_(std=0.02)
-    model = VisionLanguageModel(
-        llm, vision, image_token_id=SLOT, vpg=vpg, vpgc=vpgc, reference_path=reference
-    )
-    return model.train()
+class Variant:
+    """One way to run the step: a model, its precision handling and how it gets its vision input."""
+
+    def __init__(self, name: str, parts, *, research: bool, half: bool, cache_dir: Path | None = None):
+        self.name, self.research, self.half = name, research, half
+        llm, vision, vpg, vpgc_config = copy.deepcopy(parts)
+        vpgc = VPGC.from_qformer(vpg.float(), vpgc_config)  # queries copied in fp32
+        torch.manual_seed(1)
+        with torch.no_grad():  # non-zero adapter so that every trainable weight gets a gradient
+            vpgc.output_proj.weight.normal_(std=0.02)
+            vpgc.guidance_proj.weight.normal_(std=0.02)
+        if half:  # research: ViT + LLM in half precision, Q-Former fp32; vpgkit: every frozen part bf16
+            llm, vision = llm.to(torch.bfloat16), vision.to(torch.bfloat16)
+            vpg = vpg.float() if research else vpg.to(torch.bfloat16)
+        else:
+            llm, vision, vpg = llm.float(), vision.float(), vpg.float()
+        self.model = VisionLanguageModel(llm, vision, image_token_id=SLOT, vpg=vpg, vpgc=vpgc).train()
+        if research:
+            self.model.vpg.qformer.train()  # frozen, but left in train mode (dropout on) as the original does
+        self.cache = None
+        if cache_dir is not None:
+            self.cache = FeatureCache(cache_dir / name.replace(" ", "_"), encoder_fingerprint=name)
+        self.optimizer = torch.optim.AdamW(
+            self.model.trainable_parameters().values(), lr=1e-5, weight_decay=0.05
+        )
+
+    def fill_cache(self, batch: dict) -> None:
+        """Encode the batch's images once and store them (what the first epoch does)."""
+        with torch.no_grad():
+            features = self.model.vision(batch["pixel_values"])
+        for i, f in enumerate(features):
+            self.cache.put(f"img{i}", f[0])
+        self.cache.flush()
+
+    def inputs(self, batch: dict) -> dict:
+        out = {"input_ids": batch["input_ids"], "labels": batch["labels"]}
+        if self.cache is not None:
+            n = batch["input_ids"].shape[0]
+            out["vision_features"] = torch.stack([self.cache.get(f"img{i}") for i in range(n)])[:, None]
+        else:
+            out["pixel_values"] = batch["pixel_values"]
+        return out
+
+    def autocast(self):
+        if self.research and self.half:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        with self.autocast():
+            return self.model(**self.inputs(batch), loss_only=not self.research).loss
+
+    def step(self, batch: dict) -> None:
+        self.loss(batch).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def gradients(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Trainable weights' gradients of one step, dropout off (train mode with p = 0 ≡ eval)."""
+        qformer = self.model.vpg.qformer
+        was_training = qformer.training
+        qformer.eval()
+        try:
+            self.loss(batch).backward()
+        finally:
+            qformer.train(was_training)
+        grads = {n: p.grad.detach().float().clone() for n, p in self.model.trainable_parameters().items()}
+        self.model.zero_grad(set_to_none=True)
+        return grads
 
 
-def training_step(model: VisionLanguageModel, batch: dict, optimizer: torch.optim.Optimizer, reference: bool):
-    def run():
-        loss = model(**batch, loss_only=not reference).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return run
+def relative_deviation(grads: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
+    """max over weights of |g − g_ref| / |g_ref|."""
+    return max(((grads[n] - g).norm() / g.norm()).item() for n, g in reference.items())
 
 
-def gradients(model: VisionLanguageModel, batch: dict, reference: bool) -> dict[str, torch.Tensor]:
-    model(**batch, loss_only=not reference).loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.trainable_parameters().items()}
-    model.zero_grad(set_to_none=True)
-    return grads
+def gemm_gflops(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> dict[str, float]:
+    """GFLOP/s of a size² matmul per wall second and per process-CPU second."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    flops = repeat * 2 * size**3 / 1e9
+    return {
+        "wall": flops / (time.perf_counter() - wall),
+        "per_cpu_second": flops / (time.process_time() - cpu),
+    }
 
 
-def compare(parts, dtype: torch.dtype, batch: dict, repeat: int) -> list[dict]:
-    models = {ref: build(copy.deepcopy(parts), dtype, ref) for ref in (False, True)}
-    grads = {ref: gradients(m, batch, ref) for ref, m in models.items()}
-    rel = max(((grads[False][n] - g).norm() / g.norm()).item() for n, g in grads[True].items())
-    steps = {}
-    for ref, model in models.items():
-        optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-5, weight_decay=0.05)
-        steps[ref] = training_step(model, batch, optimizer, ref)
-        steps[ref]()  # warm-up; allocates the optimiser state
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(repeat):  # alternate so that background load hits both alike
-        for ref in (False, True):
-            times[ref].append(median_ms(steps[ref], repeat=1, warmup=0))
-    peak = {ref: peak_rss_increase_mib(steps[ref]) for ref in (False, True)}
-    ms = {ref: statistics.median(t) for ref, t in times.items()}
-    name = str(dtype).replace("torch.", "")
-    return [
-        {
-            "path": f"ours ({name})",
-            "step ms": ms[False],
-            "peak MiB": peak[False],
-            "speedup": ms[True] / ms[False],
-            "memory ratio": peak[True] / peak[False],
-            "grad rel diff": rel,
-        },
-        {"path": f"reference ({name})", "step ms": ms[True], "peak MiB": peak[True]},
-    ]
+def matmul_profile(variant: Variant, batch: dict) -> dict:
+    """FLOPs and self CPU time of the matmul ops in one profiled step, and the step's total self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        variant.step(batch)
+    events = prof.key_averages()
+    matmuls = {
+        "aten::mm",
+        "aten::addmm",
+        "aten::bmm",
+        "aten::baddbmm",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+    }
+    flops = sum(e.flops for e in events if e.key in matmuls)
+    mm_us = sum(e.self_cpu_time_total for e in events if e.key in matmuls)
+    total_us = sum(e.self_cpu_time_total for e in events)
+    return {"matmul_gflop": flops / 1e9, "matmul_share_of_cpu_time": mm_us / total_us}
 
 
-def mid_size(args) -> None:
+def mid_size(args) -> dict:
     torch.manual_seed(0)
     parts = mid_size_parts()
     batch = make_batch(args.batch, 32000, 32, 224)
-    rows = []
-    for dtype in (torch.float32, torch.bfloat16):
-        rows += compare(parts, dtype, batch, args.repeat)
-    length = batch["input_ids"].shape[1]
-    print(
-        f"\nVPG-C step, LLaMA 16 × 1024 (k = 8), EVA ViT 12 × 768, Q-Former 12 × 768; batch {args.batch} × {length} "
-        f"tokens (24 answer), 1 image; {torch.get_num_threads()} threads, torch {torch.__version__}\n"
-        "bf16 rows: frozen backbones in bf16, VPG-C weights and AdamW state in fp32.\n"
+    cache_dir = Path(tempfile.mkdtemp(prefix="vpgc_step_cache_"))
+    variants = [
+        Variant("research design fp32", parts, research=True, half=False),
+        Variant("vpgkit fp32", parts, research=False, half=False, cache_dir=cache_dir),
+        Variant("research design bf16", parts, research=True, half=True),
+        Variant("vpgkit bf16", parts, research=False, half=True, cache_dir=cache_dir),
+    ]
+    for v in variants:
+        if v.cache is not None:
+            v.fill_cache(batch)
+    grads = {v.name: v.gradients(batch) for v in variants}
+    reference = grads["research design fp32"]
+    for v in variants:
+        v.step(batch)  # warm-up; allocates the optimiser state
+    wall: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(args.repeat):  # alternate so that background load hits every variant alike
+        for v in variants:
+            c, w = time.process_time(), time.perf_counter()
+            v.step(batch)
+            wall[v.name].append(time.perf_counter() - w)
+            cpu[v.name].append(time.process_time() - c)
+    gemm = {"bfloat16": gemm_gflops(torch.bfloat16), "float32": gemm_gflops(torch.float32)}
+    profile = matmul_profile(variants[-1], batch)
+    rows = {}
+    for v in variants:
+        rows[v.name] = {
+            "step_ms": 1e3 * statistics.median(wall[v.name]),
+            "cpu_ms": 1e3 * statistics.median(cpu[v.name]),
+            "grad_rel_dev_vs_research_fp32": relative_deviation(grads[v.name], reference),
+        }
+    rows["vpgkit fp32"]["grad_rel_dev_vs_research_fp32_same_precision"] = rows["vpgkit fp32"].pop(
+        "grad_rel_dev_vs_research_fp32"
     )
-    print_table(rows, ["path", "step ms", "peak MiB", "speedup", "memory ratio", "grad rel diff"])
-    ours = {r["path"]: r["step ms"] for r in rows}
-    print(f"\nours, fp32 / bf16 step time: {ours['ours (float32)'] / ours['ours (bfloat16)']:.2f}")
+    ours_cpu = rows["vpgkit bf16"]["cpu_ms"] / 1e3
+    result = {
+        "command": "python benchmarks/vpgc_step.py " + " ".join(a for a in sys.argv[1:] if a != "--readme"),
+        "shapes": f"LLaMA 16 × 1024 (k = 8, vocab 32k), EVA ViT 12 × 768 at 224 px, Q-Former 12 × 768; "
+        f"batch {args.batch} × {batch['input_ids'].shape[1]} tokens (24 answer), 1 image per row",
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "repeat": args.repeat,
+        "variants": rows,
+        "speedup_bf16": rows["research design bf16"]["step_ms"] / rows["vpgkit bf16"]["step_ms"],
+        "speedup_fp32": rows["research design fp32"]["step_ms"] / rows["vpgkit fp32"]["step_ms"],
+        "speedup_user": rows["research design bf16"]["step_ms"] / rows["vpgkit bf16"]["step_ms"],
+        "gemm_gflops_now": gemm,
+        "gemm_note": BF16_PEAK_NOTE,
+        "vpgkit_bf16_profile": profile,
+        # per process-CPU second: on a shared machine the wall clock also counts other jobs' time
+        "vpgkit_bf16_matmul_share_of_gemm_rate": profile["matmul_gflop"]
+        / ours_cpu
+        / gemm["bfloat16"]["per_cpu_second"],
+    }
+    return result
 
 
 def scale_7b(args) -> None:
     start = time.perf_counter()
-    model = build(real_parts(), torch.bfloat16, reference=False)
+    llm, vision, vpg, vpgc_config = real_parts()
+    vpgc = VPGC.from_qformer(vpg, vpgc_config)  # fp32 adapter; the frozen parts stay bf16
+    model = VisionLanguageModel(llm, vision, image_token_id=SLOT, vpg=vpg, vpgc=vpgc).train()
     report = model.parameter_report()
     built = time.perf_counter() - start
     batch = make_batch(1, 32000, 32, 224)
     optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-5, weight_decay=0.05)
-    step = training_step(model, batch, optimizer, reference=False)
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    step()
-    second = time.perf_counter() - start
+
+    def step():
+        model(**batch, loss_only=True).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
     hwm = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 2**20
     print(
         f"\nVicuna-7B + EVA-CLIP-g + Q-Former + VPG-C (k = 16), random bf16 backbones, batch 1 × {batch['input_ids'].shape[1]}"
@@ -190,12 +309,43 @@ def scale_7b(args) -> None:
             {"quantity": "trainable weights", "value": report["trainable"]},
             {"quantity": "share of the LLM (%)", "value": f"{100 * report['trainable_share_of_llm']:.3f}"},
             {"quantity": "build seconds", "value": built},
-            {"quantity": "first step seconds", "value": first},
-            {"quantity": "second step seconds", "value": second},
+            {"quantity": "first step seconds", "value": times[0]},
+            {"quantity": "second step seconds", "value": times[1]},
             {"quantity": "peak resident GiB (whole process)", "value": hwm},
         ],
         ["quantity", "value"],
     )
+
+
+def readme_block(result: dict) -> str:
+    """The benchmarks/README.md block of this script, rendered from its JSON."""
+    rows = result["variants"]
+    lines = [
+        f"{result['shapes']}; {result['threads']} threads, torch {result['torch']}, median of {result['repeat']} "
+        "interleaved steps.",
+        "",
+        "| variant | step ms | process CPU ms | gradient rel. deviation |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in rows.items():
+        dev = r.get("grad_rel_dev_vs_research_fp32", r.get("grad_rel_dev_vs_research_fp32_same_precision"))
+        lines.append(f"| {name} | {r['step_ms']:.0f} | {r['cpu_ms']:.0f} | {dev:.1e} |")
+    p = result["vpgkit_bf16_profile"]
+
+    def cpu_ratio(precision: str) -> float:
+        return rows[f"research design {precision}"]["cpu_ms"] / rows[f"vpgkit {precision}"]["cpu_ms"]
+
+    lines += [
+        "",
+        f"vpgkit bf16 vs research design bf16: **{result['speedup_bf16']:.2f}×** in wall time, "
+        f"{cpu_ratio('bf16'):.2f}× in process CPU time; fp32 vs fp32: {result['speedup_fp32']:.2f}× / "
+        f"{cpu_ratio('fp32'):.2f}×. vpgkit bf16's matmuls: {p['matmul_gflop']:.0f} GFLOP per step, "
+        f"{100 * p['matmul_share_of_cpu_time']:.0f}% of its CPU time; per CPU second of the step that is "
+        f"{100 * result['vpgkit_bf16_matmul_share_of_gemm_rate']:.0f}% of the rate of a 2048² bf16 GEMM in "
+        f"the same run ({result['gemm_gflops_now']['bfloat16']['per_cpu_second']:.0f} GFLOP per CPU second; "
+        f"{result['gemm_note']}).",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -204,13 +354,22 @@ def main() -> None:
     )
     parser.add_argument("--scale", choices=["mid", "7b"], default="mid")
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     args = parser.parse_args()
+    if args.readme:
+        write_block(ROOT / "README.md", "vpgc-step", readme_block(json.loads(args.out.read_text())))
+        return
     if args.scale == "7b":
         scale_7b(args)
-    else:
-        reexec_with_exact_rss()
-        mid_size(args)
+        return
+    result = mid_size(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
+    print(readme_block(result))
 
 
 if __name__ == "__main__":

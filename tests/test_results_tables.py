@@ -34,6 +34,12 @@ def _script(name: str):
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics",
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics.json").read_text()))),
         ("vpgc_stages", "docs/tiny_world.md", "vpgc-stages", lambda m: m.docs_block()),
+        ("vpgc_step", "benchmarks/README.md", "vpgc-step",
+         lambda m: m.readme_block(json.loads((RESULTS / "vpgc_step.json").read_text()))),
+        ("synthetic_throughput", "benchmarks/README.md", "synthetic-throughput",
+         lambda m: m.readme_block(json.loads((RESULTS / "synthetic_throughput.json").read_text()))),
+        ("thread_policy", "benchmarks/README.md", "thread-policy",
+         lambda m: m.readme_block(json.loads((RESULTS / "thread_policy.json").read_text()))),
     ],
 )  # fmt: skip
 def test_results_block_is_generated_from_its_results_file(script, page, marker, make):
