@@ -40,7 +40,8 @@ policy = sys.argv[1] == "policy"
 steps = int(sys.argv[2])
 if not policy:
     os.environ.pop("OMP_WAIT_POLICY", None)
-    import torch  # before vpgkit: torch's own defaults
+    import torch  # before vpgkit: OpenMP starts with its own defaults
+wait_policy = os.environ.get("OMP_WAIT_POLICY", "default (active)")
 import vpgkit
 import torch
 from vpgkit.threads import apply_thread_policy
@@ -73,7 +74,7 @@ for _ in range(steps):
     s = time.perf_counter(); step(); times.append(time.perf_counter() - s)
 print(json.dumps({"threads": threads, "median_ms": 1e3 * statistics.median(times),
                   "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0,
-                  "wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}))
+                  "wait_policy": wait_policy if not policy else os.environ["OMP_WAIT_POLICY"]}))
 """
 
 BUSY = (
