@@ -40,6 +40,8 @@ MODULES = [
     "vpgkit.plugins.cross_attention",
     "vpgkit.plugins.mlp_projector",
     "vpgkit.plugins.perceiver_vpgc",
+    "vpgkit.inplace.contract",
+    "vpgkit.inplace.attachment",
 ]
 
 
