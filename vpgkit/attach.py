@@ -137,6 +137,8 @@ class VPGCHook:
         hidden, positional = _hidden_states(args, kwargs)
         if context is None or context.vision is None or hidden.shape[1] < context.seq_len:
             return args, kwargs
+        if context.vision.shape[1] == 0:  # no row of the batch has an image: nothing to complete
+            return args, kwargs
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         guidance = hidden[rows, context.guidance_index]  # (B, D_llm)
         residual = self.vpgc(guidance, context.vision, self.qformer)  # (B, T_img, N_q, D_llm)

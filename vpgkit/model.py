@@ -300,7 +300,7 @@ class VisionLanguageModel(nn.Module):
         )
         if not loss_only:
             out = self.llm(**inputs, labels=labels)
-            return VisionLanguageOutput(loss=out.loss, logits=out.logits)
+            return VisionLanguageOutput(loss=self._with_every_trainable(out.loss), logits=out.logits)
         lm = base_causal_lm(self.llm)
         if getattr(lm.config.get_text_config(), "final_logit_softcapping", None):
             raise NotImplementedError(
@@ -310,10 +310,21 @@ class VisionLanguageModel(nn.Module):
         targets = labels[:, 1:]  # position t predicts token t + 1
         keep = targets != IGNORE_INDEX
         logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
-        return VisionLanguageOutput(
-            loss=nn.functional.cross_entropy(logits.float(), targets[keep], reduction=loss_reduction),
-            logits=None,
-        )
+        loss = nn.functional.cross_entropy(logits.float(), targets[keep], reduction=loss_reduction)
+        return VisionLanguageOutput(loss=self._with_every_trainable(loss), logits=None)
+
+    def _with_every_trainable(self, loss: torch.Tensor | None) -> torch.Tensor | None:
+        """``loss + 0 · Σ p`` over the trainable weights when autograd records: the same loss and gradients
+        (bitwise), but every trainable weight is in the graph even when the batch does not use it (a batch
+        without images leaves VPG-C, the Perceiver and the blocks' attention unused), so DDP's reducer gets a
+        gradient for each on every process and needs no ``find_unused_parameters``."""
+        if loss is None or not torch.is_grad_enabled():
+            return loss
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return loss
+        touch = torch.stack([p.sum().to(loss.dtype) for p in params]).sum()
+        return loss + touch * 0.0
 
     @torch.no_grad()
     def generate(

@@ -114,6 +114,8 @@ class VisionEncoder(nn.Module):
         check_shape("pixel_values", pixel_values, ("B", "T_img", 3, size, size))
         b, t = pixel_values.shape[:2]
         weight = next(self.parameters())
+        if b * t == 0:  # a batch without any image: nothing to encode (no dummy image)
+            return torch.zeros(b, t, self.num_tokens, self.width, dtype=weight.dtype, device=weight.device)
         with torch.no_grad():
             flat = pixel_values.reshape(b * t, 3, size, size).to(weight.device, weight.dtype)
             features = self.encode_images(flat)

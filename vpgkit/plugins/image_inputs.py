@@ -50,6 +50,9 @@ class PromptPlugin(Plugin):
         slots = image_slot_positions(
             inputs.input_ids, model.image_token_id, self.tokens_per_image, inputs.num_images
         )
+        if inputs.vision.shape[1] == 0:  # no row has an image: nothing to encode, nothing to splice
+            inputs.embeds = embeds
+            return
         inputs.embeds = splice_prompts(embeds, self.prompts(inputs.vision), slots, inputs.image_valid)
         context = inputs.context
         context.vision, context.slot_positions, context.image_valid = (

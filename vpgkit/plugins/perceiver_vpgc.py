@@ -133,6 +133,8 @@ class PerceiverVPGCHook:
         hidden = args[0] if args else kwargs["hidden_states"]
         if context is None or context.media is None or hidden.shape[1] < context.seq_len:
             return None  # cached decode steps keep the prefill's residual
+        if context.media.shape[1] == 0:
+            return None  # no row of the batch has an image
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         guidance = hidden[rows, context.guidance_index]  # (B, D_llm)
         context.media_residuals[self.layer] = self.module(guidance, context.vision, self.perceiver)
