@@ -26,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +83,34 @@ BUSY = (
 )
 
 
+def run_cli(policy: bool, steps: int, busy: bool, out: Path) -> dict:
+    """``python -m vpgkit.train recipe=vpgc_toy`` end to end: wall seconds and the delay from its last
+    output line to its exit (the interpreter's shutdown), with the policy on or off."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+    env["VPGKIT_THREAD_POLICY"] = "on" if policy else "off"
+    competitor = subprocess.Popen([sys.executable, "-c", BUSY], env=env) if busy else None
+    try:
+        if competitor is not None:
+            time.sleep(1.0)
+        args = ["recipe=vpgc_toy", f"trainer.max_steps={steps}", "trainer.log_with=null", f"output_dir={out}"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vpgkit.train", *args],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        last = start
+        for _ in proc.stdout:
+            last = time.perf_counter()
+        if proc.wait() != 0:
+            raise RuntimeError(f"vpgkit.train exited with {proc.returncode}")
+        end = time.perf_counter()
+    finally:
+        if competitor is not None:
+            competitor.terminate()
+            competitor.wait()
+    return {"wall_s": end - start, "exit_delay_s": end - last}
+
+
 def run_variant(variant: str, steps: int, busy: bool) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     competitor = subprocess.Popen([sys.executable, "-c", BUSY], env=env) if busy else None
@@ -113,6 +142,17 @@ def readme_block(result: dict) -> str:
             f"| {key} | {s['threads']} | {s['wait_policy']} | {s['median_step_ms']:.0f} | {s['cpu_s_per_step']:.3f} |"
         )
     ratio = result["busy_over_quiet"]
+    if "cli_vpgc_toy" in result:
+        lines += [
+            "",
+            f"`python -m vpgkit.train recipe=vpgc_toy trainer.max_steps={result['cli_steps']}` end to end "
+            "(`VPGKIT_THREAD_POLICY=off` = torch's defaults):",
+            "",
+            "| command line | median wall s | median exit delay s (last output → exit) |",
+            "| --- | --- | --- |",
+        ]
+        for key, c in result["cli_vpgc_toy"].items():
+            lines.append(f"| {key} | {c['median_wall_s']:.1f} | {c['median_exit_delay_s']:.2f} |")
     lines += [
         "",
         f"Busy / quiet step time: torch default {ratio['torch default']:.2f}×, vpgkit policy "
@@ -126,6 +166,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cli-steps", type=int, default=60, help="steps of the recipe=vpgc_toy command line runs")
     p.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     args = p.parse_args()
     if args.readme:
@@ -140,6 +181,15 @@ def main() -> None:
                 row = run_variant(variant, args.steps, busy)
                 rows.setdefault(key, []).append(row)
                 print(f"[{r}] {key}: {row}", flush=True)
+    cli: dict[str, list[dict]] = {}
+    scratch = Path(tempfile.mkdtemp(prefix="thread_policy_"))
+    for r in range(args.repeat):
+        for busy in (False, True):
+            for policy in (False, True):
+                key = f"{'vpgkit policy' if policy else 'policy off'}, {'busy' if busy else 'quiet'}"
+                row = run_cli(policy, args.cli_steps, busy, scratch / f"run{r}-{int(busy)}-{int(policy)}")
+                cli.setdefault(key, []).append(row)
+                print(f"[{r}] vpgc_toy CLI, {key}: {row}", flush=True)
     summary = {
         key: {
             "threads": runs[-1]["threads"],
@@ -160,6 +210,15 @@ def main() -> None:
         "repeat": args.repeat,
         "cpu_count": os.cpu_count(),
         "variants": summary,
+        "cli_vpgc_toy": {
+            key: {
+                "median_wall_s": statistics.median(x["wall_s"] for x in runs),
+                "median_exit_delay_s": statistics.median(x["exit_delay_s"] for x in runs),
+                "runs": runs,
+            }
+            for key, runs in cli.items()
+        },
+        "cli_steps": args.cli_steps,
         "busy_over_quiet": ratio,
         "note": "quiet = the machine as it was (other jobs may run); busy = plus one 1-thread matmul loop",
     }

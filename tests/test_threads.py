@@ -33,6 +33,17 @@ def test_an_explicit_count_is_obeyed(monkeypatch):
         threads._explicit_threads()
 
 
+def test_the_policy_can_be_switched_off(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setenv("VPGKIT_THREAD_POLICY", "off")
+    monkeypatch.setenv("VPGKIT_NUM_THREADS", "1")
+    threads.prefer_passive_waiting()
+    assert "OMP_WAIT_POLICY" not in os.environ
+    assert threads.apply_thread_policy() == torch.get_num_threads()
+
+
 def test_busy_cores_reads_proc():
     busy = threads.busy_cores(sample_seconds=0.05)
     assert 0.0 <= busy <= (os.cpu_count() or 1)

@@ -12,6 +12,7 @@ and the spinning threads steal the time the others need: steps can take 100× lo
   from ``/proc/stat`` over ``sample_seconds``), and uses ``min(torch's default, free cores)`` threads
   (at least 1). On a quiet machine this is torch's default, so results are those of the default; an
   explicit ``OMP_NUM_THREADS`` or ``VPGKIT_NUM_THREADS`` is always obeyed.
+* ``VPGKIT_THREAD_POLICY=off`` leaves OpenMP and torch at their defaults (for comparisons).
 * **no slow exit** — :func:`freeze_heap_at_exit` moves every live object to the collector's permanent
   generation at exit, so the interpreter's final collection does not walk a large heap.
 
@@ -46,6 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENV_THREADS = "VPGKIT_NUM_THREADS"
+ENV_POLICY = "VPGKIT_THREAD_POLICY"  # "off": leave OpenMP and torch at their defaults
 # A core counts as taken when other processes keep it at least this busy (0.5: one spinning process
 # on one of two cores is 1.0; a quiet machine is ~0.0–0.1).
 BUSY_THRESHOLD = 0.5
@@ -53,8 +55,14 @@ BUSY_THRESHOLD = 0.5
 
 def prefer_passive_waiting() -> None:
     """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user set a wait policy (call before importing torch)."""
+    if _policy_off():
+        return
     if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+def _policy_off() -> bool:
+    return os.environ.get(ENV_POLICY, "").strip().lower() in ("off", "0", "false", "no")
 
 
 def usable_cores() -> float:
@@ -148,6 +156,8 @@ def apply_thread_policy(sample_seconds: float = 0.2) -> int:
     """
     import torch
 
+    if _policy_off():
+        return torch.get_num_threads()
     explicit = _explicit_threads()
     default = torch.get_num_threads()
     busy = busy_cores(sample_seconds) if explicit is None else 0.0
