@@ -16,6 +16,7 @@ MODULES = [
     "vpgkit.data.collation",
     "vpgkit.data.tiny_tokenizer",
     "vpgkit.data.images",
+    "vpgkit.data.video",
     "vpgkit.data.dataset",
     "vpgkit.data.mixture",
     "vpgkit.data.feature_cache",

@@ -197,6 +197,10 @@ class VisionLanguageModel(nn.Module):
             raise ValueError(
                 "VisionLanguageModel: built without a vision encoder; pass vision_features instead"
             )
+        if pixel_values.dim() == 6:  # (B, T_img, F, 3, H, W): F frames per visual input (video)
+            b, t, f = pixel_values.shape[:3]
+            features = self.vision(pixel_values.reshape(b, t * f, *pixel_values.shape[3:]))
+            return features.reshape(b, t, f, *features.shape[2:])
         return self.vision(pixel_values)
 
     def build_inputs(
@@ -227,6 +231,14 @@ class VisionLanguageModel(nn.Module):
             )
         if vision.shape[0] != b:
             raise ValueError(f"vision: batch size {vision.shape[0]} but input_ids has {b} rows")
+        if vision.dim() == 5:  # (B, T_img, F, N_v, D_v): a video's F frames are read together
+            if self.image_encoder.image_tokens == "slots" and vision.shape[2] != 1:
+                raise ValueError(
+                    f"vision: {vision.shape[2]} frames per visual input, but plug-in {self.image_encoder.name!r} "
+                    "splices prompts of one image; write each frame as an image (F = 1) or use a Perceiver"
+                )
+            # The Perceiver reads a video's F·N_v frame tokens as one set: the same as (B, T_img, F·N_v, D_v).
+            vision = vision.flatten(2, 3)
         if num_images is None:
             num_images = torch.full((b,), vision.shape[1], dtype=torch.long, device=input_ids.device)
         image_valid = torch.arange(vision.shape[1], device=input_ids.device)[None] < num_images[:, None]
@@ -270,7 +282,8 @@ class VisionLanguageModel(nn.Module):
             input_ids: (B, L) with image slots (see ``image_token_id``).
             attention_mask: (B, L), 1 for real tokens (left or right padding).
             labels: (B, L) targets, -100 where no loss is taken.
-            pixel_values: (B, T_img, 3, H, W), or ``vision_features`` (B, T_img, N_v, D_v).
+            pixel_values: (B, T_img, 3, H, W), or (B, T_img, F, 3, H, W) with F frames per input (video; media
+                plug-ins only), or ``vision_features`` (B, T_img, N_v, D_v) or (B, T_img, F, N_v, D_v).
             num_images: (B,) images per row when rows have fewer than T_img.
             guidance_index: (B,) VPG-C guidance positions (default: each row's last prompt token).
             loss_only: apply the LM head only where a label is taken (the same loss; ``logits`` is None).

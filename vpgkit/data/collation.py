@@ -93,12 +93,32 @@ def _pad_images(batch, key: str, num_images: torch.Tensor, shape: tuple[int, ...
                 f"collate: item {item.get('id', b)!r} has {t.shape[0]} images in {key!r} "
                 f"but num_images {int(num_images[b])}"
             )
-        if shape is not None and tuple(t.shape[1:]) != shape:
+        if shape is not None and t.dim() == 5:  # (T_i, F, 3, S, S): videos of F frames
+            if tuple(t.shape[2:]) != shape:
+                raise ValueError(
+                    f"collate: item {item.get('id', b)!r} {key} has per-frame shape {tuple(t.shape[2:])}, "
+                    f"expected {shape} (image_size {shape[-1]})"
+                )
+        elif shape is not None and tuple(t.shape[1:]) != shape:
             raise ValueError(
                 f"collate: item {item.get('id', b)!r} {key} has per-image shape {tuple(t.shape[1:])}, "
                 f"expected {shape} (image_size {shape[-1]})"
             )
         tensors.append(t)
+    video = (len(shape) if shape is not None else 2) + 2  # dims of an item with a frame axis
+    frames = {t.shape[1] for t in tensors if t.shape[0] and t.dim() == video}
+    if frames:  # a frame axis: every row with images must have the same F (an image is F = 1)
+        plain = [b for b, t in enumerate(tensors) if t.shape[0] and t.dim() != video]
+        if len(frames) > 1 or (plain and frames != {1}):
+            raise ValueError(
+                f"collate: {key} with different frame counts in one batch ({sorted(frames)} frames"
+                f"{', and single images' if plain else ''}); sample the same number of frames for every "
+                "video of a batch (an image is one frame: give it the frame axis (T_i, 1, ...))"
+            )
+        f = frames.pop()
+        tensors = [t if t.dim() == video else t.reshape(t.shape[0], f, *t.shape[1:]) for t in tensors]
+        if shape is not None:
+            shape = (f, *shape)
     if shape is None:
         shapes = {tuple(t.shape[1:]) for t in tensors if t.shape[0]}
         if len(shapes) > 1:
