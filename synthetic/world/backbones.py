@@ -46,7 +46,7 @@ from vpgkit.data.tokenize import SampleTokenizer
 from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import QFormer, QFormerConfig
 
-from .language import TRAIN_WORDING, salient_caption
+from .language import TRAIN_WORDING, noun_phrase, salient_caption
 from .scene import COLOURS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, render_text
 
@@ -535,6 +535,53 @@ def encode_scenes(vit: TimmEvaEncoder, scenes: list[Scene], batch: int = 256) ->
 # ----------------------------------------------------------------------------------------- Q-Former
 
 
+def grounding_phrase(scene: Scene, obj: WorldObject, rng: np.random.Generator) -> str:
+    """A noun phrase naming ``obj`` the way the world's questions do: size + shape and a random choice of
+    colour and position, with position added when the phrase would fit another object of ``scene`` too."""
+    colour, where = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    matches = [o for o in scene.objects if o.shape == obj.shape and o.size == obj.size
+               and (not colour or o.colour == obj.colour)]  # fmt: skip
+    return noun_phrase(obj, colour=colour, where=where or len(matches) > 1)
+
+
+def phrase_vectors(embed: nn.Embedding, tokenizer, phrases: list[str]) -> torch.Tensor:
+    """(B, D_llm) mean of the LM's input embeddings of each phrase's tokens (frozen: no gradient)."""
+    with torch.no_grad():
+        return torch.stack([embed(torch.tensor(tokenizer.encode(p, add_special_tokens=False))).mean(0)
+                            for p in phrases])  # fmt: skip
+
+
+def object_targets(obj: WorldObject) -> torch.Tensor:
+    """(4,) class of ``obj``'s cell, colour, shape and size (the grounding head's four groups)."""
+    return torch.tensor(
+        [obj.cell, list(COLOURS).index(obj.colour), SHAPES.index(obj.shape), list(SIZES).index(obj.size)]
+    )
+
+
+class GroundingHead(nn.Module):
+    """Stage-1 stand-in (discarded after the build): a phrase vector conditions the queries, additively, and
+    the mean query output must give the named object's cell, colour, shape and size.
+
+    BLIP-2's stage 1 lets text into the queries through shared self-attention (ITM), so a pre-trained
+    Q-Former's query outputs depend on the text; here the text enters the way VPG-C's guidance does.
+    """
+
+    GROUPS = (9, len(COLOURS), len(SHAPES), len(SIZES))
+
+    def __init__(self, llm_width: int, width: int):
+        super().__init__()
+        self.condition = nn.Linear(llm_width, width)
+        self.head = nn.Linear(width, sum(self.GROUPS))
+
+    def loss(self, qformer: QFormer, phrases: torch.Tensor, vision: torch.Tensor, targets: torch.Tensor):
+        """phrases (B, D_llm), vision (B, N_v, D_v), targets (B, 4) → (mean cross-entropy, accuracy per group)."""
+        queries = qformer.query_tokens + self.condition(phrases)[:, None]
+        logits = self.head(qformer.encode(queries, vision).mean(1)).split(self.GROUPS, dim=-1)
+        losses = [F.cross_entropy(lg, targets[:, g]) for g, lg in enumerate(logits)]
+        accuracy = [float((lg.argmax(-1) == targets[:, g]).float().mean()) for g, lg in enumerate(logits)]
+        return torch.stack(losses).mean(), accuracy
+
+
 def train_qformer(
     vit: TimmEvaEncoder,
     llm: LlamaForCausalLM,
@@ -545,10 +592,17 @@ def train_qformer(
     num_images: int = 2048,
     lr: float = 1e-3,
     log: Callable[[str], None] = print,
+    grounding: bool = False,
 ) -> tuple[QFormer, StageResult]:
-    """BLIP-2 stage 2 on salient captions: frozen ViT and LM, the whole Q-Former + projection trained."""
+    """BLIP-2 stage 2 on salient captions: frozen ViT and LM, the whole Q-Former + projection trained.
+
+    With ``grounding``, each step also trains :class:`GroundingHead`'s objective on the same scenes (one
+    random object named per scene): the stand-in for BLIP-2's stage 1, which is what makes a real
+    Q-Former's queries follow text — and so lets VPG-C steer the frozen Q-Former at all.
+    """
     torch.manual_seed(seed)
     qformer = QFormer(QFormerConfig.preset("tiny_world"))
+    head = GroundingHead(llm.config.hidden_size, qformer.config.hidden_size) if grounding else None
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     model = VisionLanguageModel(llm, image_token_id=image_token_id, vpg=qformer, train_vpg_projection=True)
     qformer.requires_grad_(True)  # the whole Q-Former learns in this stage, not only the projection
@@ -558,7 +612,8 @@ def train_qformer(
     st = SampleTokenizer(tokenizer, "vicuna_v0", system=WORLD_SYSTEM, image_token_id=image_token_id, slots_policy="query_tokens",
                          num_queries=qformer.config.num_queries, max_length=256)  # fmt: skip
     collate = Collator(tokenizer.pad_token_id, vit.image_size)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
+    embed = llm.get_input_embeddings()
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         rng = np.random.default_rng([seed, QFORMER_STREAM, step])
@@ -574,7 +629,15 @@ def train_qformer(
         batch = collate(items)
         out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
                     vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
-        return out.loss, ""
+        if head is None:
+            return out.loss, ""
+        named = [scenes[i].objects[int(rng.integers(len(scenes[i].objects)))] for i in idx]
+        phrases = phrase_vectors(
+            embed, tokenizer, [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
+        )
+        targets = torch.stack([object_targets(o) for o in named])
+        loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
+        return out.loss + loss, " grounding " + "/".join(f"{100 * a:.0f}" for a in accuracy)
 
     result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
     model.remove_hooks()

@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -62,3 +63,17 @@ def test_backbones_load_with_vpgkit_loaders_and_fit_together():
     ids += tok("</Img> Describe the image briefly.", add_special_tokens=False)["input_ids"]
     out = model(torch.tensor([ids]), pixel_values=torch.randn(1, 1, 3, 56, 56))
     assert out.logits.shape == (1, len(ids), len(tok)) and torch.isfinite(out.logits).all()
+
+
+@pytest.mark.slow
+def test_a_build_reusing_an_earlier_builds_backbones_writes_the_same_files(tmp_path):
+    from synthetic.world.build import build
+
+    steps = {"lm": 2, "vit": 2, "qformer": 3}
+    full = build(tmp_path / "full", steps=steps, threads=1, log=lambda _: None)
+    reused = build(tmp_path / "reused", steps=steps, threads=1, log=lambda _: None, reuse=tmp_path / "full")
+    assert reused["files"] == full["files"] and reused["diagnostics"] == full["diagnostics"]
+    # wall times differ; nothing else may
+    assert {k: {**v, "seconds": 0} for k, v in reused["stages"].items()} == {
+        k: {**v, "seconds": 0} for k, v in full["stages"].items()
+    }
