@@ -10,6 +10,9 @@ no-vision rule computed from the task files):
     (d) ... at k = 0          the guidance is then the last prompt token's *embedding* (the same token
                               for every prompt: no information about the question)
     (e) ... no guidance       k* = 3 with the guidance input held at zero
+    (f) detail questions only a diagnostic, not the default job: 4000 synthetic detail questions (no
+                              difference / which-image samples), lr 1e-3 instead of 3e-3
+    (g) ... no guidance       (f) with the guidance input held at zero
     scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
                               --scaling-seeds says otherwise)
 
@@ -37,6 +40,8 @@ from pathlib import Path
 
 from doc_blocks import write_block
 
+from synthetic.world.build import provenance
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
 TASKS = ("caption", "difference", "which_image", "detail_question", "cloze")
@@ -47,6 +52,16 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "c": ("(c) VPG-C + synthetic, k*=3", []),
     "d": ("(d) VPG-C + synthetic, k=0", ["model.vpgc_layer=0"]),
     "e": ("(e) VPG-C + synthetic, no guidance", ["+model.vpgc_overrides.guidance=false"]),
+    # A diagnostic pair, not the default job: synthetic detail questions only (4000), at lr 1e-3.
+    "f": (
+        "(f) VPG-C + detail-question synthetic only",
+        DETAIL_ONLY := [
+            "+data.prepare.tasks={detail_question:1.0}",
+            "data.prepare.n_edits=4000",
+            "optim.lr=1.0e-3",
+        ],
+    ),
+    "g": ("(g) ... (f) with no guidance", [*DETAIL_ONLY, "+model.vpgc_overrides.guidance=false"]),
 }
 SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
 
@@ -54,7 +69,9 @@ SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 sy
 def _runs(args) -> list[tuple[str, int, list[str]]]:
     """(tag, seed, overrides) of every training run asked for."""
     # seed by seed, (c) first: the mechanism's comparison is complete early
-    wanted = [v for v in ("c", "e", "d", "b") if v in args.variants or (v == "c" and "a" in args.variants)]
+    wanted = [
+        v for v in ("c", "e", "d", "b", "f", "g") if v in args.variants or (v == "c" and "a" in args.variants)
+    ]
     runs = [(v, s, VARIANTS[v][1]) for s in args.seeds for v in wanted]  # (a) comes from the (c) runs
     if args.scaling:
         runs += [
@@ -179,10 +196,20 @@ def tables(data: dict) -> str:
     head = "| variant | " + " | ".join(TASKS) + " |"
     lines += [f"Scores (percent; ROUGE-L for caption/difference, accuracy otherwise), mean ± std over seeds {seeds}:",
               "", head, "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
+
+    def label(v: str) -> str:  # a variant run on fewer seeds than the table says so
+        own = sorted({r["seed"] for r in runs.values() if r["variant"] == v})
+        return VARIANTS[v][0] + (
+            f" (seed{'s' * (len(own) > 1)} {', '.join(map(str, own))})" if own != seeds else ""
+        )
+
     for v in present:
         cells = [_mean_std(_values(runs, v, lambda t, k=k: t[k]["score"])) for k in TASKS]
-        lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
-    nv = [_mean_std(_values(runs, present[0], lambda t, k=k: t[k]["no_vision"]["score"])) for k in TASKS]
+        lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
+    per_seed = {
+        r["seed"]: r for r in runs.values() if r["variant"] in VARIANTS
+    }  # the rules depend on the seed's files
+    nv = [_mean_std([r["tasks"][k]["no_vision"]["score"] for r in per_seed.values()]) for k in TASKS]
     lines.append("| best no-vision rule (from the task files) | " + " | ".join(nv) + " |")
     trained = [v for v in present if v != "a"]
     if trained:
@@ -192,7 +219,7 @@ def tables(data: dict) -> str:
             runs_v = [r for r in runs.values() if r["variant"] == v and "loss" in r]
             first = _mean_std([r["loss"]["first"] for r in runs_v], digits=3)
             last = _mean_std([r["loss"]["last"] for r in runs_v], digits=3)
-            lines.append(f"| {VARIANTS[v][0]} | {first} | {last} |")
+            lines.append(f"| {label(v)} | {first} | {last} |")
     lines += ["", "Controls (same runs): both images blank / image 2 replaced / cloze on unchanged pairs / "
               "difference where the named region is unchanged:", "",
               "| variant | " + " | ".join(f"{k} blank" for k in DETAIL) + " | "
@@ -207,27 +234,37 @@ def tables(data: dict) -> str:
                   for k in ("difference", "which_image", "cloze")]  # fmt: skip
         cells.append(_mean_std(_values(runs, v, lambda t: t["cloze"]["subsets"].get("unchanged"))))
         cells.append(_mean_std(_values(runs, v, lambda t: t["difference"]["subsets"].get("unchanged"))))
-        lines.append(f"| {VARIANTS[v][0]} | " + " | ".join(cells) + " |")
-    if "c" in present:
+        lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
+    if "c" in present or "f" in present:
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
                   "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
 
         def stats(v, k):
             vals = _values(runs, v, lambda t, k=k: t[k]["score"])
-            return (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0) if vals else None
+            return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
 
-        for name, other in (("(c) − (a)", "a"), ("(c) − (d)", "d"), ("(c) − (e)", "e")):
-            if other not in present:
+        pairs = (
+            ("(c) − (a)", "c", "a"),
+            ("(c) − (d)", "c", "d"),
+            ("(c) − (e)", "c", "e"),
+            ("(f) − (g)", "f", "g"),
+        )
+        for name, one, other in pairs:
+            if one not in present or other not in present:
                 continue
             cells = []
             for k in TASKS:
-                c, o = stats("c", k), stats(other, k)
+                c, o = stats(one, k), stats(other, k)
                 diff = c[0] - o[0]
-                spread = f"2σ {2 * max(c[1], o[1]):.1f}" if len(seeds) > 1 else "1 seed"
+                spread = f"2σ {2 * max(c[1], o[1]):.1f}" if min(c[2], o[2]) > 1 else "1 seed"
                 cells.append(f"{diff:+.1f} ({spread})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        gains = [_mean_std(_values(runs, "c", lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS]
-        lines.append("| (c) − best no-vision | " + " | ".join(gains) + " |")
+        for v in ("c", "f"):
+            if v in present:
+                gains = [
+                    _mean_std(_values(runs, v, lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS
+                ]
+                lines.append(f"| ({v}) − best no-vision | " + " | ".join(gains) + " |")
     scaling = [k for k in SCALING if any(r["variant"] == k for r in runs.values())]
     if scaling:
         lines += ["", "Data scaling of (c) (synthetic samples; the default is 1000):", "",
@@ -249,11 +286,14 @@ def tables(data: dict) -> str:
 
 def readme_block(data: dict) -> str:
     """The README block: the tables of a results file and the command that made it."""
-    return tables(data) + f"\n\nMade by: `{data['command']}`"
+    made = f"\n\nMade by: `{data['command']}`"
+    if "assets" in data:
+        made += f" on the world built by `{data['assets']['command']}`"
+    return tables(data) + made
 
 
-def update_readme(text: str, readme: Path = ROOT / "README.md") -> None:
-    write_block(readme, "mini-demon", text)
+def update_readme(text: str, readme: Path = ROOT / "README.md", block: str = "mini-demon") -> None:
+    write_block(readme, block, text)
 
 
 def main() -> None:
@@ -270,16 +310,21 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="add to the runs already in --results")
     parser.add_argument("--readme", action="store_true", help="only rewrite the README block from --results")
+    parser.add_argument("--write-block", nargs=2, metavar=("PAGE", "NAME"),
+                        help="only rewrite block NAME of PAGE (e.g. docs/tiny_world.md) from --results")  # fmt: skip
     args = parser.parse_args()
-    if args.readme:
+    if args.readme or args.write_block:
         data = json.loads(args.results.read_text())
-        update_readme(readme_block(data))
+        page, block = args.write_block or ("README.md", "mini-demon")
+        update_readme(readme_block(data), ROOT / page, block)
         return
     args.scaling_seeds = args.scaling_seeds or args.seeds[:1]
     runs = run_all(args)
-    old = json.loads(args.results.read_text())["runs"] if args.merge and args.results.exists() else {}
-    data = {"command": "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:]), "jobs": args.jobs,
-            "runs": {**old, **runs}}  # fmt: skip
+    old = json.loads(args.results.read_text()) if args.merge and args.results.exists() else {"runs": {}}
+    command = "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:])
+    if "command" in old:  # a merge: both invocations made the file
+        command = f"{old['command']}; {command}"
+    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "runs": {**old["runs"], **runs}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(data, indent=1) + "\n")
     print(tables(data))

@@ -43,6 +43,7 @@ from doc_blocks import write_block
 from torch import nn
 from tqdm import tqdm
 
+from synthetic.world.build import provenance
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import COLOURS, SHAPES, render
 from synthetic.world.tasks import render_text
@@ -53,8 +54,13 @@ from vpgkit.modules import VPGC
 from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
-# The docs table's columns: the build before this one (measured on a checkout of it) and the shipped one.
-DOCS_COLUMNS = {"world v3": RESULTS.with_name("vpgc_stages_world_v3.json"), "world v4 (shipped)": RESULTS}
+# The docs table's columns: the build before this one (measured on a checkout of it), the shipped one, and the
+# shipped ViT + LM with a Q-Former built with --qformer-grounding.
+DOCS_COLUMNS = {
+    "world v3": RESULTS.with_name("vpgc_stages_world_v3.json"),
+    "world v4 (shipped)": RESULTS,
+    "v4 + grounded Q-Former (not shipped)": RESULTS.with_name("vpgc_stages_grounded.json"),
+}
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
     "position": range(0, 9),
@@ -308,7 +314,10 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
 def docs_block() -> str:
     """The docs/tiny_world.md block: :func:`stage_table` of :data:`DOCS_COLUMNS` and their commands."""
     data = {label: json.loads(path.read_text()) for label, path in DOCS_COLUMNS.items()}
-    commands = "; ".join(f"{label}: `{d['command']}`" for label, d in data.items())
+    commands = "; ".join(
+        f"{label}: `{d['command']}`" + (f" on `{d['assets']['command']}`" if "assets" in d else "")
+        for label, d in data.items()
+    )
     return stage_table(data) + f"\n\nMade by: {commands} (world v3 on a checkout of commit e3639f1)"
 
 
@@ -404,6 +413,7 @@ def main() -> None:
         print("3. trained residuals:", results["trained_residual"])
     results["seconds"] = round(time.perf_counter() - start)
     results["command"] = "python " + " ".join(sys.argv)
+    results["assets"] = provenance()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {args.out} ({results['seconds']} s)")

@@ -40,6 +40,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "synthetic_throughput.json").read_text()))),
         ("thread_policy", "benchmarks/README.md", "thread-policy",
          lambda m: m.readme_block(json.loads((RESULTS / "thread_policy.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-grounded",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_grounded.json").read_text()))),
     ],
 )  # fmt: skip
 def test_results_block_is_generated_from_its_results_file(script, page, marker, make):

@@ -45,6 +45,16 @@ def default_out() -> Path:
     return Path(vpgkit.assets.__file__).parent / "tiny_world"
 
 
+def provenance(directory: Path | None = None) -> dict[str, Any]:
+    """Which world build a result was measured on: its manifest's command(s) and file sha256 (default: the
+    assets this vpgkit loads). Results files store it, since builds with other options share the paths."""
+    manifest = json.loads(((directory or default_out()) / "manifest.json").read_text(encoding="utf-8"))
+    keep = ("command", "reused_backbones_from", "qformer_grounding")
+    return {k: manifest[k] for k in keep if k in manifest} | {
+        "sha256": {k: v["sha256"][:16] for k, v in manifest["files"].items() if k.endswith(".safetensors")}
+    }
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -130,6 +130,7 @@ def make_default_data(
     mix: str = "captions+synthetic",
     n_eval: int = 40,
     progress: bool = True,
+    tasks: dict[str, float] | None = None,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -142,6 +143,8 @@ def make_default_data(
         mix: ``"captions+synthetic"`` or ``"captions"`` (the paper's ablation: no synthetic data).
         n_eval: mini-DEMON samples per task.
         progress: show progress bars.
+        tasks: the synthetic samples' task mix, task name → weight (default :data:`SYNTHETIC_TASKS`);
+            e.g. ``{"detail_question": 1.0}`` for detail questions only.
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -149,6 +152,11 @@ def make_default_data(
     """
     if mix not in MIXES:
         raise ValueError(f"make_default_data: mix must be one of {MIXES}, got {mix!r}")
+    tasks = dict(tasks) if tasks is not None else SYNTHETIC_TASKS
+    if not tasks or any(t not in SYNTHETIC_TASKS or w <= 0 for t, w in tasks.items()):
+        raise ValueError(
+            f"make_default_data: tasks must map some of {sorted(SYNTHETIC_TASKS)} to positive weights, got {tasks}"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
@@ -191,8 +199,10 @@ def make_default_data(
         paths["synthetic"] = str(out / "synthetic.jsonl")
         wanted = {"version": FORMAT_VERSION, "seed": seed, "n_images": n_images, "n_edits": n_edits,
                   "assets": _assets_fingerprint()}  # fmt: skip
+        if tasks != SYNTHETIC_TASKS:  # the default's record stays as it was, so existing data is reused
+            wanted["tasks"] = tasks
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(out, seed, n_images, n_edits, progress)
+            _make_synthetic(out, seed, n_images, n_edits, progress, tasks)
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -236,15 +246,17 @@ def object_attention(vpg, scenes: list[Scene], batch_size: int = 256) -> dict[in
     return out
 
 
-def _make_synthetic(out: Path, seed: int, n_images: int, n_edits: int, progress: bool) -> None:
+def _make_synthetic(
+    out: Path, seed: int, n_images: int, n_edits: int, progress: bool, tasks: dict[str, float]
+) -> None:
     from tqdm.auto import tqdm
 
     if (out / "synthetic").exists():  # settings changed (or a half-written run): start over
         shutil.rmtree(out / "synthetic")
     scenes = [make_scene(seed * 1000 + PREPARE_STREAM, i) for i in range(n_images)]
     pick = least_attended(object_attention(load_world_vpg(), scenes))
-    names = list(SYNTHETIC_TASKS)
-    weights = np.array([SYNTHETIC_TASKS[n] for n in names])
+    names = list(tasks)
+    weights = np.array([tasks[n] for n in names])
     samples = []
     for j in tqdm(range(n_edits), desc="discriminative samples", disable=not progress):
         rng = np.random.default_rng([seed, SYNTHETIC_STREAM, j])

@@ -140,3 +140,12 @@ def test_captions_only_mix_skips_synthetic(tmp_path):
     with pytest.raises(ValueError, match="mix must be one of"):
         make_default_data(str(tmp_path), mix="everything")
     assert np.isfinite(len(read_samples_jsonl(paths["captions"])))
+
+
+def test_synthetic_task_mix_can_be_chosen(tmp_path):
+    paths = make_default_data(str(tmp_path / "data"), seed=0, n_images=8, n_edits=6, n_eval=1, progress=False,
+                              tasks={"detail_question": 1.0})  # fmt: skip
+    tasks = {s.meta["task"] for s in read_samples_jsonl(paths["synthetic"])}
+    assert tasks == {"detail_question"}
+    with pytest.raises(ValueError, match="tasks must map some of"):
+        make_default_data(str(tmp_path), n_images=4, n_eval=1, tasks={"riddle": 1.0})
