@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import LlamaConfig, LlamaForCausalLM
+from vlm_cases import HF_QFORMER as QFORMER
+from vlm_cases import HF_VISION as VISION
 from vlm_cases import SLOT, randomize_, xattn_model
 
 from vpgkit.backbones.language import tiny_llama_config
@@ -182,18 +184,6 @@ def test_shape_mismatch_always_raises(tmp_path):
 
 
 # ---------------------------------------------------------------------------- HF BLIP-2 / InstructBLIP
-
-VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=28,
-    patch_size=14,
-)
-QFORMER = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, encoder_hidden_size=32
-)
 
 
 def _hf_repo(tmp_path, instruct: bool):

@@ -19,6 +19,8 @@ from transformers import (
     InstructBlipForConditionalGeneration,
     LlamaForCausalLM,
 )
+from vlm_cases import HF_QFORMER as QFORMER
+from vlm_cases import HF_VISION as VISION
 
 from vpgkit import VisionLanguageModel
 from vpgkit.backbones.language import tiny_llama_config
@@ -27,17 +29,6 @@ from vpgkit.inplace import VPGCAttachment, attach_vpgc
 from vpgkit.inplace.attachment import slot_positions
 from vpgkit.modules import QFormer, QFormerConfig, VPGCConfig
 
-VISION = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    image_size=28,
-    patch_size=14,
-)
-QFORMER = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, encoder_hidden_size=32
-)
 IMAGE = 5
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "hf_blip2_vpgc.md"
 

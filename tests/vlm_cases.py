@@ -213,3 +213,17 @@ def greedy_without_cache(model, input_ids, attention_mask, vision, steps: int) -
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     return ids[:, input_ids.shape[1] :]
+
+
+# Tiny transformers BLIP-2 / InstructBLIP sub-configs (vision tower, Q-Former) for HF-format tests.
+HF_VISION = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=28,
+    patch_size=14,
+)
+HF_QFORMER = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, encoder_hidden_size=32
+)
