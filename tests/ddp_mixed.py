@@ -11,8 +11,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.nn.parallel import DistributedDataParallel
-
-from tests.vlm_cases import PLUGIN_CASES, SLOT, plugin_model, right_padded
+from vlm_cases import PLUGIN_CASES, SLOT, plugin_model, right_padded
 
 
 def global_batch():

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from tests.vlm_cases import PLUGIN_CASES, SLOT, plugin_model, right_padded
+from vlm_cases import PLUGIN_CASES, SLOT, plugin_model, right_padded
 
 cases = pytest.mark.parametrize("case", sorted(PLUGIN_CASES))
 
@@ -89,8 +88,9 @@ def test_two_processes_with_a_text_only_rank_equal_one_process(tmp_path):
     from safetensors.torch import load_file
 
     root = Path(__file__).resolve().parents[1]
+    script = str(Path(__file__).with_name("ddp_mixed.py"))  # run by path: it imports vlm_cases beside it
     one = subprocess.run(
-        [sys.executable, "-m", "tests.ddp_mixed", str(tmp_path / "one.safetensors")],
+        [sys.executable, script, str(tmp_path / "one.safetensors")],
         cwd=root,
         capture_output=True,
         text=True,
@@ -107,7 +107,7 @@ def test_two_processes_with_a_text_only_rank_equal_one_process(tmp_path):
         "29531",
     ]
     two = subprocess.run(
-        [*torchrun, "-m", "tests.ddp_mixed", str(tmp_path / "two.safetensors")],
+        [*torchrun, script, str(tmp_path / "two.safetensors")],
         cwd=root,
         capture_output=True,
         text=True,

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from vlm_cases import PLUGIN_CASES, SLOT, plugin_model
 
-from tests.vlm_cases import PLUGIN_CASES, SLOT, plugin_model
 from vpgkit.backbones.vision import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.data import DataError
 from vpgkit.data.collation import collate
