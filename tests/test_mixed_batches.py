@@ -39,7 +39,7 @@ def run(model, rows: list[list[int]], counts: list[int], vision: torch.Tensor):
 @cases
 def test_rows_of_a_mixed_batch_equal_the_rows_run_alone(case):
     model = plugin_model(PLUGIN_CASES[case])
-    from tests.vlm_cases import randomize_all_
+    from vlm_cases import randomize_all_
 
     randomize_all_(model, seed=3)  # trained adapters: the completers' residuals are not zero
     rows, counts = mixed_rows(model)
