@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModel
+from vlm_cases import HF_VISION
 
 from vpgkit.backbones import CLIPVisionEncoderConfig, HFCLIPVisionEncoder
 from vpgkit.backbones.clip_vision import open_clip_to_hf_clip_vision
@@ -86,15 +87,7 @@ def test_open_clip_key_map_reports_what_it_ignores(tmp_path):
 
 def _hf_vision(hidden_act="quick_gelu"):
     torch.manual_seed(4)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=28,
-        patch_size=14,
-        hidden_act=hidden_act,
-    )
+    config = CLIPVisionConfig(**HF_VISION, hidden_act=hidden_act)
     model = CLIPVisionModel(config).eval()
     with torch.no_grad():
         model.post_layernorm.weight.add_(0.3)

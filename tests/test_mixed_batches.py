@@ -86,6 +86,7 @@ def test_two_processes_with_a_text_only_rank_equal_one_process(tmp_path):
     from pathlib import Path
 
     from safetensors.torch import load_file
+    from train_cli import torchrun
 
     root = Path(__file__).resolve().parents[1]
     script = str(Path(__file__).with_name("ddp_mixed.py"))  # run by path: it imports vlm_cases beside it
@@ -97,17 +98,8 @@ def test_two_processes_with_a_text_only_rank_equal_one_process(tmp_path):
         timeout=300,
     )
     assert one.returncode == 0, one.stderr[-3000:]
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29531",
-    ]
     two = subprocess.run(
-        [*torchrun, script, str(tmp_path / "two.safetensors")],
+        [*torchrun(2, 29531), script, str(tmp_path / "two.safetensors")],
         cwd=root,
         capture_output=True,
         text=True,

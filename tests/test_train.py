@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from safetensors.torch import load_file
 from toy_files import toy_jsonl_with_a_missing_image
-from train_cli import run_train
+from train_cli import run_train, torchrun
 
 from vpgkit.config import TrainConfig, register_schema, to_train_config
 from vpgkit.data import Collator
@@ -195,17 +195,8 @@ def test_two_processes_give_the_same_adapter_as_one(tmp_path):
     """torchrun with 2 CPU processes (gloo, DDP) against one process, same global batch: ≤ 1e-5."""
     args = ["recipe=vpgc_toy", "trainer.max_steps=4", *FAST]
     run_train(*args, f"output_dir={tmp_path / 'one'}", cwd=tmp_path)
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-    ]
     two = subprocess.run(
-        [*torchrun, "-m", "vpgkit.train", *args, f"output_dir={tmp_path / 'two'}"],
+        [*torchrun(2, 29517), "-m", "vpgkit.train", *args, f"output_dir={tmp_path / 'two'}"],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,4 +1,4 @@
-"""Run `python -m vpgkit.train` in a subprocess, as a user would, and fail with its stderr tail."""
+"""Run `python -m vpgkit.train` (or torchrun) in a subprocess, as a user would, and fail with its stderr tail."""
 
 from __future__ import annotations
 
@@ -19,3 +19,16 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None, tim
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def torchrun(nproc: int, port: int) -> list[str]:
+    """The ``python -m torch.distributed.run`` prefix for ``nproc`` local CPU processes on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(port),
+    ]
