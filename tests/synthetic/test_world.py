@@ -272,7 +272,7 @@ def test_grounding_phrases_name_exactly_one_object():
             assert fits == [obj], phrase
 
 
-def test_grounding_trains_the_qformer_to_read_the_object_a_conditioned_query_names():
+def test_grounding_loss_reaches_the_qformers_cross_attention_through_conditioned_queries():
     from synthetic.world.backbones import GroundingHead, object_targets
     from vpgkit.modules import QFormer, QFormerConfig
 
