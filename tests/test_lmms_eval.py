@@ -14,12 +14,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
+from test_evaluate_cases import difference_task
 
 from synthetic.world.mini_demon import make_mini_demon
 from vpgkit.checkpoints import save_adapter
 from vpgkit.config import register_schema, to_train_config
 from vpgkit.data import Sample, Turn
 from vpgkit.evaluate import main as vpgkit_evaluate
+from vpgkit.evaluation.lmms.configs import task_name
 from vpgkit.lmms_tasks import main as lmms_tasks
 from vpgkit.training.build import build_model
 
@@ -49,12 +51,14 @@ def world_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_lmms_eval_cli_scores_equal_vpgkit_evaluate_offline(world_run, tmp_path):
-    run, demon = world_run, world_run / "data" / "mini_demon"
-    args = ["--run", str(run), "--demon", str(demon), "--out", str(tmp_path / "demon.json"),
+    # The run's mini-DEMON and one more DEMON-format task folder (a second task of category VRI).
+    run, demon = world_run, [world_run / "data" / "mini_demon", tmp_path / "extra" / "Spot-the-Diff"]
+    difference_task(demon[1], count=3)
+    args = ["--run", str(run), "--demon", *map(str, demon), "--out", str(tmp_path / "demon.json"),
             "--max-new-tokens", "8", "--batch-size", "8", "--no-progress"]  # fmt: skip
     ours = vpgkit_evaluate(args)
     tasks_dir = tmp_path / "lmms_tasks"
-    lmms_tasks([str(demon), "--out", str(tasks_dir)])
+    lmms_tasks([*map(str, demon), "--out", str(tasks_dir)])
     lmms_eval = Path(sys.executable).with_name("lmms-eval")  # the console script the extra installs
     out = tmp_path / "lmms_out"
     command = [str(lmms_eval), "--model", "vpgkit", "--model_args", f"adapter={run}", "--include_path",
@@ -71,20 +75,25 @@ def test_lmms_eval_cli_scores_equal_vpgkit_evaluate_offline(world_run, tmp_path)
     (results_file,) = out.rglob("*_results.json")
     results = json.loads(results_file.read_text())["results"]
 
-    # Every task of the run's evaluation, controls included, and no other, with the same score.
-    assert len(ours["tasks"]) == 12
-    assert set(results) == {"mini_demon"} | {f"mini_demon_{name}" for name in ours["tasks"]}
+    # Every task of the run's evaluation (controls included) and every category, and nothing else, with
+    # the same score; VRI is the mean of two tasks.
+    assert len(ours["tasks"]) == 13 and ours["categories"]["VRI"]["tasks"] == ["difference", "Spot-the-Diff"]
+    names = {name: task_name("mini_demon", name) for name in ours["tasks"]}
+    categories = {c: task_name("mini_demon", c) for c in ours["categories"]}
+    assert set(results) == {"mini_demon", *names.values(), *categories.values()}
     for name, row in ours["tasks"].items():
-        assert results[f"mini_demon_{name}"][f"{row['metric']},none"] == row["score"], name
+        assert results[names[name]][f"{row['metric']},none"] == row["score"], name
+    for category, row in ours["categories"].items():
+        assert results[categories[category]][f"{row['metric']},none"] == row["score"], category
     assert any(row["score"] > 0 for row in ours["tasks"].values())  # not a comparison of zeros only
 
     # ... because every answer is the same (batches of 3 there, 8 here: left padding keeps answers apart).
     theirs = {}
-    for samples in out.rglob("*_samples_mini_demon_*.jsonl"):
-        task = samples.stem.split("_samples_mini_demon_", 1)[1]
+    for name, lmms_name in names.items():
+        (samples,) = out.rglob(f"*_samples_{lmms_name}.jsonl")
         for line in samples.read_text().splitlines():
             record = json.loads(line)
-            theirs[(task, record["doc_id"])] = record["filtered_resps"]
+            theirs[(name, record["doc_id"])] = record["filtered_resps"]
     expected = {}
     for record in ours["predictions"]:
         doc_id = sum(1 for key in expected if key[0] == record["task"])

@@ -7,7 +7,7 @@ on them from the local files. Needs no lmms-eval to write the files.
 Example::
 
     python -m vpgkit.lmms_tasks outputs/vpgc/data/mini_demon --out outputs/vpgc/lmms_tasks
-    # wrote 13 files to outputs/vpgc/lmms_tasks: lmms-eval ... --include_path outputs/vpgc/lmms_tasks --tasks mini_demon
+    # wrote 18 files to outputs/vpgc/lmms_tasks (group mini_demon: 12 tasks, 5 categories); run: lmms-eval ...
 """
 
 from __future__ import annotations
@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     written = write_task_configs(args.demon, args.out, args.group, args.max_new_tokens)
     group = written[0].stem
+    tasks = sum(1 for p in written if p.read_text(encoding="utf-8").startswith("task:"))
     print(
-        f"wrote {len(written)} files to {args.out} (group {group}: {len(written) - 1} tasks); run:\n"
+        f"wrote {len(written)} files to {args.out} (group {group}: {tasks} tasks, "
+        f"{len(written) - 1 - tasks} categories); run:\n"
         f"  lmms-eval --model vpgkit --model_args adapter=RUN_DIR --include_path {args.out} --tasks {group}"
     )
     return written

@@ -7,7 +7,10 @@ read by :class:`~vpgkit.evaluation.lmms.task.DemonLmmsTask`; the data stay where
 
 Names: the group is ``--group`` (default: the first path's folder name, e.g. ``mini_demon``), each task
 ``<group>_<task>`` (lower case; other characters than letters, digits and ``_`` become ``_``) with the
-DEMON task's own name as its alias. Control variants (``metadata.control``) are tasks of the group too.
+DEMON task's own name as its alias. The group holds one sub-group per category, ``<group>_<category>``
+(e.g. ``mini_demon_vri``), whose score lmms-eval aggregates as DEMON does: the unweighted mean of its
+tasks' scores (a category whose tasks use two metrics gets no aggregate). Control variants
+(``metadata.control``) are tasks of the group outside every category, as ``vpgkit.evaluate`` counts them.
 
 Example:
     >>> import json, tempfile
@@ -17,12 +20,21 @@ Example:
     >>> _ = (root / "demon" / "Spot-the-Diff" / "core.json").write_text(json.dumps({
     ...     "metadata": {"task_instruction": ["What changed? "]}, "data": []}))
     >>> written = write_task_configs([root / "demon"], root / "tasks", group="mini")
-    >>> sorted(p.name for p in written)
-    ['mini.yaml', 'mini_spot_the_diff.yaml']
+    >>> [p.name for p in written]
+    ['mini.yaml', 'mini_vri.yaml', 'mini_spot_the_diff.yaml']
     >>> print((root / "tasks" / "mini.yaml").read_text().strip())
     group: mini
     task:
+    - mini_vri
+    >>> print((root / "tasks" / "mini_vri.yaml").read_text().strip())
+    group: mini_vri
+    group_alias: "VRI"
+    task:
     - mini_spot_the_diff
+    aggregate_metric_list:
+    - metric: rouge_l
+      aggregation: mean
+      weight_by_size: false
 """
 
 from __future__ import annotations
@@ -70,7 +82,7 @@ def write_task_configs(
         max_new_tokens: answer length limit written into every task (default: the task's, 32).
 
     Returns:
-        The files written, the group's first.
+        The files written: the group's, the categories', then the tasks'.
     """
     files = find_task_files(list(paths))  # a bad path fails here, naming it
     tasks = [load_task(path) for path in files]
@@ -92,12 +104,29 @@ def write_task_configs(
         raise ValueError(
             f"DEMON tasks {names}: the lmms-eval names {clashes} clash (names differing only in case or punctuation)"
         )
+    categories: dict[str, list[int]] = {}
+    for i, task in enumerate(tasks):
+        if task.control is None:
+            categories.setdefault(task.category, []).append(i)
+    group_names = {c: task_name(group, c) for c in categories}
+    clashes = sorted(set(group_names.values()) & {group, *lmms_names})
+    if clashes:
+        raise ValueError(f"DEMON tasks {names}: the lmms-eval names {clashes} are both a category and a task")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    members = [*group_names.values(), *(n for t, n in zip(tasks, lmms_names, strict=True) if t.control)]
     written = [out / f"{group}.yaml"]
-    written[0].write_text(
-        f"group: {group}\ntask:\n" + "".join(f"- {n}\n" for n in lmms_names), encoding="utf-8"
-    )
+    written[0].write_text(f"group: {group}\ntask:\n" + "".join(f"- {n}\n" for n in members), encoding="utf-8")
+    for category, indices in categories.items():
+        lines = [f"group: {group_names[category]}", f"group_alias: {_yaml_string(category)}", "task:"]
+        lines += [f"- {lmms_names[i]}" for i in indices]
+        metrics = {tasks[i].metric for i in indices}
+        if len(metrics) == 1:
+            lines += ["aggregate_metric_list:", f"- metric: {metrics.pop()}", "  aggregation: mean"]
+            lines += ["  weight_by_size: false"]
+        path = out / f"{group_names[category]}.yaml"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(path)
     for task, name in zip(tasks, lmms_names, strict=True):
         lines = [
             f"task: {name}",
