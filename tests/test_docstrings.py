@@ -43,6 +43,10 @@ MODULES = [
     "vpgkit.plugins.perceiver_vpgc",
     "vpgkit.inplace.contract",
     "vpgkit.inplace.attachment",
+    "vpgkit.evaluation.lmms",  # needs lmms-eval (the extra `eval`, installed by the test command)
+    "vpgkit.evaluation.lmms.configs",
+    "vpgkit.evaluation.lmms.model",
+    "vpgkit.evaluation.lmms.task",
 ]
 
 
