@@ -71,8 +71,9 @@ def test_lmms_eval_cli_scores_equal_vpgkit_evaluate_offline(world_run, tmp_path)
         env={**os.environ, **OFFLINE},
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (results_file,) = out.rglob("*_results.json")
+    found = list(out.rglob("*_results.json"))  # lmms-eval 0.7 exits with 0 even after an error
+    assert proc.returncode == 0 and len(found) == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (results_file,) = found
     results = json.loads(results_file.read_text())["results"]
 
     # Every task of the run's evaluation (controls included) and every category, and nothing else, with
@@ -218,3 +219,14 @@ def test_the_model_is_registered_and_vpgkit_imports_without_lmms_eval():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "needs lmms-eval", proc.stderr[-2000:]
+
+
+def test_lmms_eval_0_7_still_stringifies_loglikelihood_results():
+    """lmms-eval 0.7.x's evaluator passes every model output through ``unwrap_generation_output``, which
+    turns a loglikelihood pair ``(float, bool)`` into its string: its ``multiple_choice`` and
+    ``loglikelihood`` tasks then fail in ``process_results`` ("too many values to unpack") for every model,
+    vpgkit's included (docs/evaluate_with_lmms_eval.md). vpgkit's ``loglikelihood`` is tested directly
+    above. When this test fails, lmms-eval passes pairs through: add an end-to-end multiple-choice check."""
+    from lmms_eval.api.instance import unwrap_generation_output
+
+    assert unwrap_generation_output((1.5, True)) == ("(1.5, True)", None)

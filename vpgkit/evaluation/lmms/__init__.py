@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MODEL_CLASS", "MODEL_ID", "manifest"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "MODEL_CLASS", "MODEL_ID", "manifest"]
 
+DEFAULT_MAX_NEW_TOKENS = 32  # answer length limit, as `python -m vpgkit.evaluate --max-new-tokens`
 MODEL_ID = "vpgkit"
 MODEL_CLASS = "vpgkit.evaluation.lmms.model.VpgkitLMM"
 

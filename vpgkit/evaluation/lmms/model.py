@@ -29,7 +29,8 @@ end-of-chunk that ends a turn in training). A leading space of the continuation 
 ``target_delimiter``) is dropped: the template writes its own. lmms-eval 0.7's docstring asks for the
 log-probability, but its ``multiple_choice`` scoring picks the option with the *lowest* value (``argmin``)
 and its built-in models return a loss; vpgkit returns the negative log-likelihood so that multiple-choice
-tasks score correctly.
+tasks score correctly. (lmms-eval 0.7.x's evaluator itself turns every such pair into a string before
+scoring, so its multiple-choice tasks fail for every model; see docs/evaluate_with_lmms_eval.md.)
 
 Example (shell; see docs/evaluate_with_lmms_eval.md)::
 
@@ -54,12 +55,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ...backbones.image_processor import ImageProcessor
-from ...data import IGNORE_INDEX, IMAGE_MARKER, Sample, SampleTokenizer, Turn, open_image_store
+from ...data import IGNORE_INDEX, IMAGE_MARKER, DataError, Sample, SampleTokenizer, Turn, open_image_store
 from ..runner import PredictionStore, _pixels, generate_answers
+from . import DEFAULT_MAX_NEW_TOKENS
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "VpgkitLMM", "request_sample", "resolve_run"]
+__all__ = ["VpgkitLMM", "request_sample", "resolve_run"]
 
-DEFAULT_MAX_NEW_TOKENS = 32  # as `python -m vpgkit.evaluate --max-new-tokens`
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -242,7 +243,7 @@ class VpgkitLMM(lmms):
         where = f"task {task!r}, doc {doc_id}"
         doc = self.task_dict[task][split][doc_id]
         visuals = doc_to_visual(doc) if callable(doc_to_visual) else doc_to_visual
-        return task, request_sample(context, visuals, str(index), where), second, doc
+        return task, request_sample(context, visuals, f"doc{doc_id}#{index}", where), second, doc
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Greedy answers to ``requests`` (see the module docstring), in order."""
@@ -303,10 +304,13 @@ class VpgkitLMM(lmms):
             answer = continuation.lstrip()
             if not answer:
                 raise ValueError(f"{where}: empty continuation")
-            full = st(
-                dataclasses.replace(sample, conversation=[*sample.conversation, Turn("assistant", answer)])
+            answered = dataclasses.replace(
+                sample, conversation=[*sample.conversation, Turn("assistant", answer)]
             )
-            prompt = st.prompt(sample)["input_ids"]
+            try:
+                full, prompt = st(answered), st.prompt(sample)["input_ids"]
+            except DataError as error:
+                raise DataError(error.reason, f"{where}: {error}", error.sample_id) from None
             ids, labels = full["input_ids"], full["labels"].clone()
             if not torch.equal(ids[: len(prompt)], prompt):
                 raise ValueError(f"{where}: the prompt does not tokenise as a prefix of prompt + answer")

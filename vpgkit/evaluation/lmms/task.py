@@ -35,10 +35,10 @@ from lmms_eval.api.task import ConfigurableTask
 
 from ...data import load_image, open_image_store
 from ..demon import DemonTask, load_task, score_sample
+from . import DEFAULT_MAX_NEW_TOKENS
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "DemonLmmsTask", "percent_mean"]
+__all__ = ["DemonLmmsTask", "percent_mean"]
 
-DEFAULT_MAX_NEW_TOKENS = 32  # as `python -m vpgkit.evaluate`
 _VPGKIT_KEYS = ("demon", "class")
 
 
