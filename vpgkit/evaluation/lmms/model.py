@@ -167,11 +167,14 @@ class VpgkitLMM(lmms):
         max_length: longest prompt in tokens (default: the LLM's context minus the answer length).
         max_batch_size: accepted for lmms-eval's ``--max_batch_size``; unused.
 
-    Example (Python; ``run`` is a vpgkit run directory)::
+    Example (Python; ``outputs/vpgc`` a run, ``tasks`` written by ``python -m vpgkit.lmms_tasks``)::
 
         from lmms_eval.evaluator import simple_evaluate
-        results = simple_evaluate(model="vpgkit", model_args=f"adapter={run}", tasks=["mini_demon"],
-                                  task_manager=TaskManager(include_path="tasks/"))
+        from lmms_eval.tasks import TaskManager
+
+        results = simple_evaluate(model="vpgkit", model_args="adapter=outputs/vpgc", tasks=["mini_demon"],
+                                  task_manager=TaskManager(include_path="tasks"))
+        results["results"]["mini_demon_cloze"]["accuracy,none"]     # percent, as vpgkit.evaluate
     """
 
     is_simple = True
