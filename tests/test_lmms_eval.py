@@ -204,6 +204,8 @@ def test_bad_inputs_are_named(world_run, tmp_path, lmm):
         DemonLmmsTask(config={"task": "t", "demon": str(tmp_path / "missing")})
     with pytest.raises(ValueError, match="needs `demon:`"):
         DemonLmmsTask(config={"task": "t"})
+    with pytest.raises(FileNotFoundError, match=r"DEMON path .*nothing does not exist"):
+        lmms_tasks([str(tmp_path / "nothing"), "--out", str(tmp_path / "tasks")])
 
 
 def test_the_model_is_registered_and_vpgkit_imports_without_lmms_eval():

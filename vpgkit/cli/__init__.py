@@ -8,6 +8,6 @@
 ``python -m vpgkit.launch NAME``   :mod:`vpgkit.launch` (accelerate configs)
 =================================  ===============================================
 
-``vpgkit.train``, ``vpgkit.evaluate``, ``vpgkit.publish`` and ``vpgkit.lmms_tasks`` stay importable and runnable with ``-m``; they
-re-export these modules. ``python -m vpgkit.cli.train`` etc. work too.
+``vpgkit.train``, ``vpgkit.evaluate``, ``vpgkit.publish`` and ``vpgkit.lmms_tasks`` stay importable and
+runnable with ``-m``; they re-export these modules. ``python -m vpgkit.cli.train`` etc. work too.
 """
