@@ -45,7 +45,6 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
-from measure import print_table
 
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.backbones.language import llama_7b_config
@@ -74,19 +73,6 @@ def mid_size_parts():
     vision = TimmEvaEncoder(EvaVisionConfig(width=768, depth=12, num_heads=12, mlp_dim=3072))
     vpg = QFormer(QFormerConfig(vision_width=768, llm_width=1024))  # BLIP-2's dropout 0.1
     return llm, vision, vpg, VPGCConfig(llm_width=1024, layer=8)
-
-
-def real_parts():
-    """Vicuna-7B, EVA-CLIP-g (39 blocks) and the BLIP-2 Q-Former, random weights built directly in bf16."""
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # never materialise the 7B model in fp32 (27 GB)
-    try:
-        llm = LlamaForCausalLM(llama_7b_config())
-        vision = TimmEvaEncoder(EvaVisionConfig.preset("eva_clip_g"), dtype=torch.bfloat16)
-        vpg = QFormer(QFormerConfig.preset("blip2"))
-    finally:
-        torch.set_default_dtype(default)
-    return llm, vision, vpg, VPGCConfig.preset("vicuna7b")
 
 
 def make_batch(batch: int, vocab: int, n_q: int, image_size: int, prompt: int = 48, answer: int = 24):
@@ -280,41 +266,119 @@ def mid_size(args) -> dict:
     return result
 
 
-def scale_7b(args) -> None:
+RESULTS_7B = ROOT / "results" / "vpgc_step_7b.json"
+
+
+def peak_rss_gib() -> dict[str, float]:
+    """The process's peak resident set: ``VmHWM`` of /proc and ``ru_maxrss`` of getrusage, in GiB."""
+    import resource
+
+    hwm_kib = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
+    return {
+        "vmhwm_gib": hwm_kib / 2**20,
+        "ru_maxrss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def scale_7b_once(layers: int, vision_input: str) -> dict:
+    """One process: Vicuna-7B width with ``layers`` decoder layers (VPG-C at k = layers // 2, as Cheetah's
+    16 of 32), BLIP-2 Q-Former, frozen parts in bf16 (random weights, every byte written), fp32 VPG-C +
+    AdamW; two training steps of batch 1 (loss only at labelled positions). ``vision_input``: ``pixels``
+    (EVA-CLIP-g in memory, run every step) or ``cache`` (the frozen-feature cache's path: no vision tower in
+    memory, (1, 1, 257, 1408) bf16 features). Returns times and the whole process's peak RSS."""
     start = time.perf_counter()
-    llm, vision, vpg, vpgc_config = real_parts()
-    vpgc = VPGC.from_qformer(vpg, vpgc_config)  # fp32 adapter; the frozen parts stay bf16
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # never materialise the 7B model in fp32 (27 GB)
+    try:
+        config = llama_7b_config()
+        config.num_hidden_layers = layers
+        llm = LlamaForCausalLM(config)
+        vision = None
+        if vision_input == "pixels":
+            vision = TimmEvaEncoder(EvaVisionConfig.preset("eva_clip_g"), dtype=torch.bfloat16)
+        vpg = QFormer(QFormerConfig.preset("blip2"))
+    finally:
+        torch.set_default_dtype(default)
+    vpgc = VPGC.from_qformer(vpg, VPGCConfig.preset("vicuna7b", layer=layers // 2))  # fp32 adapter
     model = VisionLanguageModel(llm, vision, image_token_id=SLOT, vpg=vpg, vpgc=vpgc).train()
     report = model.parameter_report()
     built = time.perf_counter() - start
     batch = make_batch(1, 32000, 32, 224)
+    if vision_input == "cache":
+        g = torch.Generator().manual_seed(0)
+        batch["vision_features"] = torch.randn(1, 1, 257, 1408, generator=g).to(torch.bfloat16)
+        del batch["pixel_values"]
     optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-5, weight_decay=0.05)
-
-    def step():
+    times = []
+    for _ in range(2):
+        t0 = time.perf_counter()
         model(**batch, loss_only=True).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
+    return {
+        "llm_layers": layers,
+        "vpgc_layer": layers // 2,
+        "vision_input": vision_input,
+        "batch_tokens": int(batch["input_ids"].shape[1]),
+        "total_weights": report["total"],
+        "trainable_weights": report["trainable"],
+        "weights_gib": weights_gib,
+        "build_s": built,
+        "step_s": times,
+        **peak_rss_gib(),
+    }
 
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    hwm = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) / 2**20
-    print(
-        f"\nVicuna-7B + EVA-CLIP-g + Q-Former + VPG-C (k = 16), random bf16 backbones, batch 1 × {batch['input_ids'].shape[1]}"
-    )
-    print_table(
-        [
-            {"quantity": "trainable weights", "value": report["trainable"]},
-            {"quantity": "share of the LLM (%)", "value": f"{100 * report['trainable_share_of_llm']:.3f}"},
-            {"quantity": "build seconds", "value": built},
-            {"quantity": "first step seconds", "value": times[0]},
-            {"quantity": "second step seconds", "value": times[1]},
-            {"quantity": "peak resident GiB (whole process)", "value": hwm},
-        ],
-        ["quantity", "value"],
-    )
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares (intercept, slope)."""
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+    return my - slope * mx, slope
+
+
+def scale_7b(args) -> dict:
+    """Each (layers, vision input) in its own subprocess (a clean peak RSS); a line through peak RSS against
+    layer count per vision input gives the 32-layer figure where 32 layers were not run."""
+    import subprocess
+
+    runs = []
+    for vision_input in args.vision_inputs:
+        for layers in args.layers:
+            cmd = [sys.executable, __file__, "--scale-7b-child", str(layers), vision_input]
+            load = os.getloadavg()
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            run["load_before"] = load
+            runs.append(run)
+            print(json.dumps(run))
+    fits = {}
+    for vision_input in args.vision_inputs:
+        rows = [r for r in runs if r["vision_input"] == vision_input]
+        measured_32 = [r for r in rows if r["llm_layers"] == 32]
+        entry = {"measured_32_layers": bool(measured_32)}
+        if len(rows) >= 2:
+            a, b = fit_line([r["llm_layers"] for r in rows], [r["vmhwm_gib"] for r in rows])
+            entry.update({"gib_fixed": a, "gib_per_layer": b, "fit_32_layers_gib": a + 32 * b})
+        entry["peak_rss_32_layers_gib"] = (
+            measured_32[0]["vmhwm_gib"] if measured_32 else entry.get("fit_32_layers_gib")
+        )
+        fits[vision_input] = entry
+    return {
+        "command": "python benchmarks/vpgc_step.py --scale 7b "
+        + " ".join(a for a in sys.argv[2:] if a != "--readme"),
+        "what": "Vicuna-7B width (4096, 32 heads, MLP 11008, vocab 32k) with the given decoder layer count, "
+        "VPG-C at k = layers / 2, BLIP-2 Q-Former, EVA-CLIP-g (39 blocks, 224 px) when vision_input = pixels; "
+        "frozen parts bf16 with random weights, VPG-C fp32 + AdamW; batch 1, loss only at labelled tokens",
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "machine_memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
+        "runs": runs,
+        "peak_rss_by_vision_input": fits,
+        "target_gib": 16.0,
+    }
 
 
 def readme_block(result: dict) -> str:
@@ -348,6 +412,42 @@ def readme_block(result: dict) -> str:
     return "\n".join(lines)
 
 
+def readme_block_7b(result: dict) -> str:
+    """The README block of ``--scale 7b``, rendered from its JSON."""
+    lines = [
+        f"{result['what']}; {result['threads']} threads, torch {result['torch']}, "
+        f"{result['machine_memory_gib']:.1f} GiB machine.",
+        "",
+        "| LLM layers | vision input | weights GiB | build s | step s (1st, 2nd) | peak RSS GiB (VmHWM) | load before |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["runs"]:
+        lines.append(
+            f"| {r['llm_layers']} | {r['vision_input']} | {r['weights_gib']:.2f} | {r['build_s']:.0f} "
+            f"| {r['step_s'][0]:.1f}, {r['step_s'][1]:.1f} | {r['vmhwm_gib']:.2f} | {r['load_before'][0]:.2f} |"
+        )
+    lines.append("")
+    for vision_input, f in result["peak_rss_by_vision_input"].items():
+        how = (
+            "measured"
+            if f["measured_32_layers"]
+            else "extrapolated from the line through the measured depths"
+        )
+        fit = (
+            f" (line: {f['gib_fixed']:.2f} GiB + {f['gib_per_layer']:.3f} GiB per layer → "
+            f"{f['fit_32_layers_gib']:.2f} GiB at 32)"
+            if "gib_per_layer" in f
+            else ""
+        )
+        verdict = "<" if f["peak_rss_32_layers_gib"] < result["target_gib"] else "≥"
+        lines.append(
+            f"- vision input {vision_input}: full 32-layer 7B peak RSS **{f['peak_rss_32_layers_gib']:.2f} GiB** "
+            f"({how}){fit}, {verdict} {result['target_gib']:.0f} GiB."
+        )
+    lines += ["", f"Command: `{result['command']}`."]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -357,12 +457,26 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
+    parser.add_argument("--layers", type=int, nargs="+", default=[8, 16, 32], help="--scale 7b: LLM depths")
+    parser.add_argument(
+        "--vision-inputs", nargs="+", default=["cache", "pixels"], choices=["cache", "pixels"]
+    )
+    parser.add_argument("--scale-7b-child", nargs=2, metavar=("LAYERS", "VISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scale_7b_child:
+        print(json.dumps(scale_7b_once(int(args.scale_7b_child[0]), args.scale_7b_child[1])))
+        return
     if args.readme:
         write_block(ROOT / "README.md", "vpgc-step", readme_block(json.loads(args.out.read_text())))
+        if RESULTS_7B.exists():
+            write_block(
+                ROOT / "README.md", "vpgc-step-7b", readme_block_7b(json.loads(RESULTS_7B.read_text()))
+            )
         return
     if args.scale == "7b":
-        scale_7b(args)
+        result = scale_7b(args)
+        RESULTS_7B.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(readme_block_7b(result))
         return
     result = mid_size(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

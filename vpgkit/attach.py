@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .modules import VPGC, GatedCrossAttentionBlock, QFormer
+from .modules import VPGC, GatedCrossAttentionBlock, ImageKV, QFormer
 
 CONTEXT_KEY = "vpgkit_context"
 
@@ -41,6 +41,8 @@ class VisualContext:
         slot_positions: (B, T_img, N_q) long positions of each image's prompt slots, for VPG-C.
         image_valid: (B, T_img) bool, False for padding images (no slots in the text).
         guidance_index: (B,) long position of each row's last prompt token, for VPG-C.
+        image_kv: the Q-Former's image-side cross-attention keys/values of ``vision`` from the prompt pass
+            (:class:`~vpgkit.modules.ImageKV`), reused by VPG-C's second pass; None: VPG-C recomputes them.
         media: (B, T_img, N, D_v) media tokens, for gated cross-attention.
         media_mask: (B, L, T_img) bool, which images each prompt position may attend to.
         media_residuals: decoder layer k → (B, T_img, N, D_v) correction of ``media`` written at the input
@@ -56,6 +58,7 @@ class VisualContext:
     slot_positions: torch.Tensor | None = None
     image_valid: torch.Tensor | None = None
     guidance_index: torch.Tensor | None = None
+    image_kv: ImageKV | None = None
     media: torch.Tensor | None = None
     media_mask: torch.Tensor | None = None
     media_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -141,7 +144,8 @@ class VPGCHook:
             return args, kwargs
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         guidance = hidden[rows, context.guidance_index]  # (B, D_llm)
-        residual = self.vpgc(guidance, context.vision, self.qformer)  # (B, T_img, N_q, D_llm)
+        kv = {"image_kv": context.image_kv} if context.image_kv is not None else {}
+        residual = self.vpgc(guidance, context.vision, self.qformer, **kv)  # (B, T_img, N_q, D_llm)
         valid = context.image_valid  # padding images have no slots
         b_idx = rows[:, None, None].expand_as(context.slot_positions)[valid]
         hidden = hidden.index_put(

@@ -52,6 +52,9 @@ class VisionLanguageModel(nn.Module):
         train_vpg_projection: keyword form only: train the Q-Former's projection to the LM (BLIP-2 stage 2).
         reference_path: compute VPG-C the way the original code did — autograd through every LM layer
             and the frozen Q-Former in train mode (dropout on) — for comparisons only.
+        reuse_image_kv: VPG-C's second Q-Former pass reuses the image-side cross-attention keys/values of
+            the prompt pass (:class:`~vpgkit.modules.ImageKV`) instead of recomputing them — bitwise the
+            same outputs and gradients (off with ``reference_path``, as the original code recomputes them).
         **modules: the keyword form: ``<slot>=module`` for registered plug-ins (``vpg=QFormer(...)``,
             ``vpgc=VPGC(...)``, ``perceiver=PerceiverResampler(...)``, ``cross_attention=
             GatedCrossAttentionConfig(...)``), each wrapped by the plug-in registered for that slot.
@@ -85,6 +88,7 @@ class VisionLanguageModel(nn.Module):
         added_tokens: AddedTokens | None = None,
         train_vpg_projection: bool = False,
         reference_path: bool = False,
+        reuse_image_kv: bool = True,
         **modules,
     ):
         super().__init__()
@@ -101,6 +105,7 @@ class VisionLanguageModel(nn.Module):
         self.vision = freeze(vision) if vision is not None else None
         self.image_token_id = image_token_id
         self.reference_path = reference_path
+        self.reuse_image_kv = reuse_image_kv and not reference_path
         self.plugins: list[Plugin] = plugins
         self.context_slot = ContextSlot()
         self._hooks = []

@@ -5,7 +5,7 @@ They know nothing of backbones; ``vpgkit.attach`` places them in a frozen LLM.
 
 from .media import media_attention_mask
 from .perceiver import PerceiverConfig, PerceiverResampler
-from .qformer import QFormer, QFormerConfig, QFormerOutput
+from .qformer import ImageKV, ImageSideLinear, QFormer, QFormerConfig, QFormerOutput
 from .shapes import check_shape
 from .vpgc import VPGC, VPGCConfig
 from .xattn import GatedCrossAttentionBlock, GatedCrossAttentionConfig
@@ -14,6 +14,8 @@ __all__ = [
     "VPGC",
     "GatedCrossAttentionBlock",
     "GatedCrossAttentionConfig",
+    "ImageKV",
+    "ImageSideLinear",
     "PerceiverConfig",
     "PerceiverResampler",
     "QFormer",

@@ -112,11 +112,66 @@ class QFormerOutput:
         query_states: (B, T_img, N_q, H) Q-Former outputs before the projection.
         cross_attentions: (B, T_img, L_x, heads, N_q, N_v) cross-attention probabilities of the L_x
             cross-attention layers, or ``None`` unless requested.
+        image_kv: the image-side keys and values of this call (:class:`ImageKV`), or ``None`` unless
+            requested.
     """
 
     prompts: torch.Tensor
     query_states: torch.Tensor
     cross_attentions: torch.Tensor | None = None
+    image_kv: ImageKV | None = None
+
+
+@dataclass
+class ImageKV:
+    """The image side of a Q-Former's cross-attention for one set of vision features.
+
+    Each cross-attention layer projects the vision features (M, N_v, D_v) to keys and values (M, N_v, H)
+    with its frozen ``key`` / ``value`` layers; they depend on the image only, not on the queries. A second
+    Q-Former pass over the same images with other queries (VPG-C's guided pass) can reuse them instead of
+    recomputing them — bitwise the same tensors, since they are the same layers applied to the same input.
+
+    Attributes:
+        keys, values: one (M, N_v, H) tensor per cross-attention layer, in layer order.
+        batch_shape: (M, N_v), the flattened vision features they were computed from.
+    """
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    batch_shape: tuple[int, int]
+
+
+class ImageSideLinear(nn.Linear):
+    """The ``key`` / ``value`` layer of a Q-Former cross-attention: an ``nn.Linear`` (same weights, same state
+    dict) that can record its outputs or return given ones.
+
+    ``record``: a list its outputs are appended to. ``given``: a (..., H) tensor returned instead of
+    computing ``x Wᵀ + b`` (its leading shape must be ``x``'s). Both are None outside a :class:`QFormer` call
+    that sets them.
+    """
+
+    record: list[torch.Tensor] | None = None
+    given: torch.Tensor | None = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> ImageSideLinear:
+        """The same layer (its parameters, not copies) as an :class:`ImageSideLinear`."""
+        out = cls.__new__(cls)
+        out.__dict__ = linear.__dict__
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.given is not None:
+            if self.given.shape[:-1] != x.shape[:-1]:
+                raise ValueError(
+                    f"ImageSideLinear: given keys/values of shape {tuple(self.given.shape)} for input "
+                    f"{tuple(x.shape)}; they must come from the same vision features"
+                )
+            return self.given
+        out = super().forward(x)
+        if self.record is not None:
+            self.record.append(out)
+        return out
 
 
 class QFormer(nn.Module):
@@ -135,16 +190,31 @@ class QFormer(nn.Module):
         self.query_tokens = nn.Parameter(torch.empty(1, config.num_queries, config.hidden_size))
         self.qformer = Blip2QFormerModel(config.to_hf())
         self.language_projection = nn.Linear(config.hidden_size, config.llm_width)
+        for attention in self.cross_attention_layers():
+            attention.key = ImageSideLinear.from_linear(attention.key)
+            attention.value = ImageSideLinear.from_linear(attention.value)
         nn.init.normal_(self.query_tokens, std=config.init_std)
         nn.init.normal_(self.language_projection.weight, std=config.init_std)
         nn.init.zeros_(self.language_projection.bias)
 
-    def encode(self, query_embeds: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
+    def cross_attention_layers(self) -> list[nn.Module]:
+        """The multi-head attention modules of the cross-attention layers, in layer order."""
+        return [
+            layer.crossattention.attention
+            for layer in self.qformer.encoder.layer
+            if layer.has_cross_attention
+        ]
+
+    def encode(
+        self, query_embeds: torch.Tensor, vision: torch.Tensor, image_kv: ImageKV | None = None
+    ) -> torch.Tensor:
         """Run the Q-Former encoder (embedding LayerNorm, dropout, layers) on given query embeddings.
 
         Args:
             query_embeds: (M, N_q, H) queries, e.g. ``query_tokens`` or VPG-C's guided queries.
             vision: (M, N_v, D_v) vision features.
+            image_kv: the cross-attention keys/values of ``vision`` from an earlier pass (see
+                :class:`ImageKV`): used instead of recomputing them. The result is bitwise the same.
 
         Returns:
             (M, N_q, H) query outputs.
@@ -152,21 +222,31 @@ class QFormer(nn.Module):
         sizes: dict[str, int] = {}
         check_shape("query_embeds", query_embeds, ("M", "N_q", self.config.hidden_size), sizes)
         check_shape("vision", vision, ("M", "N_v", self.config.vision_width), sizes)
-        return self.qformer(query_embeds=query_embeds, encoder_hidden_states=vision).last_hidden_state
+        with self._given_image_kv(image_kv) if image_kv is not None else contextlib.nullcontext():
+            return self.qformer(query_embeds=query_embeds, encoder_hidden_states=vision).last_hidden_state
 
-    def forward(self, vision: torch.Tensor, return_attentions: bool = False) -> QFormerOutput:
+    def forward(
+        self, vision: torch.Tensor, return_attentions: bool = False, return_image_kv: bool = False
+    ) -> QFormerOutput:
         """Turn vision features into visual prompts.
 
         Args:
             vision: (B, T_img, N_v, D_v) patch features of T_img images per sample.
             return_attentions: also return the cross-attention maps (B, T_img, L_x, heads, N_q, N_v).
+            return_image_kv: also return the cross-attention keys/values of ``vision`` (:class:`ImageKV`,
+                (B·T_img, N_v, H) per layer), for a second pass over the same images.
         """
         check_shape("vision", vision, ("B", "T_img", "N_v", self.config.vision_width))
         b, t, n_v, d_v = vision.shape
         flat = vision.reshape(b * t, n_v, d_v)
         queries = self.query_tokens.expand(b * t, -1, -1)
         maps: list[torch.Tensor] = []
-        with self._record_cross_attention(maps) if return_attentions else contextlib.nullcontext():
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        with (
+            self._record_cross_attention(maps) if return_attentions else contextlib.nullcontext(),
+            self._recorded_image_kv(keys, values) if return_image_kv else contextlib.nullcontext(),
+        ):
             states = self.encode(queries, flat)
         prompts = self.language_projection(states)
         cross = None
@@ -177,7 +257,37 @@ class QFormer(nn.Module):
             prompts=prompts.reshape(b, t, *prompts.shape[1:]),
             query_states=states.reshape(b, t, *states.shape[1:]),
             cross_attentions=cross,
+            image_kv=ImageKV(keys, values, (b * t, n_v)) if return_image_kv else None,
         )
+
+    @contextlib.contextmanager
+    def _recorded_image_kv(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> Iterator[None]:
+        """Append every cross-attention layer's key / value outputs to ``keys`` / ``values`` during one call."""
+        layers = self.cross_attention_layers()
+        for attention in layers:
+            attention.key.record, attention.value.record = keys, values
+        try:
+            yield
+        finally:
+            for attention in layers:
+                attention.key.record = attention.value.record = None
+
+    @contextlib.contextmanager
+    def _given_image_kv(self, image_kv: ImageKV) -> Iterator[None]:
+        """Make the cross-attention layers return ``image_kv``'s keys / values during one call."""
+        layers = self.cross_attention_layers()
+        if len(image_kv.keys) != len(layers) or len(image_kv.values) != len(layers):
+            raise ValueError(
+                f"QFormer.encode: image_kv has {len(image_kv.keys)} layers of keys, the Q-Former "
+                f"{len(layers)} cross-attention layers"
+            )
+        for attention, k, v in zip(layers, image_kv.keys, image_kv.values, strict=True):
+            attention.key.given, attention.value.given = k, v
+        try:
+            yield
+        finally:
+            for attention in layers:
+                attention.key.given = attention.value.given = None
 
     @contextlib.contextmanager
     def _record_cross_attention(self, maps: list[torch.Tensor]) -> Iterator[None]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .presets import PresetConfig
-from .qformer import QFormer
+from .qformer import ImageKV, QFormer
 from .shapes import check_shape
 
 
@@ -115,13 +115,22 @@ class VPGC(nn.Module):
             self.query_tokens + self.guidance_proj(guidance.to(self.guidance_proj.weight.dtype))[:, None, :]
         )
 
-    def forward(self, guidance: torch.Tensor, vision: torch.Tensor, qformer: QFormer) -> torch.Tensor:
+    def forward(
+        self,
+        guidance: torch.Tensor,
+        vision: torch.Tensor,
+        qformer: QFormer,
+        image_kv: ImageKV | None = None,
+    ) -> torch.Tensor:
         """Compute the residual for every image of every row.
 
         Args:
             guidance: (B, D_llm) hidden state of each row's last prompt token at the input of layer k.
             vision: (B, T_img, N_v, D_v) the same vision features the VPG read; one g serves every image.
             qformer: the frozen Q-Former to re-run (its ``encode``; not registered in this module).
+            image_kv: the Q-Former's cross-attention keys/values of ``vision`` ((B·T_img, N_v, H) per layer,
+                from the VPG's own pass: :class:`~vpgkit.modules.ImageKV`), reused instead of recomputed;
+                the residual is bitwise the same.
 
         Returns:
             (B, T_img, N_q, D_llm) residual, exactly zero at init.
@@ -132,6 +141,9 @@ class VPGC(nn.Module):
         b, t, n_v, d_v = vision.shape
         queries = self.guided_queries(guidance)  # (B, N_q, H)
         queries = queries[:, None].expand(b, t, -1, -1).reshape(b * t, *queries.shape[1:])
-        states = qformer.encode(queries.to(qformer.query_tokens.dtype), vision.reshape(b * t, n_v, d_v))
+        kv = (
+            {"image_kv": image_kv} if image_kv is not None else {}
+        )  # other Q-Formers: the 2-argument contract
+        states = qformer.encode(queries.to(qformer.query_tokens.dtype), vision.reshape(b * t, n_v, d_v), **kv)
         residual = self.output_proj(states.to(self.output_proj.weight.dtype))
         return residual.reshape(b, t, *residual.shape[1:])

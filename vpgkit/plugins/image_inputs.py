@@ -21,6 +21,7 @@ from ..modules import media_attention_mask
 from .base import ModelInputs, Plugin
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..attach import VisualContext
     from ..model import VisionLanguageModel
 
 
@@ -42,6 +43,13 @@ class PromptPlugin(Plugin):
         """(B, T_img, N_v, D_v) vision features → (B, T_img, N, D_llm) prompts."""
         raise NotImplementedError
 
+    def context_prompts(
+        self, model: VisionLanguageModel, vision: torch.Tensor, context: VisualContext
+    ) -> torch.Tensor:
+        """:meth:`prompts` of one forward call; a subclass may also leave what later hooks can reuse in
+        ``context`` (the Q-Former leaves its image-side keys/values for VPG-C)."""
+        return self.prompts(vision)
+
     def prepare(self, model: VisionLanguageModel, inputs: ModelInputs) -> None:
         is_slot = inputs.input_ids == model.image_token_id
         embed = base_causal_lm(model.llm).get_input_embeddings()
@@ -53,7 +61,8 @@ class PromptPlugin(Plugin):
         if inputs.vision.shape[1] == 0:  # no row has an image: nothing to encode, nothing to splice
             inputs.embeds = embeds
             return
-        inputs.embeds = splice_prompts(embeds, self.prompts(inputs.vision), slots, inputs.image_valid)
+        prompts = self.context_prompts(model, inputs.vision, inputs.context)
+        inputs.embeds = splice_prompts(embeds, prompts, slots, inputs.image_valid)
         context = inputs.context
         context.vision, context.slot_positions, context.image_valid = (
             inputs.vision,

@@ -19,6 +19,7 @@ from .base import Plugin, check_width, load_module_checkpoint
 from .image_inputs import PromptPlugin
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..attach import VisualContext
     from ..model import VisionLanguageModel
 
 
@@ -66,6 +67,17 @@ class QFormerVPG(PromptPlugin):
 
     def prompts(self, vision: torch.Tensor) -> torch.Tensor:
         return self.module(vision).prompts
+
+    def context_prompts(
+        self, model: VisionLanguageModel, vision: torch.Tensor, context: VisualContext
+    ) -> torch.Tensor:
+        """The prompts; with ``model.reuse_image_kv`` the pass's image-side keys/values go to
+        ``context.image_kv`` so that VPG-C's second pass over the same images reuses them."""
+        if not model.reuse_image_kv:
+            return self.prompts(vision)
+        out = self.module(vision, return_image_kv=True)
+        context.image_kv = out.image_kv
+        return out.prompts
 
     def bind(self, model: VisionLanguageModel, layers: nn.ModuleList) -> list:
         check_width(
