@@ -1,17 +1,27 @@
-"""Forward+backward time and peak memory of each plug-in module at its real preset shapes (CPU, fp32).
+"""Forward+backward time and peak memory of each plug-in module at its real preset shapes (CPU, fp32):
+regression checks of vpgkit's modules against reference formulations of the same weights.
 
-For the Perceiver and the gated cross-attention block the same run also times a plain reference
-formulation of the same weights — explicit einsum attention with the mask materialised as a tensor, the
-way the original Flamingo/OpenFlamingo code computes it — checks that both give equal outputs and prints
-the speed ratio.
+* Perceiver and gated cross-attention block: a plain reference formulation — explicit einsum attention
+  with the mask materialised as a tensor, the way the original Flamingo/OpenFlamingo code computes it.
+* Q-Former: the same weights with transformers' eager attention (explicit softmax, as LAVIS' BERT
+  computes it) instead of SDPA.
+* VPG-C through the frozen Q-Former: reusing the prompt pass's image-side keys/values
+  (:class:`vpgkit.modules.ImageKV`) against recomputing them in VPG-C's pass (the original code).
+
+Each pair is timed alternately (background load hits both alike), outputs are compared, and the check is
+``speedup ≥ 1.0`` at equal outputs (``max_abs_diff`` within float rounding). Writes
+``results/modules.json``; ``--readme`` renders its block in benchmarks/README.md.
 
     python benchmarks/modules.py              # real preset shapes, batch 2
     python benchmarks/modules.py --text 256   # shorter text for the gated block
+    python benchmarks/modules.py --readme
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -19,7 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import median_ms, peak_rss_increase_mib, print_table, reexec_with_exact_rss
+from doc_blocks import write_block
+from measure import median_ms, peak_rss_increase_mib, reexec_with_exact_rss
 
 from vpgkit.modules import (
     VPGC,
@@ -36,6 +47,9 @@ from vpgkit.modules.perceiver import PerceiverAttention
 from vpgkit.modules.xattn import MaskedCrossAttention
 
 IMAGE = 32000  # <image> id in the benchmark's token ids
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "modules.json"
+EQUAL_TOL = 1e-4  # max |ours − reference| for "equal outputs" (fp32 rounding of reordered sums)
 
 # --- reference formulations (same weights, the original papers' style of computation) -----------------
 
@@ -101,19 +115,14 @@ def step(module: torch.nn.Module, forward):
     return run
 
 
-def measure(name: str, module, forward, repeat: int) -> dict:
-    run = step(module, forward)
-    ms = median_ms(run, repeat=repeat)
-    return {"module": name, "fwd+bwd ms": ms, "peak MiB": peak_rss_increase_mib(run)}
-
-
-def compare(name: str, module, ours, reference, repeat: int) -> list[dict]:
+def compare(name: str, module, ours, reference, repeat: int, reference_module=None) -> list[dict]:
     """Rows for our formulation and the reference one of the same module, with diff and speed ratio.
 
-    The two are timed alternately, so that load from other processes hits both alike."""
+    The two are timed alternately, so that load from other processes hits both alike. ``reference_module``
+    holds the reference's weights when they are a copy (default: ``module``)."""
     with torch.no_grad():
         diff = (ours() - reference()).abs().max().item()
-    runs = {"ours": step(module, ours), "reference": step(module, reference)}
+    runs = {"ours": step(module, ours), "reference": step(reference_module or module, reference)}
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeat):
         for key, run in runs.items():
@@ -126,6 +135,7 @@ def compare(name: str, module, ours, reference, repeat: int) -> list[dict]:
             "peak MiB": peak_rss_increase_mib(runs["ours"]),
             "max_abs_diff": diff,
             "speedup": ms["reference"] / ms["ours"],
+            "check": "ok" if diff <= EQUAL_TOL and ms["reference"] >= ms["ours"] else "FAIL",
         },
         {
             "module": name + ", reference",
@@ -136,17 +146,28 @@ def compare(name: str, module, ours, reference, repeat: int) -> list[dict]:
 
 
 def bench_qformer_and_vpgc(b: int, repeat: int) -> list[dict]:
-    """Q-Former VPG on EVA-CLIP-g features (257 × 1408, one image), then VPG-C through it, frozen."""
+    """Q-Former VPG on EVA-CLIP-g features (257 × 1408, one image) against the same weights with eager
+    attention; then VPG-C through it, frozen, reusing the image-side keys/values against recomputing them."""
     vpg = QFormer(QFormerConfig.preset("blip2")).eval()
+    eager = QFormer(QFormerConfig.preset("blip2", attn_implementation="eager")).eval()
+    eager.load_state_dict(vpg.state_dict())
     vision = torch.randn(b, 1, 257, 1408)
-    rows = [measure("QFormer blip2", vpg, lambda: vpg(vision).prompts, repeat)]
+    rows = compare(
+        "QFormer blip2", vpg, lambda: vpg(vision).prompts, lambda: eager(vision).prompts, repeat, eager
+    )
     vpg.requires_grad_(False)
     vpgc = VPGC.from_qformer(vpg, VPGCConfig.preset("vicuna7b"))
     with torch.no_grad():
         vpgc.output_proj.weight.normal_(std=0.02)  # non-zero so the backward reaches every weight
+        image_kv = vpg(vision, return_image_kv=True).image_kv  # what the prompt pass leaves in the context
     guidance = torch.randn(b, 4096)
-    rows.append(measure("VPGC vicuna7b (frozen Q-Former)", vpgc, lambda: vpgc(guidance, vision, vpg), repeat))
-    return rows
+    return rows + compare(
+        "VPGC vicuna7b (frozen Q-Former)",
+        vpgc,
+        lambda: vpgc(guidance, vision, vpg, image_kv=image_kv),
+        lambda: vpgc(guidance, vision, vpg),
+        repeat,
+    )
 
 
 def bench_perceiver(b: int, t_img: int, repeat: int) -> list[dict]:
@@ -210,18 +231,53 @@ def main() -> None:
     parser.add_argument("--text", type=int, default=512, help="text tokens per sample for the gated block")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     args = parser.parse_args()
+    if args.readme:
+        write_block(ROOT / "README.md", "modules", readme_block(json.loads(args.out.read_text())))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     torch.manual_seed(0)
     rows = bench_qformer_and_vpgc(args.batch, args.repeat)
     rows += bench_perceiver(args.batch, args.images, args.repeat)
     rows += bench_gated_block(args.batch, args.images, args.text, args.repeat)
-    print(
-        f"\nbatch {args.batch}, {args.images} images/sample, {args.text} text tokens, fp32, "
-        f"{torch.get_num_threads()} threads, torch {torch.__version__}\n"
-    )
-    print_table(rows, ["module", "fwd+bwd ms", "peak MiB", "max_abs_diff", "speedup"])
+    result = {
+        "command": "python benchmarks/modules.py " + " ".join(sys.argv[1:]),
+        "setting": f"batch {args.batch}, {args.images} images/sample, {args.text} text tokens, fp32, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}, median of {args.repeat} alternating runs",
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+        "equal_tolerance": EQUAL_TOL,
+        "rows": rows,
+        "all_checks_ok": all(r["check"] == "ok" for r in rows if "check" in r),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(readme_block(result))
+
+
+def readme_block(result: dict) -> str:
+    """The benchmarks/README.md block, rendered from the JSON."""
+    lines = [
+        f"{result['setting']}; load (1-min average) {result['load_before'][0]:.2f} → {result['load_after'][0]:.2f}.",
+        "",
+        "| module | fwd+bwd ms | peak MiB | max abs diff | speedup vs reference | check (≥ 1.0× at equal outputs) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in result["rows"]:
+        if "speedup" in r:
+            lines.append(
+                f"| {r['module'].strip()} | {r['fwd+bwd ms']:.1f} | {r['peak MiB']:.0f} | {r['max_abs_diff']:.1e} "
+                f"| {r['speedup']:.2f} | {r['check']} |"
+            )
+        else:
+            lines.append(f"| {r['module'].strip()} | {r['fwd+bwd ms']:.1f} | {r['peak MiB']:.0f} | | | |")
+    lines += ["", f"All checks ok: **{result['all_checks_ok']}**. Command: `{result['command']}`."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
 
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
-from vpgkit.backbones.language import llama_7b_config
+from vpgkit.backbones.language import decoder_layers, llama_7b_config
 from vpgkit.data.feature_cache import FeatureCache
 from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import VPGC, QFormer, QFormerConfig, VPGCConfig
@@ -97,7 +97,17 @@ def make_batch(batch: int, vocab: int, n_q: int, image_size: int, prompt: int = 
 class Variant:
     """One way to run the step: a model, its precision handling and how it gets its vision input."""
 
-    def __init__(self, name: str, parts, *, research: bool, half: bool, cache_dir: Path | None = None):
+    def __init__(
+        self,
+        name: str,
+        parts,
+        *,
+        research: bool,
+        half: bool,
+        cache_dir: Path | None = None,
+        reuse_image_kv: bool = True,
+        compile_llm: bool = False,
+    ):
         self.name, self.research, self.half = name, research, half
         llm, vision, vpg, vpgc_config = copy.deepcopy(parts)
         vpgc = VPGC.from_qformer(vpg.float(), vpgc_config)  # queries copied in fp32
@@ -110,7 +120,18 @@ class Variant:
             vpg = vpg.float() if research else vpg.to(torch.bfloat16)
         else:
             llm, vision, vpg = llm.float(), vision.float(), vpg.float()
-        self.model = VisionLanguageModel(llm, vision, image_token_id=SLOT, vpg=vpg, vpgc=vpgc).train()
+        self.model = VisionLanguageModel(
+            llm,
+            vision,
+            image_token_id=SLOT,
+            vpg=vpg,
+            vpgc=vpgc,
+            # the research design recomputes the image-side keys/values in VPG-C's pass, as Cheetah's code
+            reuse_image_kv=reuse_image_kv and not research,
+        ).train()
+        if compile_llm:  # every decoder layer through torch.compile (inductor), the VPG-C hook outside it
+            for layer in decoder_layers(self.model.llm):
+                layer.forward = torch.compile(layer.forward, dynamic=False)
         if research:
             self.model.vpg.qformer.train()  # frozen, but left in train mode (dropout on) as the original does
         self.cache = None
@@ -205,6 +226,7 @@ def matmul_profile(variant: Variant, batch: dict) -> dict:
 
 
 def mid_size(args) -> dict:
+    load_before = os.getloadavg()
     torch.manual_seed(0)
     parts = mid_size_parts()
     batch = make_batch(args.batch, 32000, 32, 224)
@@ -214,11 +236,35 @@ def mid_size(args) -> dict:
         Variant("vpgkit fp32", parts, research=False, half=False, cache_dir=cache_dir),
         Variant("research design bf16", parts, research=True, half=True),
         Variant("vpgkit bf16", parts, research=False, half=True, cache_dir=cache_dir),
+        # this change alone: the same configuration with VPG-C's second pass recomputing the keys/values
+        Variant(
+            "vpgkit bf16, K/V recomputed",
+            parts,
+            research=False,
+            half=True,
+            cache_dir=cache_dir,
+            reuse_image_kv=False,
+        ),
     ]
+    if args.compile:
+        variants.append(
+            Variant(
+                "vpgkit bf16, compiled LLM layers",
+                parts,
+                research=False,
+                half=True,
+                cache_dir=cache_dir,
+                compile_llm=True,
+            )
+        )
     for v in variants:
         if v.cache is not None:
             v.fill_cache(batch)
-    grads = {v.name: v.gradients(batch) for v in variants}
+    grads, first_call_s = {}, {}
+    for v in variants:
+        started = time.perf_counter()
+        grads[v.name] = v.gradients(batch)  # the compiled variant compiles here
+        first_call_s[v.name] = time.perf_counter() - started
     reference = grads["research design fp32"]
     for v in variants:
         v.step(batch)  # warm-up; allocates the optimiser state
@@ -238,6 +284,7 @@ def mid_size(args) -> dict:
             "step_ms": 1e3 * statistics.median(wall[v.name]),
             "cpu_ms": 1e3 * statistics.median(cpu[v.name]),
             "grad_rel_dev_vs_research_fp32": relative_deviation(grads[v.name], reference),
+            "first_call_s": first_call_s[v.name],
         }
     rows["vpgkit fp32"]["grad_rel_dev_vs_research_fp32_same_precision"] = rows["vpgkit fp32"].pop(
         "grad_rel_dev_vs_research_fp32"
@@ -255,6 +302,13 @@ def mid_size(args) -> dict:
         "speedup_bf16": rows["research design bf16"]["step_ms"] / rows["vpgkit bf16"]["step_ms"],
         "speedup_fp32": rows["research design fp32"]["step_ms"] / rows["vpgkit fp32"]["step_ms"],
         "speedup_user": rows["research design bf16"]["step_ms"] / rows["vpgkit bf16"]["step_ms"],
+        "kv_reuse_speedup": rows["vpgkit bf16, K/V recomputed"]["step_ms"] / rows["vpgkit bf16"]["step_ms"],
+        "kv_reuse_cpu_speedup": rows["vpgkit bf16, K/V recomputed"]["cpu_ms"] / rows["vpgkit bf16"]["cpu_ms"],
+        "kv_reuse_grads_bitwise_equal": all(
+            torch.equal(grads["vpgkit bf16"][n], g) for n, g in grads["vpgkit bf16, K/V recomputed"].items()
+        ),
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
         "gemm_gflops_now": gemm,
         "gemm_note": BF16_PEAK_NOTE,
         "vpgkit_bf16_profile": profile,
@@ -388,12 +442,13 @@ def readme_block(result: dict) -> str:
         f"{result['shapes']}; {result['threads']} threads, torch {result['torch']}, median of {result['repeat']} "
         "interleaved steps.",
         "",
-        "| variant | step ms | process CPU ms | gradient rel. deviation |",
-        "| --- | --- | --- | --- |",
+        "| variant | step ms | process CPU ms | gradient rel. deviation | first call s |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, r in rows.items():
         dev = r.get("grad_rel_dev_vs_research_fp32", r.get("grad_rel_dev_vs_research_fp32_same_precision"))
-        lines.append(f"| {name} | {r['step_ms']:.0f} | {r['cpu_ms']:.0f} | {dev:.1e} |")
+        first = f"{r['first_call_s']:.0f}" if "first_call_s" in r else "n/a"
+        lines.append(f"| {name} | {r['step_ms']:.0f} | {r['cpu_ms']:.0f} | {dev:.1e} | {first} |")
     p = result["vpgkit_bf16_profile"]
 
     def cpu_ratio(precision: str) -> float:
@@ -409,6 +464,26 @@ def readme_block(result: dict) -> str:
         f"the same run ({result['gemm_gflops_now']['bfloat16']['per_cpu_second']:.0f} GFLOP per CPU second; "
         f"{result['gemm_note']}).",
     ]
+    if "kv_reuse_speedup" in result:
+        same = "bitwise equal" if result["kv_reuse_grads_bitwise_equal"] else "NOT bitwise equal"
+        lines.append(
+            f"Reusing the Q-Former's image-side keys/values in VPG-C's pass: {result['kv_reuse_speedup']:.2f}× "
+            f"wall, {result['kv_reuse_cpu_speedup']:.2f}× CPU against the same configuration recomputing them "
+            f"(gradients {same})."
+        )
+    compiled = rows.get("vpgkit bf16, compiled LLM layers")
+    if compiled:
+        lines.append(
+            f"`--compile` (every LLM decoder layer through torch.compile, inductor): "
+            f"{rows['vpgkit bf16']['step_ms'] / compiled['step_ms']:.2f}× wall, "
+            f"{rows['vpgkit bf16']['cpu_ms'] / compiled['cpu_ms']:.2f}× CPU against vpgkit bf16, "
+            f"first call {compiled['first_call_s']:.0f} s (compilation)."
+        )
+    if "load_before" in result:
+        lines.append(
+            f"Machine load (1-min average) {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} "
+            f"after; command `{result['command']}`."
+        )
     return "\n".join(lines)
 
 
@@ -455,6 +530,9 @@ def main() -> None:
     parser.add_argument("--scale", choices=["mid", "7b"], default="mid")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--compile", action="store_true", help="also vpgkit bf16 with every LLM decoder layer torch.compile'd"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true", help="only rewrite benchmarks/README.md's block")
     parser.add_argument("--layers", type=int, nargs="+", default=[8, 16, 32], help="--scale 7b: LLM depths")
