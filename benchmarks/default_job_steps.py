@@ -1,8 +1,11 @@
 """The default job's step time over its whole run: is it steady, and where does a tiny model's step go?
 
 Runs the default job's training (``python -m vpgkit.train recipe=vpgc``: the same config, model, data,
-sampler and loop; the post-training adapter save and mini-DEMON evaluation are left out, they come after
-the last step) in this process and records, per optimiser step:
+sampler and loop — ``vpgkit.training.loop``'s own setup, step and checkpointing; the adapter save and
+mini-DEMON evaluation after the last step are left out) twice in this process, steps alternating so that
+machine load hits both alike: ``before`` = the previous recipe (``data.feature_cache=null``: the ViT
+encodes every image at every step), ``after`` = the current default (frozen-feature cache on). It checks
+that both runs' losses are bitwise equal and records, per optimiser step:
 
 * the loop's own step time (``TrainResult.step_seconds``: batch fetch + forward + backward + AdamW + log);
 * the data part of it (dataset ``__getitem__`` + collation, timed around the loader's calls);
@@ -12,8 +15,7 @@ the last step) in this process and records, per optimiser step:
 Steadiness: the median step time of the last 10% of steps against the first 10% after warm-up (the
 first ``--warmup`` steps). Must be within 15%.
 
-    OMP_NUM_THREADS=1 python benchmarks/default_job_steps.py --label before
-    OMP_NUM_THREADS=1 python benchmarks/default_job_steps.py --label after      # updates the same JSON
+    OMP_NUM_THREADS=1 python benchmarks/default_job_steps.py       # before and after, steps alternating
     python benchmarks/default_job_steps.py --readme
 
 ``--data DIR`` reuses an already prepared ``data`` folder (the job's ``prepare`` step does no work when
@@ -75,6 +77,29 @@ class Timed:
             self.seconds += time.perf_counter() - start
 
 
+class TimedDataset:
+    """A dataset whose ``__getitem__`` time is added up (the DataLoader calls it once per sample)."""
+
+    def __init__(self, dataset):
+        self.dataset, self.seconds = dataset, 0.0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        start = time.perf_counter()
+        try:
+            return self.dataset[index]
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+VARIANTS = {
+    "before": ["data.feature_cache=null"],  # the previous recipe: the ViT encodes every image every step
+    "after": [],  # the current default (frozen-feature cache on)
+}
+
+
 def run(args) -> dict:
     import torch
     from hydra import compose, initialize_config_module
@@ -87,69 +112,91 @@ def run(args) -> dict:
     from vpgkit.training import loop
     from vpgkit.training.build import build_model
     from vpgkit.training.datasets import build_datasets
-    from vpgkit.training.loop import default_sampler, train
+    from vpgkit.training.loop import default_sampler
 
     threads = apply_thread_policy()
     register_schema()
-    out = Path(args.out_dir or tempfile.mkdtemp(prefix="default_job_"))
-    overrides = ["recipe=vpgc", f"output_dir={out}", "trainer.log_with=null", *args.overrides]
-    with initialize_config_module(config_module="vpgkit.recipes", version_base=None):
-        cfg = to_train_config(compose(config_name="train", overrides=overrides))
-    if args.data:
-        cfg.data.prepare["out_dir"] = str(args.data)
+    root = Path(args.out_dir or tempfile.mkdtemp(prefix="default_job_"))
+    jobs = {}
+    for label in args.variants:
+        out = root / label
+        overrides = ["recipe=vpgc", f"output_dir={out}", "trainer.log_with=null", *VARIANTS[label]]
+        with initialize_config_module(config_module="vpgkit.recipes", version_base=None):
+            cfg = to_train_config(compose(config_name="train", overrides=[*overrides, *args.overrides]))
+        data = Path(args.data or root / "data")  # one data folder for both (same files)
+        cfg.data.prepare["out_dir"] = str(data)
         for source in cfg.data.train:
-            source.path = str(Path(args.data) / Path(source.path).name)
-            source.images = str(args.data)
-    started = time.perf_counter()
-    call(cfg.data.prepare)
-    prepare_s = time.perf_counter() - started
-    model, tokenizer = build_model(cfg.model, cfg.seed)
-    train_set, eval_set, per_batch = build_datasets(cfg.data, tokenizer, model)
-    collate = Timed(Collator(pad_token_id=tokenizer.pad_token_id, image_size=model.vision.image_size))
-    getitem = Timed(train_set.__getitem__)
-    type(train_set).__getitem__ = lambda self, i: getitem(i)  # the DataLoader calls dataset[i]
-    sampler = default_sampler(train_set, cfg.trainer.global_batch_size, cfg.seed, per_batch)
+            source.path, source.images = str(data / Path(source.path).name), str(data)
+        started = time.perf_counter()
+        call(cfg.data.prepare)  # no work once written
+        model, tokenizer = build_model(cfg.model, cfg.seed)
+        train_set, _, per_batch = build_datasets(cfg.data, tokenizer, model)
+        setup_s = time.perf_counter() - started  # data check + (after) filling the feature cache
+        sampler = default_sampler(train_set, cfg.trainer.global_batch_size, cfg.seed, per_batch)
+        timed = TimedDataset(train_set)
+        collate = Timed(Collator(pad_token_id=tokenizer.pad_token_id, image_size=model.vision.image_size))
+        state = loop._setup(cfg, model, timed, collate, None, sampler)
+        jobs[label] = {"cfg": cfg, "run": state, "data": (timed, collate), "setup_s": setup_s, "rows": []}
+
+    class NoStop:
+        requested = None
 
     pauses = GCPauses()
     gc.callbacks.append(pauses)
-    per_step: list[dict] = []
-    original_step = loop._step
-
-    def timed_step(cfg_, run_):
-        cpu = time.process_time()
-        data0 = collate.seconds + getitem.seconds
-        original_step(cfg_, run_)
-        gc_s, gc_n = pauses.take()
-        per_step.append(
-            {
-                "cpu_s": time.process_time() - cpu,
-                "data_s": collate.seconds + getitem.seconds - data0,
-                "gc_s": gc_s,
-                "gc_collections": gc_n,
-            }
-        )
-
-    loop._step = timed_step
+    started = time.perf_counter()
     try:
-        started = time.perf_counter()
-        result = train(cfg, model, train_set, collate, eval_set, batch_sampler=sampler)
-        train_s = time.perf_counter() - started
+        steps = max(job["cfg"].trainer.max_steps for job in jobs.values())
+        for _ in range(steps):  # alternate: machine load hits both runs alike
+            for job in jobs.values():
+                cfg, state = job["cfg"], job["run"]
+                if state.result.step >= cfg.trainer.max_steps:
+                    continue
+                timed, collate = job["data"]
+                cpu, data0 = time.process_time(), timed.seconds + collate.seconds
+                pauses.take()
+                loop._step(cfg, state)
+                gc_s, gc_n = pauses.take()
+                job["rows"].append(
+                    {
+                        "step_s": state.result.step_seconds[-1],
+                        "cpu_s": time.process_time() - cpu,
+                        "data_s": timed.seconds + collate.seconds - data0,
+                        "gc_s": gc_s,
+                        "gc_collections": gc_n,
+                    }
+                )
+                loop._evaluate_and_save(cfg, state, None, collate, NoStop())
     finally:
-        loop._step = original_step
         gc.callbacks.remove(pauses)
-    steps = result.step_seconds
-    for row, s in zip(per_step, steps, strict=True):
-        row["step_s"] = s
-    return summarise(args, steps, per_step, threads, prepare_s, train_s, result.losses, torch)
+    wall = time.perf_counter() - started
+    results = {}
+    for label, job in jobs.items():
+        state = job["run"]
+        state.bar.close()
+        results[label] = summarise(args, job["rows"], job["setup_s"], state.result.losses)
+    losses = [job["run"].result.losses for job in jobs.values()]
+    return {
+        "command": "python benchmarks/default_job_steps.py "
+        + " ".join(_without_option(sys.argv[1:], ("--data", "--out", "--out-dir"))),
+        "commit": _commit(),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "torch": torch.__version__,
+        "load_before": args.load_before,
+        "load_after": os.getloadavg(),
+        "interleaved_wall_s": wall,
+        "losses_bitwise_equal": all(x == losses[0] for x in losses),
+        "runs": results,
+    }
 
 
 def window_stats(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def summarise(args, steps, per_step, threads, prepare_s, train_s, losses, torch) -> dict:
-    n = len(steps)
-    warm = args.warmup
+def summarise(args, per_step: list[dict], setup_s: float, losses: list[float]) -> dict:
+    """Per-run figures: first / last 10% after warm-up, medians per tenth, totals."""
+    n, warm = len(per_step), args.warmup
     tenth = max(1, (n - warm) // 10)
     first, last = per_step[warm : warm + tenth], per_step[-tenth:]
 
@@ -170,31 +217,37 @@ def summarise(args, steps, per_step, threads, prepare_s, train_s, losses, torch)
         cpu_deciles.append(1e3 * window_stats(rows, "cpu_s"))
     first_p, last_p = part(first), part(last)
     return {
-        "label": args.label,
-        "command": "python benchmarks/default_job_steps.py "
-        + " ".join(a for a in sys.argv[1:] if not a.startswith("--data")),
-        "commit": _commit(),
-        "threads": threads,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "torch": torch.__version__,
-        "load_before": args.load_before,
-        "load_after": os.getloadavg(),
         "steps": n,
         "warmup_steps": warm,
-        "prepare_s": prepare_s,
-        "train_s": train_s,
+        "setup_s": setup_s,
+        "train_s": sum(r["step_s"] for r in per_step),
+        "median_step_ms": 1e3 * window_stats(per_step[warm:], "step_s"),
+        "median_cpu_ms": 1e3 * window_stats(per_step[warm:], "cpu_s"),
         "first_10pct": first_p,
         "last_10pct": last_p,
         "last_over_first": last_p["median_step_ms"] / first_p["median_step_ms"],
+        "last_over_first_cpu": last_p["median_cpu_ms"] / first_p["median_cpu_ms"],
         "decile_median_step_ms": deciles,
         "decile_median_cpu_ms": cpu_deciles,
         "total_gc_s": sum(sum(r["gc_s"]) for r in per_step),
         "total_data_s": sum(r["data_s"] for r in per_step),
         "final_loss": losses[-1],
-        "loss_sum": sum(losses),
-        "step_ms": [round(1e3 * s, 2) for s in steps],
+        "step_ms": [round(1e3 * r["step_s"], 2) for r in per_step],
         "cpu_ms": [round(1e3 * r["cpu_s"], 2) for r in per_step],
     }
+
+
+def _without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values (local paths)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in names:
+            skip = True
+        elif not a.startswith(tuple(f"{n}=" for n in names)):
+            out.append(a)
+    return out
 
 
 def _commit() -> str:
@@ -206,23 +259,41 @@ def _commit() -> str:
         return "unknown"
 
 
-def readme_block(results: dict) -> str:
+def readme_block(result: dict) -> str:
+    runs = result["runs"]
     lines = [
-        "| run | code | threads | load (1-min avg) before → after | steps | train s | first 10% median step ms "
-        "| last 10% median step ms | last / first | GC s (total) | data s (total) | final loss |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"Both runs in one process, steps alternating; {result['threads']} thread(s), torch {result['torch']}, "
+        f"code {result['commit']}; machine load (1-min average) {result['load_before'][0]:.2f} before, "
+        f"{result['load_after'][0]:.2f} after (the machine is shared). Losses of the two runs bitwise equal: "
+        f"**{result['losses_bitwise_equal']}**.",
+        "",
+        "| run | steps | median step ms (wall / CPU) | first 10% median ms | last 10% median ms | last / first "
+        "(wall, CPU) | data ms per step | GC s (total) | setup s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for label, r in results["runs"].items():
+    for label, r in runs.items():
         lines.append(
-            f"| {label} | {r['commit']} | {r['threads']} | {r['load_before'][0]:.2f} → {r['load_after'][0]:.2f} "
-            f"| {r['steps']} | {r['train_s']:.0f} | {r['first_10pct']['median_step_ms']:.1f} "
-            f"| {r['last_10pct']['median_step_ms']:.1f} | {r['last_over_first']:.2f} | {r['total_gc_s']:.1f} "
-            f"| {r['total_data_s']:.1f} | {r['final_loss']:.4f} |"
+            f"| {label} | {r['steps']} | {r['median_step_ms']:.0f} / {r['median_cpu_ms']:.0f} "
+            f"| {r['first_10pct']['median_step_ms']:.0f} | {r['last_10pct']['median_step_ms']:.0f} "
+            f"| {r['last_over_first']:.2f}, {r['last_over_first_cpu']:.2f} "
+            f"| {1e3 * r['total_data_s'] / r['steps']:.1f} | {r['total_gc_s']:.2f} | {r['setup_s']:.0f} |"
         )
-    lines += ["", "Median step ms per tenth of the run (after warm-up):", ""]
-    for label, r in results["runs"].items():
-        lines.append(f"- {label}: " + ", ".join(f"{d:.0f}" for d in r["decile_median_step_ms"]))
-    lines += ["", "Commands: " + "; ".join(f"`{r['command']}`" for r in results["runs"].values()) + "."]
+    lines += ["", "Median step ms per tenth of the run after warm-up (wall; CPU):", ""]
+    for label, r in runs.items():
+        lines.append(
+            f"- {label}: "
+            + ", ".join(f"{d:.0f}" for d in r["decile_median_step_ms"])
+            + "; "
+            + ", ".join(f"{d:.0f}" for d in r["decile_median_cpu_ms"])
+        )
+    if "before" in runs and "after" in runs:
+        b, a = runs["before"], runs["after"]
+        lines += [
+            "",
+            f"after vs before: {b['median_step_ms'] / a['median_step_ms']:.2f}× per step in wall time, "
+            f"{b['median_cpu_ms'] / a['median_cpu_ms']:.2f}× in CPU time.",
+        ]
+    lines += ["", f"Command: `{result['command']}`."]
     return "\n".join(lines)
 
 
@@ -230,7 +301,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--label", default="after")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--data", type=Path, default=None, help="an already prepared data folder")
     parser.add_argument("--out-dir", default=None)
@@ -243,13 +314,11 @@ def main() -> None:
         return
     args.load_before = os.getloadavg()
     result = run(args)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
-    results["runs"][args.label] = result
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, args.out)
-    print(readme_block(results))
+    print(readme_block(result))
 
 
 if __name__ == "__main__":

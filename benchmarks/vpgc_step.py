@@ -9,8 +9,13 @@ research design (Cheetah's own code, as it runs), in one process on the same wei
   do not require grad, so no graph is recorded below the VPG-C layer there either.
 * **vpgkit** — the recommended configuration: frozen backbones stored in bf16 once (no autocast, no
   per-call casts), vision features read from the frozen-feature cache (:class:`vpgkit.data.FeatureCache`,
-  one safetensors read per step), frozen Q-Former in eval mode, LM head only at labelled positions
-  (``loss_only``). Adapter weights and AdamW state in fp32.
+  one safetensors read per step), frozen Q-Former in eval mode, VPG-C's second Q-Former pass reusing the
+  prompt pass's image-side cross-attention keys/values (:class:`vpgkit.modules.ImageKV`), LM head only at
+  labelled positions (``loss_only``). Adapter weights and AdamW state in fp32.
+* **vpgkit bf16, K/V recomputed** — the same, with VPG-C's pass recomputing the keys/values (what this one
+  change gains; its gradients must be bitwise those of vpgkit bf16).
+* ``--compile``: also vpgkit bf16 with every LLM decoder layer through ``torch.compile`` (the VPG-C hook
+  stays eager); its first call (compilation) is reported separately.
 
 Both are also run entirely in fp32 (the research design without autocast), where the trainable weights'
 gradients must agree exactly up to float rounding (the research design's Q-Former is put in eval mode
@@ -25,6 +30,13 @@ a 2048² bf16 GEMM measured in the same run, it is the share of the machine's GE
     python benchmarks/vpgc_step.py                 # mid-size, writes benchmarks/results/vpgc_step.json
     python benchmarks/vpgc_step.py --readme        # rewrites benchmarks/README.md's block from the JSON
     python benchmarks/vpgc_step.py --scale 7b      # Vicuna-7B + EVA-CLIP-g + Q-Former, random bf16 weights
+
+``--scale 7b`` runs each LLM depth (``--layers``, default 8 16 32 decoder layers of Vicuna-7B width) and each
+vision input (``--vision-inputs``: ``cache`` = features from the frozen-feature cache, no vision tower in
+memory, the recommended configuration; ``pixels`` = EVA-CLIP-g in memory) in its own process, two training
+steps each, and records the process's peak RSS (``VmHWM`` and ``getrusage``); a least-squares line through
+peak RSS against depth gives the full 32-layer figure where 32 layers were not run. Result:
+``results/vpgc_step_7b.json``.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -79,6 +80,7 @@ class FeatureCache:
         self.shard_size = shard_size
         self._pending: dict[str, torch.Tensor] = {}
         self._shards_written = 0
+        self._open: dict[str, Any] = {}  # shard name → open safetensors handle (per process)
         self.refresh()
 
     def __repr__(self) -> str:
@@ -87,6 +89,7 @@ class FeatureCache:
     def refresh(self) -> None:
         """Re-read the shard headers (entries, fingerprints); removes stale ``.tmp`` files of dead writes."""
         self.index: dict[str, str] = {}
+        self._open = {}
         self.stale_shards: list[str] = []
         self.feature_shape: tuple[int, ...] | None = None
         for tmp in self.directory.glob(".tmp-*"):
@@ -121,8 +124,18 @@ class FeatureCache:
             raise KeyError(
                 f"FeatureCache: no features for {key!r} in {self.directory} (fingerprint {self.encoder_fingerprint[:12]}…)"
             )
-        with safe_open(str(self.directory / shard), framework="pt") as f:
-            return f.get_tensor(key)
+        # One handle per shard, kept open: opening parses the shard's header (an entry per image), which
+        # cost more than the read itself when done for every image of every batch.
+        handle = self._open.get(shard)
+        if handle is None:
+            handle = self._open[shard] = safe_open(str(self.directory / shard), framework="pt")
+        return handle.get_tensor(key)
+
+    def __getstate__(self) -> dict:
+        """Pickled without open handles (DataLoader workers open their own)."""
+        state = self.__dict__.copy()
+        state["_open"] = {}
+        return state
 
     def put(self, key: str, features: torch.Tensor) -> None:
         """Buffer features (N_v, D_v) for ``key``; a full buffer is written as a shard."""
