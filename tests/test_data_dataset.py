@@ -274,3 +274,17 @@ def test_feature_cache_survives_sigkill_during_shard_write(tmp_path):
         and not after.contains("new")
         and torch.equal(after.get("old"), torch.ones(2, 3))
     )
+
+
+def test_feature_cache_keeps_shard_handles_open_and_pickles_without_them(tmp_path):
+    cache = FeatureCache(tmp_path, encoder_fingerprint="enc")
+    for i in range(3):
+        cache.put(f"k{i}", torch.full((2, 4), float(i)))
+    cache.flush()
+    reader = FeatureCache(tmp_path, encoder_fingerprint="enc")
+    assert torch.equal(reader.get("k1"), torch.full((2, 4), 1.0))
+    assert len(reader._open) == 1  # one handle for the shard, reused by the next reads
+    reader.get("k2")
+    assert len(reader._open) == 1
+    worker = pickle.loads(pickle.dumps(reader))  # what a DataLoader worker receives
+    assert worker._open == {} and torch.equal(worker.get("k0"), torch.zeros(2, 4))
