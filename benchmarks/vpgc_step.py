@@ -440,8 +440,7 @@ def scale_7b(args) -> dict:
         )
         fits[vision_input] = entry
     return {
-        "command": "python benchmarks/vpgc_step.py --scale 7b "
-        + " ".join(a for a in sys.argv[2:] if a != "--readme"),
+        "command": "python benchmarks/vpgc_step.py " + " ".join(sys.argv[1:]),
         "what": "Vicuna-7B width (4096, 32 heads, MLP 11008, vocab 32k) with the given decoder layer count, "
         "VPG-C at k = layers / 2, BLIP-2 Q-Former, EVA-CLIP-g (39 blocks, 224 px) when vision_input = pixels; "
         "frozen parts bf16 with random weights, VPG-C fp32 + AdamW; batch 1, loss only at labelled tokens",
