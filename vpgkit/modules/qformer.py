@@ -157,7 +157,7 @@ class ImageSideLinear(nn.Linear):
     def from_linear(cls, linear: nn.Linear) -> ImageSideLinear:
         """The same layer (its parameters, not copies) as an :class:`ImageSideLinear`."""
         out = cls.__new__(cls)
-        out.__dict__ = linear.__dict__
+        out.__dict__.update(vars(linear))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
