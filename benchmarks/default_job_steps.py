@@ -237,6 +237,127 @@ def summarise(args, per_step: list[dict], setup_s: float, losses: list[float]) -
     }
 
 
+BREAKDOWN = ROOT / "results" / "default_job_breakdown.json"
+PARTS = ("data", "vision tower", "prompts + LM forward + loss", "backward", "AdamW")
+
+
+def breakdown(args) -> dict:
+    """Where one step of the default job's model goes: process-CPU time of its parts, by hand-placed clocks
+    around the same calls the loop makes (data = dataset + collation; the vision tower run explicitly,
+    then the model on its features), over ``--breakdown-steps`` steps of the job's batches, for the
+    previous recipe (pixels) and the current one (cached features); and the number of aten ops per step
+    (torch.profiler), the per-op overhead a 128-wide model pays."""
+    import torch
+    from hydra import compose, initialize_config_module
+    from hydra.utils import call
+    from torch.profiler import ProfilerActivity, profile
+
+    import vpgkit  # noqa: F401
+    from vpgkit.config import register_schema, to_train_config
+    from vpgkit.data.collation import Collator
+    from vpgkit.threads import apply_thread_policy
+    from vpgkit.training.build import build_model
+    from vpgkit.training.datasets import build_datasets
+    from vpgkit.training.loop import MODEL_INPUTS, default_sampler
+
+    threads = apply_thread_policy()
+    register_schema()
+    root = Path(args.out_dir or tempfile.mkdtemp(prefix="default_job_breakdown_"))
+    out = {}
+    for label in args.variants:
+        with initialize_config_module(config_module="vpgkit.recipes", version_base=None):
+            overrides = ["recipe=vpgc", f"output_dir={root / label}", *VARIANTS[label], *args.overrides]
+            cfg = to_train_config(compose(config_name="train", overrides=overrides))
+        data = Path(args.data or root / "data")
+        cfg.data.prepare["out_dir"] = str(data)
+        for source in cfg.data.train:
+            source.path, source.images = str(data / Path(source.path).name), str(data)
+        call(cfg.data.prepare)
+        model, tokenizer = build_model(cfg.model, cfg.seed)
+        train_set, _, per_batch = build_datasets(cfg.data, tokenizer, model)
+        collate = Collator(pad_token_id=tokenizer.pad_token_id, image_size=model.vision.image_size)
+        sampler = default_sampler(train_set, cfg.trainer.global_batch_size, cfg.seed, per_batch)
+        optimizer = torch.optim.AdamW(model.trainable_parameters().values(), lr=1e-3)
+        model.train()
+        times: dict[str, list[float]] = {p: [] for p in PARTS}
+
+        job = (model, optimizer, collate, train_set, sampler, MODEL_INPUTS)
+        for i in range(args.breakdown_steps + 3):
+            _part_timed_step(job, i, times if i >= 3 else None)  # 3 warm-up steps
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            _part_timed_step(job, args.breakdown_steps + 3, None)
+        ops = sum(e.count for e in prof.key_averages())
+        medians = {p: 1e3 * statistics.median(v) for p, v in times.items()}
+        total = sum(medians.values())
+        out[label] = {
+            "median_cpu_ms": medians,
+            "share": {p: m / total for p, m in medians.items()},
+            "total_cpu_ms": total,
+            "aten_ops_per_step": ops,
+            "batch_shape": list(batch_shape(collate, train_set, sampler)),
+        }
+    return {
+        "command": "python benchmarks/default_job_steps.py --breakdown "
+        + " ".join(_without_option(sys.argv[1:], ("--data", "--out", "--out-dir", "--breakdown"))),
+        "commit": _commit(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "load_before": args.load_before,
+        "load_after": os.getloadavg(),
+        "steps": args.breakdown_steps,
+        "runs": out,
+    }
+
+
+def _part_timed_step(job: tuple, i: int, times: dict[str, list[float]] | None) -> None:
+    """Step ``i`` of the job's batches with a process-CPU clock between the parts (added to ``times``)."""
+    import torch
+
+    model, optimizer, collate, train_set, sampler, model_inputs = job
+    marks = [time.process_time()]
+    batch = collate([train_set[j] for j in sampler.batch_indices(0, i)])
+    marks.append(time.process_time())
+    inputs = {k: batch[k] for k in model_inputs if k in batch}
+    if "pixel_values" in inputs:
+        with torch.no_grad():
+            inputs["vision_features"] = model.vision(inputs.pop("pixel_values"))
+    marks.append(time.process_time())
+    loss = model(**inputs, loss_only=True, loss_reduction="sum").loss
+    marks.append(time.process_time())
+    loss.backward()
+    marks.append(time.process_time())
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    marks.append(time.process_time())
+    if times is not None:
+        for part, a, b in zip(PARTS, marks, marks[1:], strict=True):
+            times[part].append(b - a)
+
+
+def batch_shape(collate, train_set, sampler) -> tuple[int, ...]:
+    """(B, L) of the job's first batch."""
+    return tuple(collate([train_set[j] for j in sampler.batch_indices(0, 0)])["input_ids"].shape)
+
+
+def breakdown_block(result: dict) -> str:
+    runs = result["runs"]
+    lines = [
+        f"Process-CPU time per step of the default job's model by part (median of {result['steps']} steps of "
+        f"its batches, {result['threads']} thread(s), code {result['commit']}, load {result['load_before'][0]:.2f} "
+        f"→ {result['load_after'][0]:.2f}):",
+        "",
+        "| run | " + " | ".join(PARTS) + " | total ms | aten ops per step |",
+        "| --- | " + " | ".join("---" for _ in PARTS) + " | --- | --- |",
+    ]
+    for label, r in runs.items():
+        cells = [f"{r['median_cpu_ms'][p]:.1f} ms ({100 * r['share'][p]:.0f}%)" for p in PARTS]
+        lines.append(
+            f"| {label} | " + " | ".join(cells) + f" | {r['total_cpu_ms']:.0f} | {r['aten_ops_per_step']} |"
+        )
+    lines += ["", f"Command: `{result['command']}`."]
+    return "\n".join(lines)
+
+
 def _without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
     """``argv`` without the given options and their values (local paths)."""
     out, skip = [], False
@@ -307,12 +428,26 @@ def main() -> None:
     parser.add_argument("--out-dir", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--readme", action="store_true")
+    parser.add_argument("--breakdown", action="store_true", help="only the per-part CPU breakdown")
+    parser.add_argument("--breakdown-steps", type=int, default=20)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides (key=value)")
     args = parser.parse_args()
     if args.readme:
         write_block(ROOT / "README.md", "default-job-steps", readme_block(json.loads(args.out.read_text())))
+        if BREAKDOWN.exists():
+            write_block(
+                ROOT / "README.md",
+                "default-job-breakdown",
+                breakdown_block(json.loads(BREAKDOWN.read_text())),
+            )
         return
     args.load_before = os.getloadavg()
+    if args.breakdown:
+        result = breakdown(args)
+        BREAKDOWN.parent.mkdir(parents=True, exist_ok=True)
+        BREAKDOWN.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(breakdown_block(result))
+        return
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")

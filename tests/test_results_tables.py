@@ -46,6 +46,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "modules.json").read_text()))),
         ("default_job_steps", "benchmarks/README.md", "default-job-steps",
          lambda m: m.readme_block(json.loads((RESULTS / "default_job_steps.json").read_text()))),
+        ("default_job_steps", "benchmarks/README.md", "default-job-breakdown",
+         lambda m: m.breakdown_block(json.loads((RESULTS / "default_job_breakdown.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-grounded",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_grounded.json").read_text()))),
     ],
