@@ -144,9 +144,12 @@ def run(args) -> dict:
     pauses = GCPauses()
     gc.callbacks.append(pauses)
     started = time.perf_counter()
+    probe_a, probe_b = torch.randn(192, 192), torch.randn(192, 192)
+    probes: list[float] = []
     try:
         steps = max(job["cfg"].trainer.max_steps for job in jobs.values())
         for _ in range(steps):  # alternate: machine load hits both runs alike
+            probes.append(machine_probe(probe_a, probe_b))
             for job in jobs.values():
                 cfg, state = job["cfg"], job["run"]
                 if state.result.step >= cfg.trainer.max_steps:
@@ -173,6 +176,8 @@ def run(args) -> dict:
     for label, job in jobs.items():
         state = job["run"]
         state.bar.close()
+        for row, probe in zip(job["rows"], probes, strict=False):
+            row["probe_s"] = probe
         results[label] = summarise(args, job["rows"], job["setup_s"], state.result.losses)
     losses = [job["run"].result.losses for job in jobs.values()]
     return {
@@ -188,6 +193,15 @@ def run(args) -> dict:
         "losses_bitwise_equal": all(x == losses[0] for x in losses),
         "runs": results,
     }
+
+
+def machine_probe(a, b, repeat: int = 20) -> float:
+    """Wall seconds of a fixed piece of work (``repeat`` 192² fp32 matmuls): how fast the machine runs this
+    process right now. Timed once per step pair, it separates the machine's drift from the job's."""
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return time.perf_counter() - start
 
 
 def window_stats(rows: list[dict], key: str) -> float:
@@ -210,11 +224,12 @@ def summarise(args, per_step: list[dict], setup_s: float, losses: list[float]) -
             "gen2_collections": sum(r["gc_collections"][2] for r in rows),
         }
 
-    deciles, cpu_deciles = [], []
+    deciles, cpu_deciles, probe_deciles = [], [], []
     for d in range(10):
         rows = per_step[warm + d * tenth : warm + (d + 1) * tenth] if d < 9 else per_step[warm + 9 * tenth :]
         deciles.append(1e3 * window_stats(rows, "step_s"))
         cpu_deciles.append(1e3 * window_stats(rows, "cpu_s"))
+        probe_deciles.append(1e3 * window_stats(rows, "probe_s"))
     first_p, last_p = part(first), part(last)
     return {
         "steps": n,
@@ -229,6 +244,10 @@ def summarise(args, per_step: list[dict], setup_s: float, losses: list[float]) -
         "last_over_first_cpu": last_p["median_cpu_ms"] / first_p["median_cpu_ms"],
         "decile_median_step_ms": deciles,
         "decile_median_cpu_ms": cpu_deciles,
+        "decile_median_probe_ms": probe_deciles,
+        "last_over_first_probe": probe_deciles[-1] / probe_deciles[0],
+        "last_over_first_per_probe": (last_p["median_step_ms"] / first_p["median_step_ms"])
+        / (probe_deciles[-1] / probe_deciles[0]),
         "total_gc_s": sum(sum(r["gc_s"]) for r in per_step),
         "total_data_s": sum(r["data_s"] for r in per_step),
         "final_loss": losses[-1],
@@ -407,6 +426,16 @@ def readme_block(result: dict) -> str:
             + "; "
             + ", ".join(f"{d:.0f}" for d in r["decile_median_cpu_ms"])
         )
+    probe = next(iter(runs.values())).get("decile_median_probe_ms")
+    if probe:
+        lines += [
+            "",
+            "Machine probe (a fixed 20 × 192² matmul, timed once per step pair), median ms per tenth: "
+            + ", ".join(f"{d:.2f}" for d in probe)
+            + ". Last / first 10% of the step time divided by the probe's last / first: "
+            + ", ".join(f"{label} {r['last_over_first_per_probe']:.2f}" for label, r in runs.items())
+            + ".",
+        ]
     if "before" in runs and "after" in runs:
         b, a = runs["before"], runs["after"]
         lines += [
