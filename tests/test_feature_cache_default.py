@@ -55,3 +55,21 @@ def test_default_job_with_the_cache_is_bitwise_the_job_without(tmp_path):
     assert runs[True][0] == runs[False][0]
     for name, weight in runs[False][1].items():
         assert torch.equal(weight, runs[True][1][name]), name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_world_vit_features_do_not_depend_on_the_batching(tmp_path, threads):
+    """Why the cache is exact: the frozen ViT gives bitwise the same features for an image whether it is
+    encoded alone, in the cache's batches of 32 or in a training batch of 24 — at 1 and at 2 threads."""
+    model, _ = build_model(_config(tmp_path).model, 0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        images = torch.rand(64, 1, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            whole = model.vision(images)
+            for size in (1, 24, 32):
+                parts = torch.cat([model.vision(images[i : i + size]) for i in range(0, 64, size)])
+                assert torch.equal(parts, whole), size
+    finally:
+        torch.set_num_threads(before)
