@@ -317,7 +317,9 @@ def breakdown(args) -> dict:
         }
     return {
         "command": "python benchmarks/default_job_steps.py --breakdown "
-        + " ".join(_without_option(sys.argv[1:], ("--data", "--out", "--out-dir", "--breakdown"))),
+        + " ".join(
+            a for a in _without_option(sys.argv[1:], ("--data", "--out", "--out-dir")) if a != "--breakdown"
+        ),
         "commit": _commit(),
         "threads": threads,
         "torch": torch.__version__,
@@ -349,7 +351,7 @@ def _part_timed_step(job: tuple, i: int, times: dict[str, list[float]] | None) -
     optimizer.zero_grad(set_to_none=True)
     marks.append(time.process_time())
     if times is not None:
-        for part, a, b in zip(PARTS, marks, marks[1:], strict=True):
+        for part, a, b in zip(PARTS, marks[:-1], marks[1:], strict=True):
             times[part].append(b - a)
 
 
