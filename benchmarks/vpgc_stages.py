@@ -338,14 +338,26 @@ def main() -> None:
     parser.add_argument("--adapter-runs", type=Path, nargs="*", default=[], help="trained runs to measure")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--residuals-only",
+        action="store_true",
+        help="only stage 3 (the --adapter-runs' trained residuals); --run is then not needed",
+    )
+    parser.add_argument(
         "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from DOCS_COLUMNS"
     )
     args = parser.parse_args()
     if args.docs:
         write_docs_block(docs_block())
         return
+    if args.residuals_only:
+        if not args.adapter_runs:
+            parser.error("--residuals-only needs --adapter-runs")
+        start = time.perf_counter()
+        results = {"trained_residual": residuals(args)}
+        _write(results, args.out, start)
+        return
     if args.run is None:
-        parser.error("--run is required (except with --docs)")
+        parser.error("--run is required (except with --docs or --residuals-only)")
     torch.manual_seed(0)
     start = time.perf_counter()
     model, tok, cfg, _ = load_run(args.run, base_only=True)
@@ -406,17 +418,31 @@ def main() -> None:
     results["asked_attribute_readers"] = readers
 
     if args.adapter_runs:
-        results["trained_residual"] = {
-            str(run): trained_residual(run, processor, args.train, args.test, args.train_seed)
-            for run in args.adapter_runs
-        }
-        print("3. trained residuals:", results["trained_residual"])
+        results["trained_residual"] = residuals(args, processor)
+    _write(results, args.out, start)
+
+
+def residuals(args, processor=None) -> dict[str, dict]:
+    """Stage 3 for every ``--adapter-runs`` run (:func:`trained_residual`), printed."""
+    if processor is None:
+        model = load_run(args.adapter_runs[0], base_only=True)[0]
+        processor = ImageProcessor(size=model.vision.image_size)
+    out = {
+        str(run): trained_residual(run, processor, args.train, args.test, args.train_seed)
+        for run in args.adapter_runs
+    }
+    print("3. trained residuals:", out)
+    return out
+
+
+def _write(results: dict, out: Path, start: float) -> None:
+    """``results`` with its wall time, command and world build, written to ``out``."""
     results["seconds"] = round(time.perf_counter() - start)
     results["command"] = "python " + " ".join(sys.argv)
     results["assets"] = provenance()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {args.out} ({results['seconds']} s)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out} ({results['seconds']} s)")
 
 
 if __name__ == "__main__":
