@@ -275,6 +275,21 @@ def tables(data: dict) -> str:
                     _mean_std(_values(runs, v, lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS
                 ]
                 lines.append(f"| ({v}) − best no-vision | " + " | ".join(gains) + " |")
+        paired = [(name, one, other) for name, one, other in pairs if one in present and other in present]
+        if paired:
+            lines += ["", "The same differences paired by seed (a seed fixes the training data and the evaluation "
+                      "files, so both variants of a seed see the same samples): mean ± std of the per-seed "
+                      "differences. Information only; the check above is the issue's criterion.", "",
+                      "| pair (seeds) | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
+            for name, one, other in paired:
+                by_seed = {
+                    v: {r["seed"]: r["tasks"] for r in runs.values() if r["variant"] == v}
+                    for v in (one, other)
+                }
+                both = sorted(set(by_seed[one]) & set(by_seed[other]))
+                cells = [_mean_std([by_seed[one][s][k]["score"] - by_seed[other][s][k]["score"] for s in both])
+                         for k in TASKS]  # fmt: skip
+                lines.append(f"| {name} ({', '.join(map(str, both))}) | " + " | ".join(cells) + " |")
     scaling = [k for k in SCALING if any(r["variant"] == k for r in runs.values())]
     if scaling:
         lines += ["", "Data scaling of (c) (synthetic samples; the default is 1000):", "",
