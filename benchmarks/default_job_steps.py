@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
+from results_file import write_results
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "default_job_steps.json"
@@ -475,15 +476,11 @@ def main() -> None:
     args.load_before = os.getloadavg()
     if args.breakdown:
         result = breakdown(args)
-        BREAKDOWN.parent.mkdir(parents=True, exist_ok=True)
-        BREAKDOWN.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_results(BREAKDOWN, result)
         print(breakdown_block(result))
         return
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_results(args.out, result)
     print(readme_block(result))
 
 

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from doc_blocks import write_block
+from results_file import write_results
 
 from synthetic.world.build import provenance
 
@@ -351,7 +352,7 @@ def main() -> None:
         command = f"{old['command']}; {command}"
     data = {"command": command, "jobs": args.jobs, "assets": provenance(), "runs": {**old["runs"], **runs}}
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(data, indent=1) + "\n")
+    write_results(args.results, data, indent=1)
     print(tables(data))
 
 

@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
 from measure import median_ms, peak_rss_increase_mib, reexec_with_exact_rss
+from results_file import write_results
 
 from vpgkit.modules import (
     VPGC,
@@ -256,7 +257,7 @@ def main() -> None:
         "all_checks_ok": all(r["check"] == "ok" for r in rows if "check" in r),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_results(args.out, result)
     print(readme_block(result))
 
 

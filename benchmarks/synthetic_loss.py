@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
+from results_file import write_results
 
 from synthetic.world.build import provenance
 from vpgkit.config import TrainConfig, register_schema, to_train_config
@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         "assets": provenance(),
         "runs": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_results(args.out, data, indent=1)
     print(f"wrote {args.out}")
     return data
 

@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
+from results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "thread_policy.json"
 
@@ -222,10 +223,7 @@ def main() -> None:
         "busy_over_quiet": ratio,
         "note": "quiet = the machine as it was (other jobs may run); busy = plus one 1-thread matmul loop",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_results(args.out, result)
     for key, s in summary.items():
         print(
             f"{key:28s} threads {s['threads']}  {s['median_step_ms']:8.1f} ms/step  cpu {s['cpu_s_per_step']:.3f} s/step"

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from doc_blocks import write_block
+from results_file import write_results
 from torch import nn
 from tqdm import tqdm
 
@@ -441,7 +442,7 @@ def _write(results: dict, out: Path, start: float) -> None:
     results["command"] = "python " + " ".join(sys.argv)
     results["assets"] = provenance()
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(out, results, indent=1)
     print(f"wrote {out} ({results['seconds']} s)")
 
 

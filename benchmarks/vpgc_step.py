@@ -57,6 +57,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
+from results_file import write_results
 
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.backbones.language import decoder_layers, llama_7b_config
@@ -574,14 +575,11 @@ def main() -> None:
         return
     if args.scale == "7b":
         result = scale_7b(args)
-        RESULTS_7B.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_results(RESULTS_7B, result)
         print(readme_block_7b(result))
         return
     result = mid_size(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_results(args.out, result)
     print(readme_block(result))
 
 

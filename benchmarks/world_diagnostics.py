@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from doc_blocks import write_block
+from results_file import write_results
 from transformers import AutoTokenizer
 
 from synthetic.world.diagnostics import format_diagnostics, lm_ceilings, vit_probe
@@ -66,7 +67,7 @@ def main() -> None:
     result = {"command": f"python benchmarks/world_diagnostics.py --n {args.n}", "assets_command": manifest["command"],
               "assets_sha256": {k: v["sha256"] for k, v in manifest["files"].items()}, **diagnostics}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_results(args.out, result, indent=1)
     print(format_diagnostics(diagnostics))
 
 

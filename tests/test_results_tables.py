@@ -63,3 +63,15 @@ def test_world_diagnostics_are_of_the_shipped_assets():
     manifest = json.loads((ROOT / "vpgkit" / "assets" / "tiny_world" / "manifest.json").read_text())
     diagnostics = json.loads((RESULTS / "world_diagnostics.json").read_text())
     assert diagnostics["assets_sha256"] == {k: v["sha256"] for k, v in manifest["files"].items()}
+
+
+def test_results_files_are_written_whole_or_not_at_all(tmp_path):
+    from results_file import write_results
+
+    path = tmp_path / "results" / "r.json"
+    write_results(path, {"b": 1, "a": [1, 2]})
+    assert list(json.loads(path.read_text())) == ["b", "a"]  # recorded order kept
+    with pytest.raises(TypeError):
+        write_results(path, {"x": object()})  # fails while serialising
+    assert json.loads(path.read_text()) == {"b": 1, "a": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
