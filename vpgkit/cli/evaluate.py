@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..threads import apply_thread_policy
+from . import exit_on_input_error
 
 __all__ = ["build_parser", "cli", "load_run", "main"]
 
@@ -158,10 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def cli() -> None:
     """``python -m vpgkit.evaluate``: :func:`main` with input errors as one ``error:`` line (exit 1)."""
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_input_error(main)
 
 
 if __name__ == "__main__":

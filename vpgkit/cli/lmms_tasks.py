@@ -13,8 +13,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from . import exit_on_input_error
 
 __all__ = ["build_parser", "cli", "main"]
 
@@ -65,10 +66,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
 def cli() -> None:
     """``python -m vpgkit.lmms_tasks``: :func:`main` with input errors as one ``error:`` line (exit 1)."""
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    exit_on_input_error(main)
 
 
 if __name__ == "__main__":
