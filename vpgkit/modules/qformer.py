@@ -156,9 +156,9 @@ class ImageSideLinear(nn.Linear):
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> ImageSideLinear:
         """The same layer (its parameters, not copies) as an :class:`ImageSideLinear`."""
-        out = cls.__new__(cls)
-        out.__dict__.update(vars(linear))
-        return out
+        out = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        out.weight, out.bias = linear.weight, linear.bias  # shared, not copied
+        return out.train(linear.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.given is not None:
