@@ -87,6 +87,26 @@ def test_vpgc_residual_is_exactly_zero_at_init():
     assert torch.equal(residual, torch.zeros_like(residual))
 
 
+def test_vpgc_guidance_init_std_makes_queries_guided_from_the_start_with_a_zero_residual():
+    """Cheetah's init (0) leaves the guided queries prompt-independent at first, and no gradient reaches
+    guidance_proj; a positive ``guidance_init_std`` makes them depend on g, the residual still exactly 0."""
+    vpg = QFormer(QFormerConfig.preset("tiny")).eval().requires_grad_(False)
+    vision, g = torch.randn(2, 1, 10, 32), torch.randn(2, 48)
+    cheetah = VPGC.from_qformer(vpg, VPGCConfig.preset("tiny"))
+    torch.testing.assert_close(cheetah.guided_queries(g)[0], cheetah.guided_queries(g)[1])
+    residual = cheetah(g, vision, vpg)
+    (residual * torch.randn_like(residual)).sum().backward()  # a loss whose gradient is not zero at r = 0
+    assert cheetah.output_proj.weight.grad.any() and not cheetah.guidance_proj.weight.grad.any()
+    torch.manual_seed(0)
+    guided = VPGC.from_qformer(vpg, VPGCConfig.preset("tiny", guidance_init_std=0.02))
+    assert 0.015 < guided.guidance_proj.weight.std() < 0.025 and not guided.guidance_proj.bias.any()
+    assert not torch.allclose(guided.guided_queries(g)[0], guided.guided_queries(g)[1])
+    residual = guided(g, vision, vpg)
+    assert torch.equal(residual, torch.zeros_like(residual))
+    with pytest.raises(ValueError, match="guidance_init_std=-1"):
+        VPGC(VPGCConfig.preset("tiny", guidance_init_std=-1.0))
+
+
 def test_vpgc_queries_start_as_a_copy_of_the_vpg_queries():
     vpg = QFormer(QFormerConfig.preset("tiny"))
     vpgc = VPGC.from_qformer(vpg, VPGCConfig.preset("tiny"))

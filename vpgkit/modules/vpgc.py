@@ -37,6 +37,11 @@ class VPGCConfig(PresetConfig):
             residual. Used by the attachment code; the module itself does not look at it.
         guidance: False holds the guidance input at zero — the no-guidance ablation: the queries are
             then ``query_tokens + guidance_proj.bias``, the same for every prompt.
+        guidance_init_std: 0 (Cheetah's init) starts ``guidance_proj`` at zero like ``output_proj``; the
+            guided queries then equal the plain ones until ``output_proj`` has grown, since no gradient
+            reaches ``guidance_proj`` through a zero ``output_proj``. A positive value draws its weight
+            from N(0, std²) instead, so that the queries depend on the guidance from the first step. The
+            residual is zero at init either way (``output_proj`` stays zero). Not Cheetah's: for experiments.
     """
 
     llm_width: int = 4096
@@ -44,6 +49,7 @@ class VPGCConfig(PresetConfig):
     num_queries: int = 32
     layer: int = 16
     guidance: bool = True
+    guidance_init_std: float = 0.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Cheetah on Vicuna-7B: 32 layers, guidance at the input of layer 16.
@@ -78,6 +84,10 @@ class VPGC(nn.Module):
         self.output_proj = nn.Linear(config.qformer_width, config.llm_width)
         for p in (*self.guidance_proj.parameters(), *self.output_proj.parameters()):
             nn.init.zeros_(p)
+        if config.guidance_init_std < 0:
+            raise ValueError(f"VPGCConfig.guidance_init_std={config.guidance_init_std}: expected >= 0")
+        if config.guidance_init_std > 0:
+            nn.init.normal_(self.guidance_proj.weight, std=config.guidance_init_std)
         if init_queries is not None:
             check_shape("init_queries", init_queries, (1, config.num_queries, config.qformer_width))
             with torch.no_grad():
