@@ -75,7 +75,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # With a zero guidance projection the queries ignore the guidance until the output projection has grown;
     # at 3000 steps training found the guided fetch on three seeds of five.
     "h3k": (
-        "(h) (f3k) with a random guidance projection at init",
+        "(h) ... (f) at 3000 steps, guidance projection random at init",
         [*DETAIL_ONLY, "trainer.max_steps=3000", "+model.vpgc_overrides.guidance_init_std=0.02"],
     ),
 }

@@ -126,6 +126,23 @@ def test_differing_module_config_is_refused_when_strict(tmp_path):
     assert any("vpgc.layer" in n for n in report.notes)
 
 
+def test_init_only_config_fields_do_not_block_loading(tmp_path):
+    """VPG-C's guidance_init_std only draws the initial weights, which the adapter overwrites; an adapter
+    saved before the field existed (its config lacks it) loads into a model that sets it."""
+    model = _trained_vpgc()
+    save_adapter(model, tmp_path / "a")
+    config_file = tmp_path / "a" / "vpgkit_config.json"
+    config = json.loads(config_file.read_text())
+    del config["modules"]["vpgc"]["guidance_init_std"]
+    config_file.write_text(json.dumps(config))
+    fresh = vpgc_model()
+    fresh.vpgc.config.guidance_init_std = 0.02
+    report = load_adapter(fresh, tmp_path / "a")
+    assert report.ok and not report.notes
+    batch = vpgc_batch()
+    assert torch.equal(_logits(fresh, batch), _logits(model, batch))
+
+
 def test_missing_and_unexpected_keys_raise_unless_not_strict(tmp_path):
     model = _trained_vpgc()
     save_adapter(model, tmp_path / "a")

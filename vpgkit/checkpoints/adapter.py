@@ -34,8 +34,9 @@ CONFIG_NAME = "vpgkit_config.json"
 WEIGHTS_NAME = "adapter.safetensors"
 LORA_DIR = "lora"
 FORMAT = "vpgkit-adapter"
-# Config fields that change neither a weight's shape nor the eval-mode output.
-RUNTIME_FIELDS = {"attn_implementation", "dropout", "attention_dropout"}
+# Config fields that change neither a weight's shape nor the eval-mode output of loaded weights: runtime
+# settings, and init-only ones (adapters saved before such a field existed do not list it).
+RUNTIME_FIELDS = {"attn_implementation", "dropout", "attention_dropout", "guidance_init_std"}
 
 
 # --------------------------------------------------------------------------------------- config
