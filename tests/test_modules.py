@@ -247,6 +247,24 @@ def test_qformer_cross_attention_maps_match_transformers_eager():
     torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_qformer_maps_only_pass_equals_the_full_pass(dtype):
+    """cross_attention_maps stops after the last cross-attention layer: the same maps, bitwise, as the
+    full pass (which also runs the layers after it), the hooks gone afterwards, and keys/values recorded
+    once per layer when maps and image keys/values are asked for together."""
+    config = QFormerConfig.preset("tiny", num_layers=4, cross_attention_every=2)  # cross at layers 0, 2
+    qformer = randomize(QFormer(config)).eval().to(dtype)
+    vision = torch.randn(2, 3, 10, 32, dtype=dtype)
+    full = qformer(vision, return_attentions=True, return_image_kv=True)
+    maps = qformer.cross_attention_maps(vision)
+    assert maps.shape == (2, 3, 2, 4, 4, 10) and maps.dtype == dtype
+    assert torch.equal(maps, full.cross_attentions)
+    assert len(full.image_kv.keys) == len(full.image_kv.values) == 2
+    for attention in qformer.cross_attention_layers():
+        assert not attention.query._forward_hooks and not attention.key._forward_hooks
+    assert torch.equal(qformer(vision).prompts, full.prompts)  # nothing left behind changes a normal pass
+
+
 # --- gradients and compilation -------------------------------------------------------------------------
 
 

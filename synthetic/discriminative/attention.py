@@ -81,13 +81,19 @@ class VPGAttention:
 
     @torch.no_grad()
     def maps(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One (H, W) float32 map per (H, W, 3) uint8 image, ``batch_size`` images per forward pass.
+
+        A map does not depend on the other images of its batch (tested: equal to one image at a time).
+        Only the part of the Q-Former the maps need runs (:meth:`~vpgkit.modules.QFormer.cross_attention_maps`:
+        up to the last cross-attention layer's probabilities), with the same maps as a full pass.
+        """
         out: list[np.ndarray] = []
         qformer_dtype = next(self.vpg.qformer.parameters()).dtype
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start : start + self.batch_size])
-            pixels = self.vpg.processor([[img] for img in batch])
-            vision = self.vpg.vision(pixels).to(qformer_dtype)
-            cross = self.vpg.qformer(vision, return_attentions=True).cross_attentions
+            pixels = self.vpg.processor([[img] for img in batch])  # (M, 1, 3, S, S) float32
+            vision = self.vpg.vision(pixels).to(qformer_dtype)  # (M, 1, N_v, D_v); no copy if same dtype
+            cross = self.vpg.qformer.cross_attention_maps(vision)  # (M, 1, L_x, heads, N_q, N_v)
             out.extend(attention_to_pixels(cross, [img.shape[:2] for img in batch]))
         return out
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from ..storage import InputError, atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -299,9 +300,21 @@ class Worker:
         )
         self.quality = QualityFilter(config.min_region_change, config.max_outside_change)
         self.captioner = DifferenceCaptioner()
+        self._cache: dict[int, list[Region]] | None = None  # region proposals by source index, in run_group
 
-    def regions(self, image: np.ndarray, annotated: list[Region] | None) -> list[Region]:
-        return annotated if annotated else self.proposer(image)
+    def regions(
+        self, image: np.ndarray, annotated: list[Region] | None, key: int | None = None
+    ) -> list[Region]:
+        """The image's annotated regions, else its proposals; ``key`` (a source index) reuses the proposals
+        made for that image earlier in the same :meth:`run_group` (proposers are deterministic and no
+        editor changes a region, so sharing them changes nothing but the time)."""
+        if annotated:
+            return annotated
+        if key is None or self._cache is None:
+            return self.proposer(image)
+        if key not in self._cache:
+            self._cache[key] = self.proposer(image)
+        return self._cache[key]
 
     def donor(self, inp: JobInput, rng: np.random.Generator) -> DonorObject | None:
         if inp.donor_image is None:
@@ -309,12 +322,20 @@ class Worker:
         cfg = self.config
         regions = [
             r
-            for r in self.regions(inp.donor_image, inp.donor_annotated)
+            for r in self.regions(inp.donor_image, inp.donor_annotated, inp.job.donor)
             if cfg.min_fraction <= r.fraction <= cfg.max_fraction
         ]
         if not regions:
             return None
         return DonorObject.from_region(inp.donor_image, regions[int(rng.integers(len(regions)))])
+
+    def run_group(self, inputs: Sequence[JobInput]) -> list[JobOutcome]:
+        """Run jobs that share a source image (its ``edits_per_source`` edits), proposing its regions once."""
+        self._cache = {}
+        try:
+            return [self(inp) for inp in inputs]
+        finally:
+            self._cache = None
 
     def __call__(self, inp: JobInput) -> JobOutcome:
         start = time.process_time()
@@ -327,7 +348,7 @@ class Worker:
     def _edit(self, inp: JobInput) -> JobOutcome:
         cfg, job = self.config, inp.job
         rng = np.random.default_rng([cfg.seed, job.index, 1])
-        regions = self.regions(inp.image, inp.annotated)
+        regions = self.regions(inp.image, inp.annotated, job.source)
         scores = score_regions(regions, inp.attention)
         ranked = ranked_regions(regions, scores, cfg.min_fraction, cfg.max_fraction)
         if inp.annotated:  # paste only where no annotated object is
@@ -384,9 +405,9 @@ def _init_worker(config: PipelineConfig) -> None:
     _WORKER = Worker(config)
 
 
-def _run_in_worker(inp: JobInput) -> JobOutcome:
+def _run_in_worker(group: list[JobInput]) -> list[JobOutcome]:
     assert _WORKER is not None
-    return _WORKER(inp)
+    return _WORKER.run_group(group)
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -449,6 +470,7 @@ class DiscriminativePipeline:
         progress: bool = True,
         max_jobs: int | None = None,
         on_shard: Callable[[int], None] | None = None,
+        attention_threads: int | None = None,
     ) -> dict[str, Any]:
         """Produce ``count`` kept pairs in ``out`` (resuming whatever is there); returns the summary.
 
@@ -460,7 +482,32 @@ class DiscriminativePipeline:
             progress: show a tqdm bar.
             max_jobs: give up after this many jobs (default ``20 * count + 100``), e.g. if every edit fails.
             on_shard: called with the shard index after each shard is committed.
+            attention_threads: torch threads of this process while it computes attention maps. Default:
+                with worker processes, the threads torch would use minus one per worker, at least 1 (on 2
+                cores with 2 workers: 1), so that the attention of the next shard and the workers' editing
+                of this one share the cores instead of contending for them; without workers, unchanged.
+                The maps do not depend on it (tested).
         """
+        if attention_threads is None and workers > 1:
+            attention_threads = max(1, torch.get_num_threads() - workers)
+        threads_before = torch.get_num_threads()
+        if attention_threads is not None:
+            torch.set_num_threads(attention_threads)
+        try:
+            return self._run(sources, Path(out), count, workers, progress, max_jobs, on_shard)
+        finally:
+            torch.set_num_threads(threads_before)
+
+    def _run(
+        self,
+        sources: ImageSources,
+        out: Path,
+        count: int,
+        workers: int,
+        progress: bool,
+        max_jobs: int | None,
+        on_shard: Callable[[int], None] | None,
+    ) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         out = Path(out)
@@ -504,7 +551,9 @@ class DiscriminativePipeline:
                 if prepared is None or prepared.shard != shard:
                     jobs = [plan_job(cfg, n, first + k) for k in range(full)]
                     prepared = self._prepare_shard(sources, shard, jobs)
-                outcomes = pool.map(_run_in_worker, prepared.inputs)  # a process pool starts them now
+                # one task per source image (its edits share one region proposal); a process pool starts
+                # them all now, and the outcomes come back in job order
+                outcomes = itertools.chain.from_iterable(pool.map(_run_in_worker, prepared.groups()))
                 upcoming, nxt = None, shard + 1
                 if workers > 1 and nxt * cfg.shard_size < max_jobs and self._load_progress(out, nxt) is None:
                     # the next shard's images and attention, while the workers edit this one
@@ -754,6 +803,10 @@ class _PreparedShard:
     inputs: list[JobInput]
     early: dict[int, JobOutcome]  # outcomes known without editing (corrupt source image)
 
+    def groups(self) -> list[list[JobInput]]:
+        """``inputs`` cut into runs of consecutive jobs with the same source image, in job order."""
+        return [list(g) for _, g in itertools.groupby(self.inputs, key=lambda inp: inp.job.source)]
+
 
 class _InlinePool:
     """The ``map`` of a process pool, run in this process (workers = 1)."""
@@ -761,8 +814,8 @@ class _InlinePool:
     def __init__(self, worker: Worker):
         self.worker = worker
 
-    def map(self, _fn, inputs: Sequence[JobInput]) -> Iterator[JobOutcome]:
-        return (self.worker(i) for i in inputs)
+    def map(self, _fn, groups: Sequence[list[JobInput]]) -> Iterator[list[JobOutcome]]:
+        return (self.worker.run_group(g) for g in groups)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,8 +43,10 @@ class Region:
     label: str | None = None
     source: str = "superpixel"
 
-    @property
+    @functools.cached_property
     def area(self) -> int:
+        """Pixels inside the region (counted once: ranking and editing ask for it many times per job;
+        masks are never changed in place)."""
         return int(self.mask.sum())
 
     @property

@@ -367,3 +367,35 @@ def test_vpg_roundtrip_and_maps(tmp_path):
     (tmp_path / "vpg.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"missing vpg\.safetensors"):
         load_vpg(tmp_path)
+
+
+def test_batched_bf16_maps_equal_one_image_at_a_time_and_do_not_depend_on_threads():
+    """The pipeline computes a shard's maps in batches (bf16 weights stored once, maps-only Q-Former
+    pass): each map must be that of its image alone, within bf16 tolerance, at 1 and 2 threads, and
+    equal to the maps read from a full Q-Former pass."""
+    vpg = random_tiny_vpg(seed=5, image_size=56)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40 + 8 * k, 56, 3), dtype=np.uint8) for k in range(5)]
+    batched = VPGAttention(vpg, batch_size=4, dtype=torch.bfloat16)
+    assert next(batched.vpg.vision.parameters()).dtype == torch.bfloat16  # converted once, not per call
+    single = VPGAttention(vpg, batch_size=1, dtype=torch.bfloat16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = batched.maps(images)
+        torch.set_num_threads(2)
+        two_threads = batched.maps(images)
+    finally:
+        torch.set_num_threads(threads)
+    alone = single.maps(images)
+    pixels = vpg.processor([[img] for img in images])
+    with torch.no_grad():
+        vision = batched.vpg.vision(pixels)
+        full = batched.vpg.qformer(vision, return_attentions=True).cross_attentions
+    from_full = attention_to_pixels(full, [img.shape[:2] for img in images])
+    for a, b, c, d, img in zip(one_thread, two_threads, alone, from_full, images, strict=True):
+        assert a.shape == img.shape[:2] and a.dtype == np.float32
+        scale = float(np.abs(c).max())
+        np.testing.assert_allclose(a, c, rtol=0, atol=2**-8 * scale)  # bf16: 8 significant bits
+        np.testing.assert_allclose(b, c, rtol=0, atol=2**-8 * scale)
+        np.testing.assert_array_equal(a, d)  # the maps-only pass is the full pass's maps

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_discriminative import OBJECTS, attention_avoiding
 
@@ -15,6 +16,7 @@ from synthetic.discriminative import (
     DiscriminativePipeline,
     FunctionAttention,
     PipelineConfig,
+    SuperpixelProposer,
     VPGAttention,
     random_tiny_vpg,
     sources_from_captions,
@@ -220,6 +222,40 @@ def test_output_does_not_depend_on_the_number_of_workers(tmp_path):
     pipe.run(sources, tmp_path / "one", count=6, progress=False, workers=1)
     pipe.run(sources, tmp_path / "two", count=6, progress=False, workers=2)
     assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+def test_two_runs_with_the_same_seed_write_identical_files(tmp_path, monkeypatch):
+    """The throughput configuration (bf16 VPG, batched maps, 2 worker processes, attention at its own
+    thread count, one region proposal per source shared by its edits) writes the same bytes twice; each
+    source's superpixels are computed once however many of its edits run."""
+    write_scenes(tmp_path / "imgs", bad=False)
+    sources = sources_from_folder(tmp_path / "imgs")
+
+    def run(name: str, workers: int) -> dict[str, bytes]:
+        attention = VPGAttention(random_tiny_vpg(seed=0), batch_size=3, dtype=torch.bfloat16)
+        cfg = PipelineConfig(seed=11, shard_size=6, n_segments=24, preview=2, negative_fraction=0.3)
+        summary = DiscriminativePipeline(attention, cfg).run(
+            sources, tmp_path / name, count=10, progress=False, workers=workers
+        )
+        assert summary["kept"] == 10
+        return snapshot(tmp_path / name)
+
+    first = run("a", workers=2)
+    assert any(name.startswith("images/edit/") for name in first)
+    assert run("b", workers=2) == first
+
+    calls: list[int] = []
+    real = SuperpixelProposer.__call__
+
+    def counted(self, image):
+        calls.append(1)
+        return real(self, image)
+
+    monkeypatch.setattr(SuperpixelProposer, "__call__", counted)
+    assert run("c", workers=1) == first  # in this process, so the proposals are counted
+    jobs = sum(len(json.loads(p.read_text())["jobs"]) for p in (tmp_path / "c" / "progress").glob("*.json"))
+    # 2 edits per source: at most one proposal per source job pair plus one per "add" donor
+    assert 0 < len(calls) < jobs
 
 
 def test_cli_with_a_caption_list_and_random_tiny_vpg(tmp_path, capsys):

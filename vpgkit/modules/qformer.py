@@ -289,28 +289,81 @@ class QFormer(nn.Module):
             for attention in layers:
                 attention.key.given = attention.value.given = None
 
+    @torch.no_grad()
+    def cross_attention_maps(self, vision: torch.Tensor) -> torch.Tensor:
+        """Only the cross-attention probabilities, for attention maps (no prompts).
+
+        Runs the encoder until the last cross-attention layer has its probabilities and stops there: the
+        rest of that layer (its values, attention output and feed-forward), the layers after it and the
+        language projection cannot change the maps, so they are not computed (BLIP-2: the 11th of its 12 layers
+        holds the last cross-attention; about 15% of the Q-Former's FLOPs are skipped). The result equals
+        ``forward(vision, return_attentions=True).cross_attentions`` bitwise: the same operations on the
+        same inputs.
+
+        Args:
+            vision: (B, T_img, N_v, D_v) patch features.
+
+        Returns:
+            (B, T_img, L_x, heads, N_q, N_v) cross-attention probabilities, in ``vision``'s compute dtype.
+        """
+        check_shape("vision", vision, ("B", "T_img", "N_v", self.config.vision_width))
+        b, t, n_v, d_v = vision.shape
+        flat = vision.reshape(b * t, n_v, d_v)
+        maps: list[torch.Tensor] = []
+        # suppress outside the hooks' context: the hooks are removed before the pass's end is swallowed
+        with contextlib.suppress(_MapsComplete), self._record_cross_attention(maps, stop_after_last=True):
+            self.encode(self.query_tokens.expand(b * t, -1, -1), flat)
+        cross = torch.stack(maps, dim=1)
+        return cross.reshape(b, t, *cross.shape[1:])
+
     @contextlib.contextmanager
-    def _record_cross_attention(self, maps: list[torch.Tensor]) -> Iterator[None]:
+    def _record_cross_attention(
+        self, maps: list[torch.Tensor], stop_after_last: bool = False
+    ) -> Iterator[None]:
         """Collect softmax(q kᵀ·scale) of every cross-attention layer during one call.
 
-        Recomputed from the layer's own projections, so it is exact whatever the attention backend
-        (SDPA never materialises the probabilities). Hooks live only inside this context.
+        Computed from the query and key projections the layer itself just ran (forward hooks on its
+        ``query`` and ``key`` layers: no second projection), so it is exact whatever the attention backend
+        (SDPA never materialises the probabilities). With ``stop_after_last`` the last cross-attention layer
+        raises :class:`_MapsComplete` once its map is recorded (before its values are projected): the
+        caller catches it. Hooks live only inside this context.
         """
-
-        def hook(module, args, kwargs, output):
-            hidden, context = kwargs["hidden_states"], kwargs["encoder_hidden_states"]
-            heads, d = module.num_attention_heads, module.attention_head_size
-            q = module.query(hidden).unflatten(-1, (heads, d)).transpose(1, 2)
-            k = module.key(context).unflatten(-1, (heads, d)).transpose(1, 2)
-            maps.append(torch.softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1))
-
-        handles = [
-            layer.crossattention.attention.register_forward_hook(hook, with_kwargs=True)
-            for layer in self.qformer.encoder.layer
-            if layer.has_cross_attention
-        ]
+        layers = self.cross_attention_layers()
+        handles = []
+        for index, module in enumerate(layers):
+            keep_query, record_map = _map_hooks(
+                module, maps, stop=stop_after_last and index == len(layers) - 1
+            )
+            handles.append(module.query.register_forward_hook(keep_query))
+            handles.append(module.key.register_forward_hook(record_map))
         try:
             yield
         finally:
             for h in handles:
                 h.remove()
+
+
+def _map_hooks(module: nn.Module, maps: list[torch.Tensor], stop: bool):
+    """Forward hooks for one cross-attention ``module``: one keeps its query projection (N, N_q, H), the
+    other turns its key projection (N, N_v, H) and that query into (N, heads, N_q, N_v) probabilities,
+    appends them to ``maps`` and, with ``stop``, ends the pass."""
+    queries: list[torch.Tensor] = []
+
+    def keep_query(_linear: nn.Module, _args: tuple, output: torch.Tensor) -> None:
+        queries[:] = [output]
+
+    def record_map(_linear: nn.Module, _args: tuple, keys: torch.Tensor) -> None:
+        if not queries:  # transformers' Blip2QFormer projects the queries before the keys
+            raise RuntimeError("QFormer: a cross-attention layer projected its keys before its queries")
+        heads, d = module.num_attention_heads, module.attention_head_size
+        q = queries.pop().unflatten(-1, (heads, d)).transpose(1, 2)
+        k = keys.unflatten(-1, (heads, d)).transpose(1, 2)
+        maps.append(torch.softmax((q @ k.transpose(-1, -2)) * module.scaling, dim=-1))
+        if stop:
+            raise _MapsComplete
+
+    return keep_query, record_map
+
+
+class _MapsComplete(Exception):
+    """Raised inside :meth:`QFormer.cross_attention_maps` once the last map is recorded (ends the pass)."""
