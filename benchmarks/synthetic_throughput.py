@@ -5,12 +5,15 @@ weights — only shapes matter for speed —, SLIC superpixels, the four editors
 PNG + JSONL writes) runs on generated 224-px scenes until ``--pairs`` pairs are kept. The result, under
 ``--label`` in ``benchmarks/results/synthetic_throughput.json``, holds the wall time per kept pair, the
 projection for ``--target`` pairs, the keep rate per editor, the per-stage split (main process: load,
-attention, waiting for the workers, writing; workers: CPU seconds of editing), the torch thread count, the
-code it ran (git commit) and how busy the machine's other processes kept its cores.
+attention, waiting for the workers, writing; workers: CPU seconds of editing), the torch thread counts
+(of the main process and of its attention), the code it ran (git commit) and how busy the machine's other
+processes kept its cores: sampled for 1 s before the run, and averaged over the whole run (all CPU time
+of the machine minus this process's and its workers').
 
     python benchmarks/synthetic_throughput.py --label after --pairs 2000          # this checkout's defaults
     PYTHONPATH=/path/to/old/checkout python benchmarks/synthetic_throughput.py --label before --pairs 200 \\
         --attention-dtype float32 --edits-per-source 1 --delete-min-contrast 0    # an older pipeline
+    python benchmarks/synthetic_throughput.py --label after2 --pairs 2000 --attention-threads 2  # other split
 
 Options an older checkout lacks are left out of its run (recorded as ``null``). Not run in tests.
 """
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -95,6 +100,22 @@ def gemm_rates() -> dict:
     return out
 
 
+def cpu_ticks() -> dict[str, int]:
+    """Machine-wide busy and total jiffies (``/proc/stat``) and this process's own CPU jiffies, its
+    waited-for children (the pipeline's worker processes, once shut down) included."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    return {"busy": sum(fields) - idle, "total": sum(fields), "own": sum(int(x) for x in own[11:15])}
+
+
+def others_busy_cores(before: dict[str, int], after: dict[str, int]) -> float:
+    """Cores kept busy by processes other than this one and its children between two :func:`cpu_ticks`."""
+    total = after["total"] - before["total"]
+    others = (after["busy"] - before["busy"]) - (after["own"] - before["own"])
+    return max(0.0, others / max(total, 1) * (os.cpu_count() or 1))
+
+
 def code_version() -> dict:
     root = Path(synthetic.__file__).resolve().parent.parent
     try:
@@ -112,25 +133,33 @@ def code_version() -> dict:
 def readme_block(data: dict) -> str:
     """The benchmarks/README.md block of this script, rendered from its JSON (one row per label)."""
     lines = [
-        "| run | code | attention | edits / source | kept / jobs | delete keep rate | pairs / hour | hours for 64k "
-        "| s per pair: attention · edit CPU · write | bf16 GEMM GFLOP per CPU s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | code | attention | attention threads | edits / source | kept / jobs | delete keep rate "
+        "| pairs / hour | hours for 64k | s per pair: attention · edit CPU · write | bf16 GEMM GFLOP per CPU s "
+        "| other processes' busy cores: before · during |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, r in data.items():
         hours = next(v for k, v in r.items() if k.startswith("hours_for_"))
         st = r.get("stage_seconds_per_kept_pair") or {}
         split = " · ".join(f"{st[k]:.3f}" for k in ("attention", "edit_cpu", "write")) if st else "n/a"
         delete = r["by_editor"].get("delete", {}).get("keep_rate")
+        during = r.get("busy_cores_of_other_processes_during")
+        busy = f"{_num(r['busy_cores_of_other_processes_before'])} · {_num(during)}"
         lines.append(
-            f"| {label} | {r['code']['commit']} | {r['attention_dtype']} | {r['edits_per_source'] or 1} "
+            f"| {label} | {r['code']['commit']} | {r['attention_dtype']} "
+            f"| {r.get('attention_threads', r['threads_main'])} | {r['edits_per_source'] or 1} "
             f"| {r['kept']} / {r['jobs']} | {delete:.2f} | {r['pairs_per_hour']:.0f} | {hours:.1f} | {split} "
-            f"| {r['gemm_before']['bfloat16']['gflops_per_cpu_second']:.0f} |"
+            f"| {r['gemm_before']['bfloat16']['gflops_per_cpu_second']:.0f} | {busy} |"
         )
     lines += [
         "",
         "Commands: " + "; ".join(f"`{r['command']}`" for r in data.values()) + f" ({r['workers']} workers).",
     ]
     return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{x:.2f}"  # x != x: NaN (not measured)
 
 
 def main() -> None:
@@ -144,6 +173,12 @@ def main() -> None:
     p.add_argument("--attention-dtype", choices=sorted(DTYPES), default="bfloat16")
     p.add_argument("--edits-per-source", type=int, default=None, help="default: the pipeline's")
     p.add_argument("--delete-min-contrast", type=float, default=None, help="default: the editor's")
+    p.add_argument(
+        "--attention-threads",
+        type=int,
+        default=None,
+        help="torch threads of the attention (default: the pipeline's)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     if args.readme:
@@ -175,9 +210,25 @@ def main() -> None:
     pipe = DiscriminativePipeline(attention, config)
     others = busy_cores(1.0) if busy_cores is not None else float("nan")
     gemm_before = gemm_rates()
+    run_options = {}
+    if "attention_threads" in inspect.signature(pipe.run).parameters:
+        run_options["attention_threads"] = args.attention_threads
+        # what the pipeline will use (its default rule, see DiscriminativePipeline.run)
+        threads_attention = args.attention_threads or max(1, torch.get_num_threads() - args.workers)
+    elif args.attention_threads is not None:
+        p.error("--attention-threads: this checkout's pipeline has no such option")
+    else:
+        threads_attention = torch.get_num_threads()
+    load_before = os.getloadavg()[0]
+    ticks0 = cpu_ticks()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu0, start = time.process_time(), time.perf_counter()
-    summary = pipe.run(sources, work / "out", args.pairs, workers=args.workers, progress=False)
+    summary = pipe.run(sources, work / "out", args.pairs, workers=args.workers, progress=False, **run_options)
     seconds, main_cpu = time.perf_counter() - start, time.process_time() - cpu0
+    during = others_busy_cores(ticks0, cpu_ticks())
+    children1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers, joined when the run ended
+    workers_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
+    load_after = os.getloadavg()[0]
     kept, jobs = summary["kept"], summary["jobs"]
     stages = dict(getattr(pipe, "stage_seconds", {}))
     by_editor = {
@@ -193,8 +244,11 @@ def main() -> None:
         "code": code_version(),
         "torch": torch.__version__,
         "threads_main": torch.get_num_threads(),
+        "attention_threads": threads_attention,
         "workers": args.workers,
         "busy_cores_of_other_processes_before": round(others, 2),
+        "busy_cores_of_other_processes_during": round(during, 2),
+        "load_average_1min": {"before": load_before, "after": load_after},
         "gemm_before": gemm_before,
         "gemm_after": gemm_rates(),
         "attention_dtype": args.attention_dtype
@@ -209,6 +263,9 @@ def main() -> None:
         "rejected": summary["rejected"],
         "wall_seconds": seconds,
         "main_process_cpu_seconds": main_cpu,
+        "worker_processes_cpu_seconds": workers_cpu,
+        # all CPU time the run took per kept pair (main + workers): what a machine's cores must supply
+        "cpu_seconds_per_kept_pair": (main_cpu + workers_cpu) / kept,
         "seconds_per_kept_pair": seconds / kept,
         "pairs_per_hour": 3600 * kept / seconds,
         f"hours_for_{args.target}": args.target * seconds / kept / 3600,
