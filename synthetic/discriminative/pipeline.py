@@ -42,7 +42,7 @@ import multiprocessing
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+
+from vpgkit.data.sample import Sample
 
 from ..storage import InputError, atomic_write_bytes, atomic_write_json, atomic_write_jsonl, read_jsonl
 from .attention import AttentionSource, FunctionAttention, overlay
@@ -530,7 +532,13 @@ class DiscriminativePipeline:
         n = len(sources.keys)
         kept, shard = 0, 0
         bar = tqdm(total=count, desc="kept pairs", disable=not progress, unit="pair")
-        pool, prepared = None, None
+        pool, prepared, outcomes = None, None, None
+        # Files are written by one writer thread, in shard order (PNGs, then JSONL, then the progress
+        # record), while this thread computes the next shards' attention: its disk waits (fsync) and PNG
+        # encoding overlap the attention instead of adding to it. At most one shard is being written; the
+        # next waits for it, so a failed write stops the run before any later shard is written.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="discriminative-writer")
+        writing: tuple[int, Future] | None = None
         try:
             while kept < count and shard * cfg.shard_size < max_jobs:
                 record = self._load_progress(out, shard)
@@ -551,27 +559,34 @@ class DiscriminativePipeline:
                 if prepared is None or prepared.shard != shard:
                     jobs = [plan_job(cfg, n, first + k) for k in range(full)]
                     prepared = self._prepare_shard(sources, shard, jobs)
-                # one task per source image (its edits share one region proposal); a process pool starts
-                # them all now, and the outcomes come back in job order
-                outcomes = itertools.chain.from_iterable(pool.map(_run_in_worker, prepared.groups()))
-                upcoming, nxt = None, shard + 1
+                    outcomes = None
+                if outcomes is None:
+                    outcomes = self._submit(pool, prepared)
+                upcoming, upcoming_outcomes, nxt = None, None, shard + 1
                 if workers > 1 and nxt * cfg.shard_size < max_jobs and self._load_progress(out, nxt) is None:
-                    # the next shard's images and attention, while the workers edit this one
+                    # the next shard's images and attention, while the workers edit this one; its edits
+                    # are queued behind this shard's, so the workers go on while this one is written
                     size = min(cfg.shard_size, max_jobs - nxt * cfg.shard_size)
                     upcoming = self._prepare_shard(
                         sources, nxt, [plan_job(cfg, n, nxt * cfg.shard_size + k) for k in range(size)]
                     )
-                record = self._finish_shard(sources, out, prepared, outcomes, count - kept)
-                prepared = upcoming
+                    upcoming_outcomes = self._submit(pool, upcoming)
+                record, pairs = self._collect_shard(sources, prepared, outcomes, count - kept)
+                self._written(writing, on_shard)
+                writing = (shard, writer.submit(self._write_shard, out, prepared, record, pairs))
+                prepared, outcomes = upcoming, upcoming_outcomes
                 kept += record["kept"]
                 bar.update(record["kept"])
-                if on_shard is not None:
-                    on_shard(shard)
                 shard += 1
+            self._written(writing, on_shard)
+            writing = None
         finally:
             bar.close()
+            if writing is not None:  # the run failed: let the shard being written finish (or fail) first
+                wait([writing[1]])
+            writer.shutdown()
             if isinstance(pool, ProcessPoolExecutor):
-                pool.shutdown(cancel_futures=True)
+                pool.shutdown(cancel_futures=True)  # e.g. the next shard's edits when the target is reached
         summary = self.summarise(out, sources, count)
         atomic_write_json(out / "summary.json", summary)
         if cfg.preview:
@@ -618,15 +633,30 @@ class DiscriminativePipeline:
             )  # fmt: skip
         return _PreparedShard(shard, jobs, images, corrupt, inputs, early)
 
-    def _finish_shard(
+    @staticmethod
+    def _submit(pool: ProcessPoolExecutor | _InlinePool, prepared: _PreparedShard) -> Iterator[JobOutcome]:
+        """Start a shard's edits: one task per source image (its edits share one region proposal). A
+        process pool starts them now; the outcomes come back in job order."""
+        return itertools.chain.from_iterable(pool.map(_run_in_worker, prepared.groups()))
+
+    def _written(self, writing: tuple[int, Future] | None, on_shard: Callable[[int], None] | None) -> None:
+        """Wait until the shard being written is committed (re-raising its error), then report it."""
+        if writing is None:
+            return
+        shard, future = writing
+        future.result()
+        if on_shard is not None:
+            on_shard(shard)
+
+    def _collect_shard(
         self,
         sources: ImageSources,
-        out: Path,
         prepared: _PreparedShard,
         outcomes: Iterator[JobOutcome],
         still_needed: int,
-    ) -> dict[str, Any]:
-        """Collect the workers' outcomes, write kept pairs, the shard's JSONL and its progress record."""
+    ) -> tuple[dict[str, Any], list[tuple[Job, JobOutcome, list[Sample]]]]:
+        """Collect the workers' outcomes and decide what the shard keeps: its progress record and the kept
+        pairs with their samples (nothing is written here)."""
         cfg, jobs, images = self.config, prepared.jobs, prepared.images
         start = time.perf_counter()
         outcomes_by_index = dict(prepared.early)
@@ -634,8 +664,7 @@ class DiscriminativePipeline:
             outcomes_by_index[o.index] = o
             self.stage_seconds["edit_cpu"] += o.cpu_seconds
         self.stage_seconds["edit_wait"] += time.perf_counter() - start
-        start = time.perf_counter()
-        samples, records, kept, last = [], [], 0, jobs[-1].index + 1 if jobs else 0
+        pairs, records, kept, last = [], [], 0, jobs[-1].index + 1 if jobs else 0
         for j in jobs:
             o = outcomes_by_index[j.index]
             if o.kept and self.clip_filter is not None:
@@ -646,13 +675,11 @@ class DiscriminativePipeline:
             records.append({"id": j.pair_id, "editor": j.editor, "kept": o.kept, "reason": o.reason})
             if not o.kept:
                 continue
-            samples.extend(self._write_pair(sources, out, j, o, images[j.source]))
+            pairs.append((j, o, self._pair_samples(sources, j, o)))
             kept += 1
             if kept >= still_needed:
                 last = j.index + 1
                 break
-        name = f"shard-{prepared.shard:05d}"
-        atomic_write_jsonl(out / "shards" / f"{name}.jsonl", [s.to_json() for s in samples])
         record = {
             "shard": prepared.shard,
             "first_job": jobs[0].index if jobs else 0,
@@ -661,20 +688,37 @@ class DiscriminativePipeline:
             # reached is recomputed if a later run asks for more.
             "complete": kept < still_needed and len(jobs) == cfg.shard_size,
             "kept": kept,
-            "samples": len(samples),
+            "samples": sum(len(samples) for _, _, samples in pairs),
             "corrupt_images": sorted(prepared.corrupt.values()),
             "jobs": records,
         }
+        return record, pairs
+
+    def _write_shard(
+        self,
+        out: Path,
+        prepared: _PreparedShard,
+        record: dict[str, Any],
+        pairs: list[tuple[Job, JobOutcome, list[Sample]]],
+    ) -> None:
+        """Write a shard's kept pairs (source and edited PNGs), then its JSONL, then its progress record,
+        each file atomically (in the writer thread)."""
+        start = time.perf_counter()
+        for job, o, _ in pairs:
+            src = out / _source_path(job)
+            if not src.is_file():
+                atomic_write_bytes(src, png_bytes(prepared.images[job.source]))
+            atomic_write_bytes(
+                out / _edit_path(job), o.edited_png if o.edited_png is not None else png_bytes(o.edited)
+            )
+        name = f"shard-{prepared.shard:05d}"
+        atomic_write_jsonl(out / "shards" / f"{name}.jsonl", [s.to_json() for _, _, ss in pairs for s in ss])
         atomic_write_json(out / "progress" / f"{name}.json", record)
         self.stage_seconds["write"] += time.perf_counter() - start
-        return record
 
-    def _write_pair(self, sources: ImageSources, out: Path, job: Job, o: JobOutcome, original: np.ndarray):
-        src_rel = f"images/src/{job.source:06d}.png"
-        if not (out / src_rel).is_file():
-            atomic_write_bytes(out / src_rel, png_bytes(original))
-        edit_rel = f"images/edit/{job.pair_id}.png"
-        atomic_write_bytes(out / edit_rel, o.edited_png if o.edited_png is not None else png_bytes(o.edited))
+    def _pair_samples(self, sources: ImageSources, job: Job, o: JobOutcome) -> list[Sample]:
+        """The samples of a kept pair (its difference task, and the unedited negative if drawn)."""
+        src_rel, edit_rel = _source_path(job), _edit_path(job)
         caption = self.rewriter(o.caption) if self.rewriter else o.caption
         meta = {
             "pair": job.pair_id,
@@ -790,6 +834,14 @@ class DiscriminativePipeline:
         grid.save(buf, format="PNG")
         atomic_write_bytes(Path(out) / "preview.png", buf.getvalue())
         return Path(out) / "preview.png"
+
+
+def _source_path(job: Job) -> str:
+    return f"images/src/{job.source:06d}.png"
+
+
+def _edit_path(job: Job) -> str:
+    return f"images/edit/{job.pair_id}.png"
 
 
 @dataclass
