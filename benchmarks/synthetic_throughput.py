@@ -134,9 +134,9 @@ def readme_block(data: dict) -> str:
     """The benchmarks/README.md block of this script, rendered from its JSON (one row per label)."""
     lines = [
         "| run | code | attention | attention threads | edits / source | kept / jobs | delete keep rate "
-        "| pairs / hour | hours for 64k | s per pair: attention · edit CPU · write | bf16 GEMM GFLOP per CPU s "
-        "| other processes' busy cores: before · during |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| pairs / hour | hours for 64k | s per pair: attention · edit CPU · write | CPU s per pair: all "
+        "(attention · edit · write) | bf16 GEMM GFLOP per CPU s | other processes' busy cores: before · during |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, r in data.items():
         hours = next(v for k, v in r.items() if k.startswith("hours_for_"))
@@ -145,11 +145,17 @@ def readme_block(data: dict) -> str:
         delete = r["by_editor"].get("delete", {}).get("keep_rate")
         during = r.get("busy_cores_of_other_processes_during")
         busy = f"{_num(r['busy_cores_of_other_processes_before'])} · {_num(during)}"
+        cpu = "n/a"
+        if "cpu_seconds_per_kept_pair" in r:
+            parts = [st.get(k) for k in ("attention_cpu", "edit_cpu", "write_cpu")]
+            cpu = f"{r['cpu_seconds_per_kept_pair']:.3f}"
+            if None not in parts:
+                cpu += " (" + " · ".join(f"{x:.3f}" for x in parts) + ")"
         lines.append(
             f"| {label} | {r['code']['commit']} | {r['attention_dtype']} "
             f"| {r.get('attention_threads', r['threads_main'])} | {r['edits_per_source'] or 1} "
             f"| {r['kept']} / {r['jobs']} | {delete:.2f} | {r['pairs_per_hour']:.0f} | {hours:.1f} | {split} "
-            f"| {r['gemm_before']['bfloat16']['gflops_per_cpu_second']:.0f} | {busy} |"
+            f"| {cpu} | {r['gemm_before']['bfloat16']['gflops_per_cpu_second']:.0f} | {busy} |"
         )
     lines += [
         "",

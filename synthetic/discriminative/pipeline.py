@@ -442,7 +442,8 @@ class DiscriminativePipeline:
         self.rewriter = rewriter
         self.clip_filter = clip_filter
         self.description = description
-        # wall seconds per stage in this process (load, attention, edit_wait, write) and the workers'
+        # wall seconds per stage in this process (load, attention, edit_wait, write), CPU seconds of the
+        # thread running a stage (attention_cpu: all of it at 1 torch thread; write_cpu) and the workers'
         # CPU seconds (edit_cpu): for throughput reports, never written to the output
         self.stage_seconds: Counter = Counter()
         self.stage_counts: Counter = Counter()
@@ -611,11 +612,12 @@ class DiscriminativePipeline:
                 images[i] = load_image(sources.paths[i], cfg.max_side)
             except CorruptImage:
                 corrupt[i] = sources.keys[i]
-        loaded = time.perf_counter()
+        loaded, cpu = time.perf_counter(), time.thread_time()
         needing = sorted({j.source for j in jobs if j.source in images})
         maps = dict(zip(needing, self.attention.maps([images[i] for i in needing]), strict=True))
         self.stage_seconds["load"] += loaded - start
         self.stage_seconds["attention"] += time.perf_counter() - loaded
+        self.stage_seconds["attention_cpu"] += time.thread_time() - cpu
         self.stage_counts["attention_maps"] += len(needing)
         annotated = {i: self.annotated_regions(sources, i, images[i]) for i in images}
         inputs, early = [], {}
@@ -703,7 +705,7 @@ class DiscriminativePipeline:
     ) -> None:
         """Write a shard's kept pairs (source and edited PNGs), then its JSONL, then its progress record,
         each file atomically (in the writer thread)."""
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         for job, o, _ in pairs:
             src = out / _source_path(job)
             if not src.is_file():
@@ -715,6 +717,7 @@ class DiscriminativePipeline:
         atomic_write_jsonl(out / "shards" / f"{name}.jsonl", [s.to_json() for _, _, ss in pairs for s in ss])
         atomic_write_json(out / "progress" / f"{name}.json", record)
         self.stage_seconds["write"] += time.perf_counter() - start
+        self.stage_seconds["write_cpu"] += time.thread_time() - cpu
 
     def _pair_samples(self, sources: ImageSources, job: Job, o: JobOutcome) -> list[Sample]:
         """The samples of a kept pair (its difference task, and the unedited negative if drawn)."""
