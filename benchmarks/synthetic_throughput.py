@@ -219,8 +219,7 @@ def main() -> None:
     run_options = {}
     if "attention_threads" in inspect.signature(pipe.run).parameters:
         run_options["attention_threads"] = args.attention_threads
-        # what the pipeline will use (its default rule, see DiscriminativePipeline.run)
-        threads_attention = args.attention_threads or max(1, torch.get_num_threads() - args.workers)
+        threads_attention = args.attention_threads or torch.get_num_threads()
     elif args.attention_threads is not None:
         p.error("--attention-threads: this checkout's pipeline has no such option")
     else:
@@ -251,6 +250,7 @@ def main() -> None:
         "torch": torch.__version__,
         "threads_main": torch.get_num_threads(),
         "attention_threads": threads_attention,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default (active)"),
         "workers": args.workers,
         "busy_cores_of_other_processes_before": round(others, 2),
         "busy_cores_of_other_processes_during": round(during, 2),

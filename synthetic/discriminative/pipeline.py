@@ -485,14 +485,13 @@ class DiscriminativePipeline:
             progress: show a tqdm bar.
             max_jobs: give up after this many jobs (default ``20 * count + 100``), e.g. if every edit fails.
             on_shard: called with the shard index after each shard is committed.
-            attention_threads: torch threads of this process while it computes attention maps. Default:
-                with worker processes, the threads torch would use minus one per worker, at least 1 (on 2
-                cores with 2 workers: 1), so that the attention of the next shard and the workers' editing
-                of this one share the cores instead of contending for them; without workers, unchanged.
-                The maps do not depend on it (tested).
+            attention_threads: torch threads of this process while it computes attention maps (default:
+                as set, e.g. by the command line's thread policy). With idle OpenMP threads sleeping
+                (``OMP_WAIT_POLICY=PASSIVE``, what ``import synthetic`` sets before torch loads) the
+                attention's threads and the workers share the cores well: on 2 cores with 2 workers, 2
+                attention threads were faster than 1 on a quiet machine and beside a busy process
+                (benchmarks/README.md). The maps do not depend on it (tested).
         """
-        if attention_threads is None and workers > 1:
-            attention_threads = max(1, torch.get_num_threads() - workers)
         threads_before = torch.get_num_threads()
         if attention_threads is not None:
             torch.set_num_threads(attention_threads)
