@@ -150,7 +150,9 @@ def readme_block(data: dict) -> str:
             parts = [st.get(k) for k in ("attention_cpu", "edit_cpu", "write_cpu")]
             cpu = f"{r['cpu_seconds_per_kept_pair']:.3f}"
             if None not in parts:
-                cpu += " (" + " · ".join(f"{x:.3f}" for x in parts) + ")"
+                # thread CPU time: with more than one torch thread the attention's other threads are missing
+                at_least = "≥" if r.get("attention_threads", 1) > 1 else ""
+                cpu += f" ({at_least}" + " · ".join(f"{x:.3f}" for x in parts) + ")"
         lines.append(
             f"| {label} | {r['code']['commit']} | {r['attention_dtype']} "
             f"| {r.get('attention_threads', r['threads_main'])} | {r['edits_per_source'] or 1} "
@@ -161,6 +163,9 @@ def readme_block(data: dict) -> str:
         "",
         "Commands: " + "; ".join(f"`{r['command']}`" for r in data.values()) + f" ({r['workers']} workers).",
     ]
+    notes = {label: r["note"] for label, r in data.items() if r.get("note")}
+    for note in dict.fromkeys(notes.values()):
+        lines.append(f"{', '.join(k for k, v in notes.items() if v == note)}: {note}.")
     return "\n".join(lines)
 
 
@@ -245,7 +250,11 @@ def main() -> None:
         for e, c in summary["by_editor"].items()
     }
     result = {
-        "command": "python benchmarks/synthetic_throughput.py " + " ".join(sys.argv[1:]),
+        "command": "".join(
+            f"{k}={os.environ[k]} " for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ
+        )
+        + "python benchmarks/synthetic_throughput.py "
+        + " ".join(sys.argv[1:]),
         "code": code_version(),
         "torch": torch.__version__,
         "threads_main": torch.get_num_threads(),
