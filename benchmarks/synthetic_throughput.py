@@ -10,10 +10,10 @@ attention, waiting for the workers, writing; workers: CPU seconds of editing), t
 processes kept its cores: sampled for 1 s before the run, and averaged over the whole run (all CPU time
 of the machine minus this process's and its workers').
 
-    python benchmarks/synthetic_throughput.py --label after --pairs 2000          # this checkout's defaults
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/synthetic_throughput.py --label after3 --pairs 2000  # as the CLI
     PYTHONPATH=/path/to/old/checkout python benchmarks/synthetic_throughput.py --label before --pairs 200 \\
         --attention-dtype float32 --edits-per-source 1 --delete-min-contrast 0    # an older pipeline
-    python benchmarks/synthetic_throughput.py --label after2 --pairs 2000 --attention-threads 2  # other split
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/synthetic_throughput.py --label t1 --attention-threads 1
 
 Options an older checkout lacks are left out of its run (recorded as ``null``). Not run in tests.
 """

@@ -9,7 +9,7 @@ transformers' ``Blip2QFormerModel`` (text branch off), so parameter names match 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -343,7 +343,10 @@ class QFormer(nn.Module):
                 h.remove()
 
 
-def _map_hooks(module: nn.Module, maps: list[torch.Tensor], stop: bool):
+_LinearHook = Callable[[nn.Module, tuple, torch.Tensor], None]  # a forward hook of a Linear layer
+
+
+def _map_hooks(module: nn.Module, maps: list[torch.Tensor], stop: bool) -> tuple[_LinearHook, _LinearHook]:
     """Forward hooks for one cross-attention ``module``: one keeps its query projection (N, N_q, H), the
     other turns its key projection (N, N_v, H) and that query into (N, heads, N_q, N_v) probabilities,
     appends them to ``maps`` and, with ``stop``, ends the pass."""
