@@ -117,9 +117,16 @@ def test_multi_image_rows_with_padding_images_and_generate_are_equal():
     assert torch.equal(outputs[0][1], outputs[1][1])
 
 
-def test_reference_path_recomputes():
+def test_image_kv_is_kept_only_for_a_vpgc_and_not_on_the_reference_path():
     assert vpgc_model(reference_path=True).reuse_image_kv is False
     assert vpgc_model().reuse_image_kv is True
+    plain = vpgc_model(with_vpgc=False)  # BLIP-2 alone: no second pass reads the keys/values
+    assert plain.reuse_image_kv is False
+    seen = []
+    plain.vpg.register_forward_hook(lambda module, args, kwargs, out: seen.append(out), with_kwargs=True)
+    with torch.no_grad():
+        plain(**vpgc_batch())
+    assert seen and all(out.image_kv is None for out in seen)
 
 
 def test_image_side_layers_keep_the_transformers_names_and_weights():

@@ -54,7 +54,8 @@ class VisionLanguageModel(nn.Module):
             and the frozen Q-Former in train mode (dropout on) — for comparisons only.
         reuse_image_kv: VPG-C's second Q-Former pass reuses the image-side cross-attention keys/values of
             the prompt pass (:class:`~vpgkit.modules.ImageKV`) instead of recomputing them — bitwise the
-            same outputs and gradients (off with ``reference_path``, as the original code recomputes them).
+            same outputs and gradients (off with ``reference_path``, as the original code recomputes them,
+            and without a ``vpgc``, where nothing reads them).
         **modules: the keyword form: ``<slot>=module`` for registered plug-ins (``vpg=QFormer(...)``,
             ``vpgc=VPGC(...)``, ``perceiver=PerceiverResampler(...)``, ``cross_attention=
             GatedCrossAttentionConfig(...)``), each wrapped by the plug-in registered for that slot.
@@ -105,7 +106,6 @@ class VisionLanguageModel(nn.Module):
         self.vision = freeze(vision) if vision is not None else None
         self.image_token_id = image_token_id
         self.reference_path = reference_path
-        self.reuse_image_kv = reuse_image_kv and not reference_path
         self.plugins: list[Plugin] = plugins
         self.context_slot = ContextSlot()
         self._hooks = []
@@ -117,6 +117,8 @@ class VisionLanguageModel(nn.Module):
             self._hooks.extend(plugin.bind(self, layers))
             plugin.apply_trainable()
             setattr(self, plugin.slot, plugin.module)
+        # Only VPG-C's second pass reads the keys/values: without it, keeping them would only hold memory.
+        self.reuse_image_kv = reuse_image_kv and not reference_path and self.vpgc is not None
         self.train(False)
 
     def __getattr__(self, name: str):
