@@ -38,6 +38,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
+from gemm_rate import gemm_gflops
 
 import synthetic
 from synthetic.discriminative import DiscriminativePipeline, PipelineConfig, VPGAttention, sources_from_folder
@@ -84,20 +85,12 @@ def vit_s_vpg() -> VPG:
 
 def gemm_rates() -> dict:
     """GFLOP/s of a 2048² matmul in fp32 and bf16 per wall second and per process-CPU second, now: how much
-    of the machine this run had (idle reference on this machine kind: ~325 fp32, ~2100 bf16)."""
-    out = {}
-    for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        a, b = torch.randn(2048, 2048, dtype=dt), torch.randn(2048, 2048, dtype=dt)
-        a @ b
-        cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(5):
-            a @ b
-        flops = 5 * 2 * 2048**3 / 1e9
-        out[name] = {
-            "gflops_wall": flops / (time.perf_counter() - wall),
-            "gflops_per_cpu_second": flops / (time.process_time() - cpu),
-        }
-    return out
+    of the machine this run had."""
+    rates = {name: gemm_gflops(dt) for name, dt in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+    return {
+        name: {"gflops_wall": r["wall"], "gflops_per_cpu_second": r["per_cpu_second"]}
+        for name, r in rates.items()
+    }
 
 
 def cpu_ticks() -> dict[str, int]:
