@@ -29,7 +29,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
-from results_file import write_results
+from results_file import git_commit, write_results
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "default_job_steps.json"
@@ -184,7 +183,7 @@ def run(args) -> dict:
     return {
         "command": "python benchmarks/default_job_steps.py "
         + " ".join(_without_option(sys.argv[1:], ("--data", "--out", "--out-dir"))),
-        "commit": _commit(),
+        "commit": git_commit(ROOT) or "unknown",
         "threads": threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "torch": torch.__version__,
@@ -321,7 +320,7 @@ def breakdown(args) -> dict:
         + " ".join(
             a for a in _without_option(sys.argv[1:], ("--data", "--out", "--out-dir")) if a != "--breakdown"
         ),
-        "commit": _commit(),
+        "commit": git_commit(ROOT) or "unknown",
         "threads": threads,
         "torch": torch.__version__,
         "load_before": args.load_before,
@@ -391,15 +390,6 @@ def _without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
         elif not a.startswith(tuple(f"{n}=" for n in names)):
             out.append(a)
     return out
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def readme_block(result: dict) -> str:

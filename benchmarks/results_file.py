@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,3 +18,16 @@ def write_results(path: Path, data: Any, indent: int = 2) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def git_commit(checkout: Path) -> str | None:
+    """The short commit of ``checkout``'s HEAD (which code a result came from), or None outside git."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None

@@ -26,7 +26,6 @@ import inspect
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_blocks import write_block
 from gemm_rate import gemm_gflops
+from results_file import git_commit, write_results
 
 import synthetic
 from synthetic.discriminative import DiscriminativePipeline, PipelineConfig, VPGAttention, sources_from_folder
@@ -111,16 +111,7 @@ def others_busy_cores(before: dict[str, int], after: dict[str, int]) -> float:
 
 def code_version() -> dict:
     root = Path(synthetic.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"checkout": str(root), "commit": commit}
+    return {"checkout": str(root), "commit": git_commit(root)}
 
 
 def readme_block(data: dict) -> str:
@@ -282,10 +273,7 @@ def main() -> None:
     }
     data = json.loads(args.out.read_text()) if args.out.is_file() else {}
     data[args.label] = result
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, args.out)
+    write_results(args.out, data)
     print(json.dumps(result, indent=2))
 
 
