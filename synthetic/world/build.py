@@ -134,6 +134,7 @@ def build(
     log=print,
     reuse: Path | None = None,
     grounding: bool = False,
+    question_summary: float = 0.0,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -141,6 +142,8 @@ def build(
     they are, so only the Q-Former is trained. It learns against fp16-rounded backbones either way, so with
     the same seed this gives the files a full build would, ~17 minutes sooner. ``grounding``: the Q-Former
     also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
+    ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
+    (0: off, as shipped).
     """
     import timm
     import transformers
@@ -159,7 +162,9 @@ def build(
         log(f"reusing the ViT and LM of {reuse} (steps {steps['lm']}/{steps['vit']} not trained)")
     else:
         tokenizer = build_world_tokenizer()
-        llm, trained["language_model"] = train_language_model(tokenizer, seed, steps["lm"], log=log)
+        llm, trained["language_model"] = train_language_model(
+            tokenizer, seed, steps["lm"], log=log, question_summary=question_summary
+        )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
     vit.load_state_dict({k: v.half().float() for k, v in vit.state_dict().items()})
@@ -206,6 +211,7 @@ def build(
         "diagnostics": diagnostics,
         # with reuse: the command that trained the ViT and LM (the files' sha256 identify them too)
         **({"reused_backbones_from": reused_command} if reuse is not None else {}),
+        **({"lm_question_summary": question_summary} if question_summary else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -245,18 +251,28 @@ def main(argv: list[str] | None = None) -> int:
         help="the Q-Former also learns to read the object a phrase added to its queries names (a stand-in "
         "for BLIP-2's stage 1, which lets VPG-C steer it; off in the shipped build)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
+        help="the LM also learns to hold what a question names about its object in the last prompt token "
+        "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off, as shipped)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.lm_question_summary and args.reuse_backbones is not None:
+        parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(
-        out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding
-    )
+        out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
+        question_summary=args.lm_question_summary,
+    )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
     if args.threads != 2:
         cmd.append(f"--threads {args.threads}")
     if args.qformer_grounding:
         cmd.append("--qformer-grounding")
+    if args.lm_question_summary:
+        cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

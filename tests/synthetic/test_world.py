@@ -192,6 +192,63 @@ def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_
     assert bool(batch.layer_words.any())  # the batch does inject something
 
 
+def test_asked_labels_name_only_what_the_question_says_about_its_object():
+    from synthetic.world.backbones import ASKED_ATTRIBUTES, asked_labels
+
+    named = {a: 0 for a in ASKED_ATTRIBUTES}
+    for i in range(200):
+        for task, build in TASK_BUILDERS.items():
+            t = build(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING)
+            labels = dict(zip(ASKED_ATTRIBUTES, asked_labels(t), strict=True))
+            if task in ("caption", "difference"):
+                assert set(labels.values()) == {-100}
+                continue
+            assert labels["shape"] >= 0 and labels["size"] >= 0  # every such question names its object
+            for a, label in labels.items():
+                if label >= 0:
+                    named[a] += 1
+                    assert ASKED_ATTRIBUTES[a][label] == getattr(t.target, a)
+            if t.subsets == ["colour"]:  # a colour question: its answer is never a label
+                assert labels["colour"] == -100
+            if t.subsets == ["position"]:
+                assert labels["position"] == -100
+    assert all(n > 100 for n in named.values())
+
+
+def test_question_summary_reads_the_last_prompt_token_at_the_input_of_layer_k():
+    from transformers import LlamaForCausalLM
+
+    from synthetic.world.backbones import (
+        INJECT_LAYER,
+        QuestionSummaryHead,
+        last_prompt_states,
+        lm_batch,
+        slot_injection,
+        world_llama_config,
+    )
+
+    tok = build_world_tokenizer()
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(world_llama_config(len(tok))).eval()
+    batch = lm_batch(tok, 0, 0, 6)
+    mask = (batch.input_ids != tok.pad_token_id).long()
+    with (
+        torch.no_grad(),
+        last_prompt_states(llm, batch.labels, INJECT_LAYER) as states,
+        slot_injection(llm, batch, tok.convert_tokens_to_ids("<image>")) as embeds,
+    ):
+        out = llm(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+    first_label = [int((row != -100).nonzero()[0]) for row in batch.labels]
+    expected = torch.stack([out.hidden_states[INJECT_LAYER][b, p - 1] for b, p in enumerate(first_label)])
+    torch.testing.assert_close(states[0], expected)
+    head = QuestionSummaryHead(llm.config.hidden_size)
+    with torch.no_grad():
+        loss = head.loss(states[0], batch.asked)
+    assert batch.asked.shape == (6, 4) and bool((batch.asked >= 0).any()) and float(loss) > 0
+    # rows with nothing named contribute nothing
+    assert float(head.loss(states[0], torch.full_like(batch.asked, -100))) == 0
+
+
 def test_tasks_name_their_object_and_balance_their_answers():
     from collections import Counter
 
