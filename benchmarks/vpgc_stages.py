@@ -56,11 +56,13 @@ from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
 # The docs table's columns: the build before this one (measured on a checkout of it), the shipped one, and the
-# shipped ViT + LM with a Q-Former built with --qformer-grounding.
+# shipped ViT + LM with a Q-Former built with --qformer-grounding, and a full build with --qformer-grounding and
+# --lm-question-summary 0.5.
 DOCS_COLUMNS = {
     "world v3": RESULTS.with_name("vpgc_stages_world_v3.json"),
     "world v4 (shipped)": RESULTS,
     "v4 + grounded Q-Former (not shipped)": RESULTS.with_name("vpgc_stages_grounded.json"),
+    "+ question-summary LM (not shipped)": RESULTS.with_name("vpgc_stages_question_summary.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
