@@ -332,3 +332,28 @@ def test_training_ends_with_demon_evaluation_when_asked(tmp_path):
     run(cfg)
     results = json.loads((tmp_path / "run" / "eval" / "results.json").read_text())
     assert set(results["tasks"]) and results["generated"] == 6
+
+
+def test_init_adapter_starts_training_from_a_saved_adapter_and_refuses_one_that_does_not_fit(tmp_path):
+    from vpgkit.checkpoints import CheckpointError, save_adapter
+
+    cfg = config("recipe=vpgc_toy", *FAST)
+    trained, _ = build_model(cfg.model, cfg.seed)
+    with torch.no_grad():
+        for p in trained.trainable_parameters().values():
+            p.normal_(std=0.1)
+    save_adapter(trained, tmp_path / "adapter")
+    fresh, _ = build_model(cfg.model, cfg.seed)
+    warm, _ = build_model(
+        config("recipe=vpgc_toy", f"model.init_adapter={tmp_path / 'adapter'}", *FAST).model
+    )
+    want = trained.trainable_parameters()
+    assert want.keys() == warm.trainable_parameters().keys()
+    assert all(torch.equal(p, want[n]) for n, p in warm.trainable_parameters().items())
+    assert not any(torch.equal(p, want[n]) for n, p in fresh.trainable_parameters().items())
+    with pytest.raises(CheckpointError, match="layer"):  # another VPG-C layer: the configs differ
+        build_model(
+            config(
+                "recipe=vpgc_toy", "model.vpgc_layer=0", f"model.init_adapter={tmp_path / 'adapter'}"
+            ).model
+        )

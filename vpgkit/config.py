@@ -115,6 +115,9 @@ class ModelConfig:
         added_tokens_output: LM-head rows of the added tokens: ``tied``, ``trained`` or ``frozen``
             (default: ``tied`` for LMs that tie their embeddings, else ``frozen`` as in OpenFlamingo).
         lora: LoRA settings.
+        init_adapter: an adapter directory (or hub repo id) whose weights initialise the trainable
+            modules instead of their own init — to finetune a published adapter further, or a warm start.
+            Loaded strictly: the same base, plug-ins and module configs, every key present.
     """
 
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -135,6 +138,7 @@ class ModelConfig:
     added_tokens: list[str] = field(default_factory=list)
     added_tokens_output: str | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
+    init_adapter: str | None = None
 
 
 @dataclass

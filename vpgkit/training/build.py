@@ -168,4 +168,8 @@ def build_model(config: ModelConfig, seed: int = 0):
                 target_modules=list(config.lora.target_modules),
             )
         )
+    if config.init_adapter:
+        from ..checkpoints import load_adapter
+
+        load_adapter(model, config.init_adapter)  # strict: raises naming what does not fit
     return model, tokenizer
