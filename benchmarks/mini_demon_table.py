@@ -16,6 +16,8 @@ no-vision rule computed from the task files):
     (f3k), (g3k)              (f) and (g) trained for 3000 steps instead of 1000
     (h3k)                     (f3k) with VPG-C's guidance projection drawn from N(0, 0.02²) instead of
                               Cheetah's zero init (the residual is still zero at init)
+    (w3k)                     (f3k) started from a supervised fetch: run benchmarks/vpgc_warm_start.py
+                              --out OUT/warm_start first (the residual is still zero at init)
     scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
                               --scaling-seeds says otherwise)
 
@@ -78,6 +80,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(h) ... (f) at 3000 steps, guidance projection random at init",
         [*DETAIL_ONLY, "trainer.max_steps=3000", "+model.vpgc_overrides.guidance_init_std=0.02"],
     ),
+    # (f3k) started from a supervised fetch (benchmarks/vpgc_warm_start.py, written to OUT/warm_start first):
+    # does the LM loss learn to read a fetched object?
+    "w3k": (
+        "(w) ... (f) at 3000 steps, warm-started from a supervised fetch",
+        [*DETAIL_ONLY, "trainer.max_steps=3000", "model.init_adapter={out}/warm_start/adapter"],
+    ),
 }
 SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
 
@@ -87,7 +95,7 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
     # seed by seed, (c) first: the mechanism's comparison is complete early
     wanted = [
         v
-        for v in ("c", "e", "d", "b", "f", "g", "f3k", "g3k", "h3k")
+        for v in ("c", "e", "d", "b", "f", "g", "f3k", "g3k", "h3k", "w3k")
         if v in args.variants or (v == "c" and "a" in args.variants)
     ]
     runs = [(v, s, VARIANTS[v][1]) for s in args.seeds for v in wanted]  # (a) comes from the (c) runs
@@ -100,6 +108,7 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
 
 def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[str]) -> subprocess.Popen:
     run_dir = out / f"{tag}_seed{seed}"
+    overrides = [o.format(out=out) for o in overrides]
     cmd = [sys.executable, "-m", "vpgkit.train", "recipe=vpgc", f"seed={seed}", f"output_dir={run_dir}",
            *overrides, *extra]  # fmt: skip
     if tag == "c":  # then (a): the same model without the adapter, on the same files
@@ -253,7 +262,7 @@ def tables(data: dict) -> str:
         cells.append(_mean_std(_values(runs, v, lambda t: t["cloze"]["subsets"].get("unchanged"))))
         cells.append(_mean_std(_values(runs, v, lambda t: t["difference"]["subsets"].get("unchanged"))))
         lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
-    if {"c", "f", "f3k", "h3k"} & set(present):
+    if {"c", "f", "f3k", "h3k", "w3k"} & set(present):
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
                   "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
 
@@ -269,6 +278,8 @@ def tables(data: dict) -> str:
             ("(f3k) − (g3k)", "f3k", "g3k"),
             ("(h3k) − (g3k)", "h3k", "g3k"),
             ("(h3k) − (f3k)", "h3k", "f3k"),
+            ("(w3k) − (f3k)", "w3k", "f3k"),
+            ("(w3k) − (g3k)", "w3k", "g3k"),
         )
         for name, one, other in pairs:
             if one not in present or other not in present:
@@ -280,7 +291,7 @@ def tables(data: dict) -> str:
                 spread = f"2σ {2 * max(c[1], o[1]):.1f}" if min(c[2], o[2]) > 1 else "1 seed"
                 cells.append(f"{diff:+.1f} ({spread})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for v in ("c", "f", "f3k", "h3k"):
+        for v in ("c", "f", "f3k", "h3k", "w3k"):
             if v in present:
                 gains = [
                     _mean_std(_values(runs, v, lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS

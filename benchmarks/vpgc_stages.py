@@ -45,6 +45,7 @@ from torch import nn
 from tqdm import tqdm
 
 from synthetic.world.build import provenance
+from synthetic.world.language import EVAL_WORDING, Wording
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import COLOURS, SHAPES, render
 from synthetic.world.tasks import render_text
@@ -112,8 +113,11 @@ class Questions:
 
 
 @torch.no_grad()
-def collect(model, prompts, processor, seed: int, n: int) -> Questions:
-    """Run the base model over ``n`` detail-question instances of ``seed``, keeping colour/position ones."""
+def collect(model, prompts, processor, seed: int, n: int, wording: Wording = EVAL_WORDING) -> Questions:
+    """Run the base model over ``n`` detail-question instances of ``seed``, keeping colour/position ones.
+
+    ``wording``: mini-DEMON's (default) or another, e.g. ``TRAIN_WORDING`` for anything that then trains an
+    adapter (the same scenes and draws, asked in other words)."""
     rows: dict[str, list] = {
         k: [] for k in ("guidance", "question", "oracle", "vision", "label", "shape", "asked")
     }
@@ -126,7 +130,7 @@ def collect(model, prompts, processor, seed: int, n: int) -> Questions:
         for k, layer in enumerate(model.llm.model.layers)
     ]
     for i in tqdm(range(n), desc=f"questions (seed {seed})", file=sys.stderr, leave=False):
-        inst = mini_demon_instance("detail_question", i, seed)
+        inst = mini_demon_instance("detail_question", i, seed, wording)
         asked = inst.subsets[0]
         if asked not in ("position", "colour"):
             continue

@@ -65,11 +65,12 @@ def _instructions(task: str, wording: Wording) -> tuple[str, ...]:
     return getattr(wording, field)
 
 
-def mini_demon_instance(task: str, i: int, seed: int = 0) -> TaskInstance:
-    """Sample ``i`` of mini-DEMON's ``task`` under ``seed`` (what :func:`make_mini_demon` writes)."""
+def mini_demon_instance(task: str, i: int, seed: int = 0, wording: Wording = EVAL_WORDING) -> TaskInstance:
+    """Sample ``i`` of mini-DEMON's ``task`` under ``seed`` (what :func:`make_mini_demon` writes); another
+    ``wording`` asks the same scene and draws in other words (e.g. ``TRAIN_WORDING``)."""
     t = list(TASK_BUILDERS).index(task)
     rng = np.random.default_rng([seed, MINI_DEMON_STREAM, t, i])
-    return TASK_BUILDERS[task](make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i), rng, EVAL_WORDING)
+    return TASK_BUILDERS[task](make_scene(seed * 1000 + MINI_DEMON_STREAM + t, i), rng, wording)
 
 
 def _write_task(
