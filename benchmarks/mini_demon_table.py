@@ -13,7 +13,7 @@ no-vision rule computed from the task files):
     (f) detail questions only a diagnostic, not the default job: 4000 synthetic detail questions (no
                               difference / which-image samples), lr 1e-3 instead of 3e-3
     (g) ... no guidance       (f) with the guidance input held at zero
-    (f3k), (g3k)              (f) and (g) trained for 3000 steps instead of 1000
+    (f3k), (g3k), (d3k)       (f), (g) and (f) at k = 0 trained for 3000 steps instead of 1000
     (h3k)                     (f3k) with VPG-C's guidance projection drawn from N(0, 0.02²) instead of
                               Cheetah's zero init (the residual is still zero at init)
     (w3k)                     (f3k) started from a supervised fetch: run benchmarks/vpgc_warm_start.py
@@ -74,6 +74,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(g) at 3000 steps",
         [*DETAIL_ONLY, "trainer.max_steps=3000", "+model.vpgc_overrides.guidance=false"],
     ),
+    "d3k": ("(d) ... (f) at 3000 steps, k=0", [*DETAIL_ONLY, "trainer.max_steps=3000", "model.vpgc_layer=0"]),
     # With a zero guidance projection the queries ignore the guidance until the output projection has grown;
     # at 3000 steps training found the guided fetch on three seeds of five.
     "h3k": (
@@ -95,7 +96,7 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
     # seed by seed, (c) first: the mechanism's comparison is complete early
     wanted = [
         v
-        for v in ("c", "e", "d", "b", "f", "g", "f3k", "g3k", "h3k", "w3k")
+        for v in ("c", "e", "d", "b", "f", "g", "f3k", "g3k", "d3k", "h3k", "w3k")
         if v in args.variants or (v == "c" and "a" in args.variants)
     ]
     runs = [(v, s, VARIANTS[v][1]) for s in args.seeds for v in wanted]  # (a) comes from the (c) runs
@@ -276,6 +277,7 @@ def tables(data: dict) -> str:
             ("(c) − (e)", "c", "e"),
             ("(f) − (g)", "f", "g"),
             ("(f3k) − (g3k)", "f3k", "g3k"),
+            ("(f3k) − (d3k)", "f3k", "d3k"),
             ("(h3k) − (g3k)", "h3k", "g3k"),
             ("(h3k) − (f3k)", "h3k", "f3k"),
             ("(w3k) − (f3k)", "w3k", "f3k"),
