@@ -109,7 +109,7 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
 
 def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[str]) -> subprocess.Popen:
     run_dir = out / f"{tag}_seed{seed}"
-    overrides = [o.format(out=out) for o in overrides]
+    overrides = [o.replace("{out}", str(out)) for o in overrides]  # other braces are Hydra dicts
     cmd = [sys.executable, "-m", "vpgkit.train", "recipe=vpgc", f"seed={seed}", f"output_dir={run_dir}",
            *overrides, *extra]  # fmt: skip
     if tag == "c":  # then (a): the same model without the adapter, on the same files
