@@ -11,6 +11,8 @@ Three stages, each a function of (seed, steps) on scenes generated on the fly:
    small ones are **added to the hidden states at the input of decoder layer** :data:`INJECT_LAYER`
    (a forward pre-hook, the path VPG-C's residual takes; rescaled to the hidden state's norm there),
    sometimes on top of another object at the input; so layers ≥ k learn to read content injected there. Only the answers carry loss.
+   With ``question_summary`` (off as shipped) a :class:`QuestionSummaryHead` also reads what the question
+   names about its object from the last prompt token at the input of layer k (VPG-C's guidance).
 2. :func:`train_vision_encoder` — a :class:`~vpgkit.backbones.TimmEvaEncoder` (``tiny_world`` preset)
    learns to tell, for each of the 9 grid cells, whether it holds an object and that object's colour,
    shape and size, through an attention-pooling head per cell (discarded). It stands in for EVA-CLIP's
@@ -458,10 +460,10 @@ def train_language_model(
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(tokenizer, seed, step * batch_size, batch_size)
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
-        guidance = (
+        capture = (
             last_prompt_states(model, batch.labels, INJECT_LAYER) if summary else contextlib.nullcontext()
         )
-        with guidance as states, slot_injection(model, batch, image_token_id) as embeds:
+        with capture as states, slot_injection(model, batch, image_token_id) as embeds:
             loss = model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
         if summary is None:
             return loss, ""
