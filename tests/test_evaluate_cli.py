@@ -156,3 +156,27 @@ def test_bad_inputs_fail_with_clear_messages(run_and_demon, tmp_path):
     short = SampleTokenizer(tokenizer, "vicuna_v0", model.image_token_id, num_queries=4, max_length=20)
     with pytest.raises(DataError, match=r"7 prompt\(s\) longer than max_length 20.*--max-length"):
         evaluate_demon(model, tokenizer, short, [demon], progress=False)
+
+
+def test_a_warm_started_run_loads_without_its_warm_start_and_its_base_is_the_base(run_and_demon, tmp_path):
+    """A run trained with model.init_adapter: its own adapter replaces the warm start, --base-only gives the
+    model's own init, and neither needs the warm-start directory (moved or deleted after training)."""
+    from omegaconf import OmegaConf
+
+    from vpgkit.evaluate import load_run
+
+    run, _, (trained, _, cfg) = run_and_demon
+    warm_run = tmp_path / "warm_run"
+    (warm_run / ".hydra").mkdir(parents=True)
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    config.model.init_adapter = str(tmp_path / "deleted_warm_start")
+    (warm_run / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    (warm_run / "adapter").symlink_to(run / "adapter")
+    model, _, loaded_cfg, _ = load_run(warm_run)
+    assert loaded_cfg.model.init_adapter == str(tmp_path / "deleted_warm_start")  # the record is kept
+    want = trained.trainable_parameters()
+    assert all(torch.equal(p, want[n]) for n, p in model.trainable_parameters().items())
+    base, _, _, _ = load_run(warm_run, base_only=True)
+    fresh, _ = build_model(cfg.model, cfg.seed)
+    init = fresh.trainable_parameters()
+    assert all(torch.equal(p, init[n]) for n, p in base.trainable_parameters().items())

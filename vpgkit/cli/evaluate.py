@@ -88,7 +88,9 @@ def load_run(run: str | Path, base_only: bool = False):
     except Exception as e:  # omegaconf raises several types for unknown keys / wrong types
         raise ValueError(f"{config_path}: not a vpgkit TrainConfig ({e})") from None
     cfg = to_train_config(merged)
-    model, tokenizer = build_model(cfg.model, cfg.seed)
+    # A run's trainable weights are its adapter (or, base only, their own init): the warm start it was
+    # trained from is neither, and need not exist any more.
+    model, tokenizer = build_model(dataclasses.replace(cfg.model, init_adapter=None), cfg.seed)
     adapter = None
     if not base_only:
         adapter = run / "adapter"
