@@ -23,7 +23,6 @@ Writes OUT/adapter and OUT/warm_start.json (the reader's accuracy on mini-DEMON'
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -53,10 +52,10 @@ def warm_start(run: Path, out: Path, train: int, test: int, train_seed: int, ste
     reader = VPGCReader(model, guidance=True, train_qformer=False)
     scores = reader_accuracy(reader, q_tr.guidance[:, layer], q_tr, q_te.guidance[:, layer], q_te, steps)
     print("supervised fetch over the frozen Q-Former, real guidance:", scores, flush=True)
-    fetched = copy.deepcopy(reader.vpgc.state_dict())
-    fetched["output_proj.weight"].zero_()  # the residual stays exactly zero at the start
-    fetched["output_proj.bias"].zero_()
-    model.vpgc.load_state_dict(fetched)
+    model.vpgc.load_state_dict(reader.vpgc.state_dict())
+    with torch.no_grad():  # the reader's output projection fed its head; zero, the residual starts at zero
+        model.vpgc.output_proj.weight.zero_()
+        model.vpgc.output_proj.bias.zero_()
     save_adapter(model, out / "adapter")
     return {"layer": layer, "train_questions": len(q_tr.label), "test_questions": len(q_te.label),
             "reader": scores, "adapter": str(out / "adapter")}  # fmt: skip
