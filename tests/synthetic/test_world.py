@@ -345,3 +345,20 @@ def test_grounding_loss_reaches_the_qformers_cross_attention_through_conditioned
     cross = next(m for n, m in qformer.named_modules() if n.endswith("crossattention.attention.query"))
     assert cross.weight.grad is not None and cross.weight.grad.abs().sum() > 0
     assert head.condition.weight.grad.abs().sum() > 0
+
+
+def test_question_summary_objective_trains_the_lm_and_is_absent_when_off():
+    from synthetic.world.backbones import train_language_model
+
+    tok = build_world_tokenizer()
+    logs: dict[float, list[str]] = {0.0: [], 1.0: []}
+    models = {
+        w: train_language_model(tok, 0, 30, batch_size=8, question_summary=w, log=logs[w].append)[0]
+        for w in logs
+    }
+    summary = [float(line.split("summary ")[1]) for line in logs[1.0]]  # steps 1 and 30
+    assert len(summary) == 2 and summary[1] < summary[0] - 0.15, logs[1.0]  # measured 1.689 → 1.331
+    assert not any("summary" in line for line in logs[0.0])
+    # the objective changes the LM itself, not only its discarded head
+    on, off = models[1.0].state_dict(), models[0.0].state_dict()
+    assert any(not torch.equal(on[k], off[k]) for k in off)
