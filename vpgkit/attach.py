@@ -50,6 +50,9 @@ class VisualContext:
             ``media`` plus it (:meth:`media_at`).
         owner: the :class:`ContextSlot` of the model that built the context; hooks of other models
             attached to the same LM ignore it.
+        vpgc_attention: a list when the caller asks for VPG-C's cross-attention: its hook appends the guided
+            queries' probabilities, (B·T_img, heads, N_q, N_v) per Q-Former cross-attention layer. None:
+            not computed.
     """
 
     seq_len: int
@@ -62,6 +65,7 @@ class VisualContext:
     media: torch.Tensor | None = None
     media_mask: torch.Tensor | None = None
     media_residuals: dict[int, torch.Tensor] = field(default_factory=dict)
+    vpgc_attention: list[torch.Tensor] | None = None
 
     def media_at(self, layer: int | None) -> torch.Tensor:
         """(B, T_img, N, D_v) media as the block before decoder layer ``layer`` reads it: ``media`` plus the
@@ -145,6 +149,8 @@ class VPGCHook:
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         guidance = hidden[rows, context.guidance_index]  # (B, D_llm)
         kv = {"image_kv": context.image_kv} if context.image_kv is not None else {}
+        if context.vpgc_attention is not None:
+            kv["attention_maps"] = context.vpgc_attention
         residual = self.vpgc(guidance, context.vision, self.qformer, **kv)  # (B, T_img, N_q, D_llm)
         valid = context.image_valid  # padding images have no slots
         b_idx = rows[:, None, None].expand_as(context.slot_positions)[valid]

@@ -219,6 +219,10 @@ class TrainerConfig:
         log_every, eval_every, save_every: in optimiser steps (0 = never, except a final save).
         keep_checkpoints: how many training checkpoints to keep.
         log_with: accelerate tracker (``tensorboard``) or None.
+        fetch_loss_weight: weight of the fetch loss (:mod:`vpgkit.training.fetch`) added to the LM loss on
+            samples whose ``meta`` has a ``fetch_box``: VPG-C's guided queries are taught to look at the
+            region the instruction is about. 0 (default, Cheetah's recipe): the LM loss alone. Needs a
+            ``vpgc`` plug-in.
     """
 
     max_steps: int = 18000
@@ -231,6 +235,7 @@ class TrainerConfig:
     save_every: int = 500
     keep_checkpoints: int = 2
     log_with: str | None = "tensorboard"
+    fetch_loss_weight: float = 0.0
 
 
 @dataclass

@@ -30,10 +30,12 @@ IGNORE_INDEX = -100
 @dataclass
 class VisionLanguageOutput:
     """``loss``: mean cross-entropy over answer tokens (None without labels); ``logits``: (B, L, V), or
-    None when computed with ``loss_only``."""
+    None when computed with ``loss_only``; ``vpgc_attention``: (B, T_img, L_x, heads, N_q, N_v) VPG-C's
+    guided-query cross-attention probabilities (in the autograd graph), only when asked for."""
 
     loss: torch.Tensor | None
     logits: torch.Tensor | None
+    vpgc_attention: torch.Tensor | None = None
 
 
 class VisionLanguageModel(nn.Module):
@@ -282,6 +284,7 @@ class VisionLanguageModel(nn.Module):
         guidance_index: torch.Tensor | None = None,
         loss_only: bool = False,
         loss_reduction: str = "mean",
+        return_vpgc_attention: bool = False,
     ) -> VisionLanguageOutput:
         """Logits, and the loss on labelled (answer) tokens when ``labels`` are given.
 
@@ -298,6 +301,8 @@ class VisionLanguageModel(nn.Module):
             loss_reduction: with ``loss_only``, ``"mean"`` over labelled tokens or their ``"sum"`` (the
                 training loop normalises by the global token count itself, so that any split of a
                 batch over processes and accumulation steps gives the same gradient).
+            return_vpgc_attention: also return where VPG-C's guided queries look (``vpgc_attention``),
+                e.g. for :func:`vpgkit.training.fetch.fetch_loss`. Needs a ``vpgc`` plug-in.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -309,6 +314,13 @@ class VisionLanguageModel(nn.Module):
         embeds, context, labels = self.build_inputs(
             input_ids, attention_mask, vision, labels, num_images, guidance_index
         )
+        if return_vpgc_attention:
+            if "vpgc" not in self.plugin_modules():
+                raise ValueError(
+                    f"forward: return_vpgc_attention=True needs a 'vpgc' plug-in; this model has "
+                    f"{sorted(self.plugin_modules())}"
+                )
+            context.vpgc_attention = []
         # Positions count real tokens only, so left padding gives the same positions as generate() uses.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         inputs = dict(
@@ -320,7 +332,11 @@ class VisionLanguageModel(nn.Module):
         )
         if not loss_only:
             out = self.llm(**inputs, labels=labels)
-            return VisionLanguageOutput(loss=self._with_every_trainable(out.loss), logits=out.logits)
+            return VisionLanguageOutput(
+                loss=self._with_every_trainable(out.loss),
+                logits=out.logits,
+                vpgc_attention=_maps(context, vision),
+            )
         lm = base_causal_lm(self.llm)
         if getattr(lm.config.get_text_config(), "final_logit_softcapping", None):
             raise NotImplementedError(
@@ -331,7 +347,9 @@ class VisionLanguageModel(nn.Module):
         keep = targets != IGNORE_INDEX
         logits = lm.get_output_embeddings()(hidden[:, :-1][keep])
         loss = nn.functional.cross_entropy(logits.float(), targets[keep], reduction=loss_reduction)
-        return VisionLanguageOutput(loss=self._with_every_trainable(loss), logits=None)
+        return VisionLanguageOutput(
+            loss=self._with_every_trainable(loss), logits=None, vpgc_attention=_maps(context, vision)
+        )
 
     def _with_every_trainable(self, loss: torch.Tensor | None) -> torch.Tensor | None:
         """``loss + 0 · Σ p`` over the trainable weights when autograd records: the same loss and gradients
@@ -369,6 +387,19 @@ class VisionLanguageModel(nn.Module):
         embeds, context, _ = self.build_inputs(input_ids, attention_mask, vision, None, num_images)
         with self.context_slot.bind(context):
             return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def _maps(context: VisualContext, vision: torch.Tensor) -> torch.Tensor | None:
+    """VPG-C's recorded cross-attention as (B, T_img, L_x, heads, N_q, N_v), or None when not asked for."""
+    if context.vpgc_attention is None:
+        return None
+    if not context.vpgc_attention:  # e.g. no row of the batch has an image
+        raise ValueError(
+            "forward: return_vpgc_attention=True but VPG-C did not run on this batch (no images?)"
+        )
+    b, t = vision.shape[:2]
+    maps = torch.stack(context.vpgc_attention, dim=1)  # (B·T_img, L_x, heads, N_q, N_v)
+    return maps.reshape(b, t, *maps.shape[1:])
 
 
 def _last_prompt_index(attention_mask: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

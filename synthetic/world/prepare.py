@@ -15,7 +15,8 @@ Q-Former is the VPG, its cross-attention (:class:`synthetic.discriminative.VPGAt
 layers, heads and queries) is scored on each object's mask, and the small object it attends to *least*
 is the one the sample is about: a difference in that region (two edits per pair; the instruction names
 the region), which of two images shows it in its colour, or its colour/position. Every instruction
-names what it asks about, so an instruction-guided readout (VPG-C's guidance) can find it. Edits use
+names what it asks about, so an instruction-guided readout (VPG-C's guidance) can find it, and its
+``meta.fetch_box`` is that object's box (for the optional fetch loss, ``trainer.fetch_loss_weight``). Edits use
 only the world's colours and shapes. Rerunning with the same arguments does no work; a part whose
 settings changed is rebuilt.
 
@@ -60,6 +61,7 @@ SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
 FORMAT_VERSION = 2
+SYNTHETIC_FORMAT_VERSION = 3  # 3: samples' meta has the fetch_box of the object they are about
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -197,7 +199,7 @@ def make_default_data(
     # 2. synthetic discriminative pairs
     if mix == "captions+synthetic":
         paths["synthetic"] = str(out / "synthetic.jsonl")
-        wanted = {"version": FORMAT_VERSION, "seed": seed, "n_images": n_images, "n_edits": n_edits,
+        wanted = {"version": SYNTHETIC_FORMAT_VERSION, "seed": seed, "n_images": n_images, "n_edits": n_edits,
                   "assets": _assets_fingerprint()}  # fmt: skip
         if tasks != SYNTHETIC_TASKS:  # the default's record stays as it was, so existing data is reused
             wanted["tasks"] = tasks
@@ -271,7 +273,8 @@ def _make_synthetic(
                 images.append(f"synthetic/{j:06d}_{k}.png")
                 atomic_write_bytes(out / images[-1], _png(render(shown)[0]))
         user = render_text(instance, lambda _: "<image>")
+        box = [round(v / scene.size, 6) for v in instance.target.box]  # the object the instruction names
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
                               meta={"task": task, "subsets": instance.subsets, "scene": scene.index,
-                                    "target_cell": instance.target.cell}))  # fmt: skip
+                                    "target_cell": instance.target.cell, "fetch_box": box}))  # fmt: skip
     write_samples_jsonl(samples, out / "synthetic.jsonl")

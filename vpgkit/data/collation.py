@@ -33,7 +33,8 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int, image_size: i
     Args:
         batch: items with ``input_ids`` (L_i,), ``labels`` (L_i,), ``num_images`` int, ``id``, and
             either ``pixel_values`` (T_i, 3, S, S) or ``vision_features`` (T_i, N_v, D_v) (cached
-            features); optional ``dropped_turns`` int, ``skipped`` list, ``image_hashes`` list.
+            features); optional ``dropped_turns`` int, ``skipped`` list, ``image_hashes`` list,
+            ``fetch_box`` (4,).
         pad_token_id: id written at padded positions of ``input_ids``.
         image_size: S; checked against the items and used when the batch holds no image at all.
 
@@ -42,7 +43,8 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int, image_size: i
         padding, ``pixel_values`` (B, T_img, 3, S, S) float zero-padded for rows with fewer images
         (T_img = the batch's largest image count) — or ``vision_features`` (B, T_img, N_v, D_v) —,
         ``num_images`` (B,) long, ``ids`` list[str], ``dropped_turns`` (B,) long, ``skipped`` (list of
-        skip records of the replaced samples) and ``image_hashes`` (list of lists) when items have them.
+        skip records of the replaced samples), ``image_hashes`` (list of lists) and ``fetch_boxes`` (B, 4),
+        NaN rows for items without a box, when items have them.
     """
     if not batch:
         raise ValueError("collate: got an empty batch")
@@ -75,6 +77,9 @@ def collate(batch: Sequence[Mapping[str, Any]], pad_token_id: int, image_size: i
         out["vision_features"] = _pad_images(batch, "vision_features", num_images, None)
     else:
         out["pixel_values"] = _pad_images(batch, "pixel_values", num_images, (3, image_size, image_size))
+    if any("fetch_box" in item for item in batch):
+        nan = torch.full((4,), float("nan"))
+        out["fetch_boxes"] = torch.stack([item.get("fetch_box", nan) for item in batch])
     if any("skipped" in item for item in batch):
         out["skipped"] = [record for item in batch for record in item.get("skipped", [])]
     if any("image_hashes" in item for item in batch):

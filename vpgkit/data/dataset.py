@@ -144,6 +144,8 @@ class SampleDataset(Dataset):
             if image is not None:
                 pixels.append(self.image_processor.preprocess(image))
         item: dict[str, Any] = {"id": sample.id, **out}
+        if "fetch_box" in sample.meta:
+            item["fetch_box"] = _fetch_box(sample)
         if use_cache:
             item["vision_features"] = self._cached_features(sample, hashes)
         else:
@@ -188,3 +190,17 @@ class SampleDataset(Dataset):
             raise DataError("invalid_value", f"{self.name}: no usable samples; {self.report}")
         self._order = good
         return self.report
+
+
+def _fetch_box(sample: Sample) -> torch.Tensor:
+    """``sample.meta["fetch_box"]`` as a (4,) float tensor, checked: x0 < x1 and y0 < y1 within [0, 1]."""
+    box = sample.meta["fetch_box"]
+    ok = isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+    if not ok or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+        raise DataError(
+            "invalid_value",
+            f"sample {sample.id!r}: meta.fetch_box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and "
+            f"0 <= y0 < y1 <= 1, got {box!r}",
+            sample.id,
+        )
+    return torch.tensor([float(v) for v in box])

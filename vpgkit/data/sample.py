@@ -54,6 +54,9 @@ class Sample:
         conversation: turns; the text of all turns together holds exactly ``len(images)`` markers.
         in_context: examples shown before the conversation (Otter / MIMIC-IT style).
         meta: free-form provenance (task, source ids, edit parameters, …); must be JSON-serialisable.
+            One key is read by training: ``fetch_box``, ``[x0, y0, x1, y1]`` in [0, 1] image coordinates,
+            the region the instruction is about in every image of the sample (for
+            ``trainer.fetch_loss_weight``; see :mod:`vpgkit.training.fetch`).
 
     Example:
         >>> s = Sample("x", ["a.jpg"], [Turn("user", "<image> What is it?"), Turn("assistant", "A cat.")])

@@ -206,7 +206,11 @@ class QFormer(nn.Module):
         ]
 
     def encode(
-        self, query_embeds: torch.Tensor, vision: torch.Tensor, image_kv: ImageKV | None = None
+        self,
+        query_embeds: torch.Tensor,
+        vision: torch.Tensor,
+        image_kv: ImageKV | None = None,
+        attention_maps: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Run the Q-Former encoder (embedding LayerNorm, dropout, layers) on given query embeddings.
 
@@ -215,6 +219,9 @@ class QFormer(nn.Module):
             vision: (M, N_v, D_v) vision features.
             image_kv: the cross-attention keys/values of ``vision`` from an earlier pass (see
                 :class:`ImageKV`): used instead of recomputing them. The result is bitwise the same.
+            attention_maps: a list to append each cross-attention layer's probabilities to, (M, heads, N_q,
+                N_v) per layer in layer order; they stay in the autograd graph (e.g. for a loss on where
+                the queries look). None: not computed.
 
         Returns:
             (M, N_q, H) query outputs.
@@ -222,7 +229,12 @@ class QFormer(nn.Module):
         sizes: dict[str, int] = {}
         check_shape("query_embeds", query_embeds, ("M", "N_q", self.config.hidden_size), sizes)
         check_shape("vision", vision, ("M", "N_v", self.config.vision_width), sizes)
-        with self._given_image_kv(image_kv) if image_kv is not None else contextlib.nullcontext():
+        with (
+            self._given_image_kv(image_kv) if image_kv is not None else contextlib.nullcontext(),
+            self._record_cross_attention(attention_maps)
+            if attention_maps is not None
+            else contextlib.nullcontext(),
+        ):
             return self.qformer(query_embeds=query_embeds, encoder_hidden_states=vision).last_hidden_state
 
     def forward(
@@ -243,11 +255,8 @@ class QFormer(nn.Module):
         maps: list[torch.Tensor] = []
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
-        with (
-            self._record_cross_attention(maps) if return_attentions else contextlib.nullcontext(),
-            self._recorded_image_kv(keys, values) if return_image_kv else contextlib.nullcontext(),
-        ):
-            states = self.encode(queries, flat)
+        with self._recorded_image_kv(keys, values) if return_image_kv else contextlib.nullcontext():
+            states = self.encode(queries, flat, attention_maps=maps if return_attentions else None)
         prompts = self.language_projection(states)
         cross = None
         if return_attentions:

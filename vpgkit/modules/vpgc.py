@@ -131,6 +131,7 @@ class VPGC(nn.Module):
         vision: torch.Tensor,
         qformer: QFormer,
         image_kv: ImageKV | None = None,
+        attention_maps: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Compute the residual for every image of every row.
 
@@ -141,6 +142,9 @@ class VPGC(nn.Module):
             image_kv: the Q-Former's cross-attention keys/values of ``vision`` ((B·T_img, N_v, H) per layer,
                 from the VPG's own pass: :class:`~vpgkit.modules.ImageKV`), reused instead of recomputed;
                 the residual is bitwise the same.
+            attention_maps: a list to append the guided queries' cross-attention probabilities to,
+                (B·T_img, heads, N_q, N_v) per cross-attention layer (see :meth:`QFormer.encode`), in the
+                autograd graph. None: not computed.
 
         Returns:
             (B, T_img, N_q, D_llm) residual, exactly zero at init.
@@ -151,9 +155,10 @@ class VPGC(nn.Module):
         b, t, n_v, d_v = vision.shape
         queries = self.guided_queries(guidance)  # (B, N_q, H)
         queries = queries[:, None].expand(b, t, -1, -1).reshape(b * t, *queries.shape[1:])
-        kv = (
-            {"image_kv": image_kv} if image_kv is not None else {}
-        )  # other Q-Formers: the 2-argument contract
+        # other Q-Formers: the 2-argument contract unless these are asked for
+        kv = {"image_kv": image_kv} if image_kv is not None else {}
+        if attention_maps is not None:
+            kv["attention_maps"] = attention_maps
         states = qformer.encode(queries.to(qformer.query_tokens.dtype), vision.reshape(b * t, n_v, d_v), **kv)
         residual = self.output_proj(states.to(self.output_proj.weight.dtype))
         return residual.reshape(b, t, *residual.shape[1:])

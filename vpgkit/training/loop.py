@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..backbones.language import base_causal_lm
 from ..config import TrainConfig
 from ..data.mixture import MixtureSampler
+from .fetch import fetch_loss
 from .optim import adamw_warmup_cosine, optimizer_step
 from .optim import warmup_cosine as warmup_cosine  # re-exported: it was defined here
 from .preflight import check_config, check_datasets, check_output_dir
@@ -36,7 +37,9 @@ from .state import begin_checkpoint, finish_checkpoint, latest_checkpoint, load_
 @dataclass
 class TrainResult:
     """What a run did: where it wrote, its per-step global losses and learning rates, wall times (this
-    process's steps only, not restored on resume), what data it skipped (distinct samples per reason)."""
+    process's steps only, not restored on resume), what data it skipped (distinct samples per reason).
+    ``fetch_losses``: the per-step mean fetch loss when ``trainer.fetch_loss_weight`` > 0 (NaN on a step
+    whose batch had no ``fetch_box``)."""
 
     output_dir: Path
     step: int
@@ -44,6 +47,7 @@ class TrainResult:
     eval_losses: dict[int, float] = field(default_factory=dict)
     step_seconds: list[float] = field(default_factory=list)
     lrs: list[float] = field(default_factory=list)
+    fetch_losses: list[float] = field(default_factory=list)
     skipped_samples: dict[str, list[str]] = field(default_factory=dict)
     checkpoint: Path | None = None
 
@@ -122,6 +126,13 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "labels", "pixel_values", "vision
 
 def _labelled_tokens(batch: dict[str, Any]) -> int:
     return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _boxed_images(batch: dict[str, Any]) -> int:
+    """Images the fetch loss scores in ``batch``: those of rows with a ``fetch_box``."""
+    if "fetch_boxes" not in batch:
+        return 0
+    return int(batch["num_images"][~batch["fetch_boxes"].isnan().any(-1)].sum())
 
 
 @dataclass
@@ -223,6 +234,11 @@ def _setup(
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if t.fetch_loss_weight and "vpgc" not in model.plugin_modules():
+        raise ValueError(
+            f"trainer.fetch_loss_weight={t.fetch_loss_weight} supervises VPG-C's attention, but the model has "
+            f"no vpgc plug-in (it has {sorted(model.plugin_modules())}); set it to 0"
+        )
     params = list(model.trainable_parameters().values())
     if not params:
         raise ValueError("the model has no trainable weights: check the recipe's model section")
@@ -311,6 +327,7 @@ def _resume(
         ts = state["trainer_state"]
         result.step, position = ts["step"], tuple(ts["position"])
         result.losses, result.lrs = list(ts["losses"]), list(ts.get("lrs", []))
+        result.fetch_losses = list(ts.get("fetch_losses", []))
         # Checkpoints written before skips were kept by sample carry counts only: keep those counts.
         counted = {r: [f"(counted before resume: {i})" for i in range(n)] for r, n in ts["skipped"].items()}
         result.skipped_samples = {r: list(ids) for r, ids in ts.get("skipped_samples", counted).items()}
@@ -330,34 +347,51 @@ def _step(cfg: TrainConfig, run: _Run) -> None:
         for record in batch.get("skipped", []):
             key = record.get("sample_id") or record.get("message")
             run.skipped.setdefault(record["reason"], set()).add(str(key))
-    counts = torch.tensor([float(sum(_labelled_tokens(b) for b in window))], device=accelerator.device)
-    total_tokens = accelerator.reduce(counts, reduction="sum").item()
+    counts = [float(sum(_labelled_tokens(b) for b in window)), float(sum(_boxed_images(b) for b in window))]
+    counts = torch.tensor(counts, device=accelerator.device)
+    total_tokens, total_boxed = accelerator.reduce(counts, reduction="sum").tolist()
     loss_sum = torch.zeros((), device=accelerator.device)
+    fetch_sum = torch.zeros((), device=accelerator.device)
     for j, batch in enumerate(window):
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        fetch = t.fetch_loss_weight > 0 and _boxed_images(batch) > 0
+        if fetch:
+            inputs["return_vpgc_attention"] = True
         sync = accelerator.no_sync(run.ddp_model) if j < accumulation - 1 else contextlib.nullcontext()
         with sync, accelerator.autocast():
-            token_loss = run.ddp_model(**inputs, loss_only=True, loss_reduction="sum").loss
-            accelerator.backward(token_loss * world / max(total_tokens, 1.0))
-        loss_sum += token_loss.detach()
+            out = run.ddp_model(**inputs, loss_only=True, loss_reduction="sum")
+            loss = out.loss * world / max(total_tokens, 1.0)
+            if fetch:
+                boxed_loss, _ = fetch_loss(out.vpgc_attention, batch["fetch_boxes"], batch["num_images"])
+                loss = loss + t.fetch_loss_weight * boxed_loss * world / total_boxed
+                fetch_sum += boxed_loss.detach()
+            accelerator.backward(loss)
+        loss_sum += out.loss.detach()
     lr = optimizer_step(
         run.optimizer, run.scheduler, run.params, cfg.optim.max_grad_norm, clip=accelerator.clip_grad_norm_
     )
     result.step += 1
     global_loss = accelerator.reduce(loss_sum[None], reduction="sum").item() / max(total_tokens, 1.0)
     result.losses.append(global_loss)
+    if t.fetch_loss_weight > 0:
+        fetch_total = accelerator.reduce(fetch_sum[None], reduction="sum").item()
+        result.fetch_losses.append(fetch_total / total_boxed if total_boxed else float("nan"))
     result.lrs.append(lr)
     result.step_seconds.append(time.perf_counter() - started)
     run.position = divmod(run.first_batch + result.step, run.mixture.num_batches)
     rate = t.global_batch_size / (time.perf_counter() - started)
     run.bar.update(1)
+    fetch_note = f", fetch loss {result.fetch_losses[-1]:.4f}" if result.fetch_losses else ""
     run.bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr:.2e}", samples_s=f"{rate:.1f}")
     if t.log_every and (result.step % t.log_every == 0 or result.step == 1):
-        run.log.info("step %d: loss %.4f, lr %.3e, %.1f samples/s", result.step, global_loss, lr, rate)
-    if t.log_with and t.log_every and result.step % t.log_every == 0:
-        accelerator.log(
-            {"train/loss": global_loss, "train/lr": lr, "train/samples_per_s": rate}, step=result.step
+        run.log.info(
+            "step %d: loss %.4f%s, lr %.3e, %.1f samples/s", result.step, global_loss, fetch_note, lr, rate
         )
+    if t.log_with and t.log_every and result.step % t.log_every == 0:
+        scalars = {"train/loss": global_loss, "train/lr": lr, "train/samples_per_s": rate}
+        if result.fetch_losses:
+            scalars["train/fetch_loss"] = result.fetch_losses[-1]
+        accelerator.log(scalars, step=result.step)
 
 
 def _evaluate_and_save(
@@ -444,6 +478,7 @@ def _save(
             "skipped": result.skipped,
             "skipped_samples": result.skipped_samples,
             "lrs": result.lrs,
+            "fetch_losses": result.fetch_losses,
         }
         final = finish_checkpoint(tmp, model.trainable_parameters(), optimizer, scheduler, state, keep)
     accelerator.wait_for_everyone()
