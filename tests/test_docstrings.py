@@ -33,6 +33,7 @@ MODULES = [
     "vpgkit.training.runlog",
     "vpgkit.registry",
     "vpgkit.training.optim",
+    "vpgkit.training.fetch",
     "vpgkit.backbones.eva_keys",
     "vpgkit.model",
     "vpgkit.plugins.qformer_vpg",
