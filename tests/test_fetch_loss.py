@@ -104,8 +104,10 @@ def fetch_run(tmp_path: Path, weight: float, bad: int | None = None, steps: int 
 
 def test_training_with_the_fetch_loss_lowers_it_and_without_it_records_none(tmp_path):
     result, train_set, collate = fetch_run(tmp_path, 1.0)
-    batch = collate([train_set[0], train_set[1]])
-    assert batch["fetch_boxes"].tolist() == [[0.0, 0.0, 0.5, 1.0]] * 2
+    unboxed = {k: v for k, v in train_set[1].items() if k != "fetch_box"}
+    boxes = collate([train_set[0], unboxed])["fetch_boxes"]  # (B, 4); NaN: no box
+    assert boxes[0].tolist() == [0.0, 0.0, 0.5, 1.0] and boxes[1].isnan().all()
+    assert "fetch_boxes" not in collate([unboxed])
     assert len(result.fetch_losses) == 30 and all(math.isfinite(x) for x in result.fetch_losses)
     first, last = sum(result.fetch_losses[:5]) / 5, sum(result.fetch_losses[-5:]) / 5
     assert last < first - 0.05, (first, last)

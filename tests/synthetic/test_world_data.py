@@ -102,6 +102,9 @@ def test_default_data_outputs_and_no_eval_instruction_in_training(default_data):
         candidates = recolourable(scene) if s.meta["task"] in ("which_image", "cloze") else scene.details
         cells = [o.cell for o in candidates]
         assert s.meta["target_cell"] == min(cells, key=lambda c: (attention[scene.index][c], c))
+        # the fetch box is that object's box (the same place in every image of the sample)
+        target = next(o for o in candidates if o.cell == s.meta["target_cell"])
+        assert s.meta["fetch_box"] == [round(v / scene.size, 6) for v in target.box]
     training_text = [t.text for s in captions + synthetic for t in s.conversation]
     training_text += [lm_document(0, i) for i in range(300)]  # the language model's corpus too
     eval_sentences = _eval_sentences()
