@@ -59,6 +59,7 @@ __all__ = [
     "INJECT_LAYER",
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
+    "SUMMARY_TASKS",
     "QuestionSummaryHead",
     "SlotBatch",
     "SlotImage",
@@ -94,6 +95,9 @@ LAYERED_SHARE = 0.5  # share of LM documents whose small objects are injected at
 # (x50, tried) swamped early training and the LM learned to read no slot at all.
 # The world's documents have no system prompt: sequences stay short (the VLM recipes set data.system: "").
 WORLD_SYSTEM = ""
+# The tasks whose questions name one object (the question-summary head's documents, by default).
+SUMMARY_TASKS = ("detail_question", "which_image", "cloze")
+
 LM_TASK_WEIGHTS = {
     "caption": 0.15,
     "detail_question": 0.2,
@@ -220,7 +224,9 @@ def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImag
     return segments, images
 
 
-def _lm_document(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
+def _lm_document(
+    seed: int, i: int, summary_tasks: tuple[str, ...] = SUMMARY_TASKS
+) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
     """:func:`lm_example` plus the document's :func:`asked_labels`."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
@@ -238,7 +244,11 @@ def _lm_document(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotIm
     user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
     sample = Sample(f"lm{i}", [], [Turn("user", user), Turn("assistant", instance.response)])
-    return [(seg.text, seg.loss) for seg in template.segments(sample)], images, asked_labels(instance)
+    return (
+        [(seg.text, seg.loss) for seg in template.segments(sample)],
+        images,
+        asked_labels(instance, summary_tasks),
+    )
 
 
 # What a question can name about the object it asks about, in this order (the summary head's outputs).
@@ -250,13 +260,14 @@ ASKED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 }
 
 
-def asked_labels(instance: TaskInstance) -> list[int]:
+def asked_labels(instance: TaskInstance, tasks: tuple[str, ...] = SUMMARY_TASKS) -> list[int]:
     """Per :data:`ASKED_ATTRIBUTES` entry, the index of the asked object's value if the question names it,
     else -100: what the last prompt token can know about the object from the text alone.
 
-    The asked object is ``instance.target`` for detail questions, which-image and cloze (difference
-    questions name a region, captions nothing: all -100). Only the question (the context, not the options)
-    counts, so a colour question's answer is never a label.
+    The asked object is ``instance.target`` for the ``tasks`` that have one (default :data:`SUMMARY_TASKS`:
+    detail questions, which-image and cloze; difference questions name a region, captions nothing: all
+    -100). Only the question (the context, not the options) counts, so a colour question's answer is never
+    a label.
 
     Example:
         >>> import numpy as np
@@ -267,7 +278,7 @@ def asked_labels(instance: TaskInstance) -> list[int]:
         True
     """
     obj = instance.target
-    if obj is None or instance.task not in ("detail_question", "which_image", "cloze"):
+    if obj is None or instance.task not in tasks:
         return [-100] * len(ASKED_ATTRIBUTES)
     words = set(re.findall(r"[a-z]+", instance.context.lower()))
     named = {
@@ -303,13 +314,16 @@ class SlotBatch:
     asked: torch.Tensor | None = None
 
 
-def lm_batch(tokenizer, seed: int, first_doc: int, size: int) -> SlotBatch:
-    """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded."""
+def lm_batch(
+    tokenizer, seed: int, first_doc: int, size: int, summary_tasks: tuple[str, ...] = SUMMARY_TASKS
+) -> SlotBatch:
+    """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
+    ``asked`` labels only for documents of ``summary_tasks``."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     rows, images, asked = [], [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
-        segments, doc_images, doc_asked = _lm_document(seed, d)
+        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks)
         images += doc_images
         asked.append(doc_asked)
         for text, loss in segments:
@@ -438,6 +452,7 @@ def train_language_model(
     lr: float = 1e-3,
     log: Callable[[str], None] = print,
     question_summary: float = 0.0,
+    summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -450,6 +465,7 @@ def train_language_model(
     names by then. Trained on answers alone, the tiny LM leaves that to the object words and copies late
     (the shape is readable from the last token at ~60% at every layer, from the question's tokens at 92%);
     VPG-C's design (guidance = the last prompt token at a middle layer) assumes a large LLM's summary there.
+    ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -458,7 +474,7 @@ def train_language_model(
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch = lm_batch(tokenizer, seed, step * batch_size, batch_size)
+        batch = lm_batch(tokenizer, seed, step * batch_size, batch_size, summary_tasks)
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         capture = (
             last_prompt_states(model, batch.labels, INJECT_LAYER) if summary else contextlib.nullcontext()

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..storage import atomic_write_json
-from .backbones import train_language_model, train_qformer, train_vision_encoder
+from .backbones import SUMMARY_TASKS, train_language_model, train_qformer, train_vision_encoder
 from .diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from .language import build_world_tokenizer
 
@@ -135,6 +135,7 @@ def build(
     reuse: Path | None = None,
     grounding: bool = False,
     question_summary: float = 0.0,
+    summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -143,7 +144,7 @@ def build(
     the same seed this gives the files a full build would, ~17 minutes sooner. ``grounding``: the Q-Former
     also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
-    (0: off, as shipped).
+    (0: off, as shipped), on the documents of ``summary_tasks``.
     """
     import timm
     import transformers
@@ -163,7 +164,12 @@ def build(
     else:
         tokenizer = build_world_tokenizer()
         llm, trained["language_model"] = train_language_model(
-            tokenizer, seed, steps["lm"], log=log, question_summary=question_summary
+            tokenizer,
+            seed,
+            steps["lm"],
+            log=log,
+            question_summary=question_summary,
+            summary_tasks=summary_tasks,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -212,6 +218,7 @@ def build(
         # with reuse: the command that trained the ViT and LM (the files' sha256 identify them too)
         **({"reused_backbones_from": reused_command} if reuse is not None else {}),
         **({"lm_question_summary": question_summary} if question_summary else {}),
+        **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -256,14 +263,21 @@ def main(argv: list[str] | None = None) -> int:
         help="the LM also learns to hold what a question names about its object in the last prompt token "
         "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off, as shipped)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,
+        metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
+    if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
+        parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
     if args.lm_question_summary and args.reuse_backbones is not None:
         parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
-        question_summary=args.lm_question_summary,
+        question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -273,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append("--qformer-grounding")
     if args.lm_question_summary:
         cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
+    if summary_tasks != SUMMARY_TASKS:
+        cmd.append("--lm-question-summary-tasks " + " ".join(summary_tasks))
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)
