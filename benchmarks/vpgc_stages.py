@@ -61,9 +61,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
 # --lm-question-summary 0.5.
 DOCS_COLUMNS = {
     "world v3": RESULTS.with_name("vpgc_stages_world_v3.json"),
-    "world v4 (shipped)": RESULTS,
-    "v4 + grounded Q-Former (not shipped)": RESULTS.with_name("vpgc_stages_grounded.json"),
-    "+ question-summary LM (not shipped)": RESULTS.with_name("vpgc_stages_question_summary.json"),
+    "world v4": RESULTS.with_name("vpgc_stages_world_v4.json"),
+    "v4 + grounded Q-Former": RESULTS.with_name("vpgc_stages_grounded.json"),
+    "+ question-summary LM": RESULTS.with_name("vpgc_stages_question_summary.json"),
+    "world v5 (shipped)": RESULTS.with_name("vpgc_stages_world_v5.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
