@@ -47,3 +47,40 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
     assert set(controls) == set(TASK_INFO)
     assert all(c["no_vision"]["best"]["rule"] for c in controls.values())
     assert set(controls["cloze"]["variants"]) == {"both_blank", "image2_replaced"}
+
+
+@pytest.mark.slow
+def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_images(tmp_path):
+    """The direction of the README's effect, on control-proof metrics: 300 steps of the default job and of
+    the same job with the guidance held at zero, run side by side. With guidance, cloze and detail
+    questions rise; with both images blank the guided model falls back (measured here: cloze 50.0 against
+    30.0 without guidance and 36.7 blank; detail questions 40.0 against 30.0)."""
+    import os
+    import subprocess
+    import sys
+
+    short = [
+        "trainer.max_steps=300",
+        "data.prepare.n_eval=60",
+        "trainer.log_with=null",
+        "trainer.save_every=0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {"guided": [], "no_guidance": ["+model.vpgc_overrides.guidance=false"]}
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "vpgkit.train", *short, f"output_dir={tmp_path / name}", *extra],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for name, extra in runs.items()
+    }  # fmt: skip
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=1800)
+        assert proc.returncode == 0, (name, err[-3000:])
+    scores = {
+        name: json.loads((tmp_path / name / "eval" / "results.json").read_text())["controls"] for name in runs
+    }
+    guided, plain = scores["guided"], scores["no_guidance"]
+    assert guided["cloze"]["score"] >= plain["cloze"]["score"] + 10
+    assert guided["detail_question"]["score"] > plain["detail_question"]["score"]
+    assert guided["cloze"]["score"] >= guided["cloze"]["variants"]["both_blank"] + 8
