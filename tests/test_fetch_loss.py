@@ -85,12 +85,12 @@ def toy_jsonl_with_fetch_boxes(folder: Path, n: int, bad: int | None = None) -> 
     return folder / "train.jsonl"
 
 
-def fetch_run(tmp_path: Path, weight: float, bad: int | None = None, steps: int = 30):
+def fetch_run(tmp_path: Path, weight: float, bad: int | None = None, steps: int = 30, *extra: str):
     data = toy_jsonl_with_fetch_boxes(tmp_path, 48, bad)
     cfg = config(
-        "recipe=vpgc_toy", f"output_dir={tmp_path / f'run{weight}'}", f"trainer.max_steps={steps}", *FAST,
-        f"data.train=[{{name: boxed, format: jsonl, path: {data}, images: {tmp_path}}}]",
-        f"trainer.fetch_loss_weight={weight}",
+        "recipe=vpgc_toy", f"output_dir={tmp_path / f'run{weight}{len(extra)}'}", f"trainer.max_steps={steps}",
+        *FAST, f"data.train=[{{name: boxed, format: jsonl, path: {data}, images: {tmp_path}}}]",
+        f"trainer.fetch_loss_weight={weight}", *extra,
     )  # fmt: skip
     model, tokenizer = build_model(cfg.model, cfg.seed)
     with torch.no_grad():  # random init leaves q·k ≈ 0: attention uniform and flat in the queries
@@ -99,7 +99,9 @@ def fetch_run(tmp_path: Path, weight: float, bad: int | None = None, steps: int 
             attention.key.weight.mul_(8.0)
     train_set, _, _ = build_datasets(cfg.data, tokenizer, model)
     collate = Collator(pad_token_id=tokenizer.pad_token_id, image_size=model.vision.image_size)
-    return train(cfg, model, train_set, collate), train_set, collate
+    result = train(cfg, model, train_set, collate)
+    result.weights = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
+    return result, train_set, collate
 
 
 def test_training_with_the_fetch_loss_lowers_it_and_without_it_records_none(tmp_path):
@@ -113,6 +115,16 @@ def test_training_with_the_fetch_loss_lowers_it_and_without_it_records_none(tmp_
     assert last < first - 0.05, (first, last)
     plain, _, _ = fetch_run(tmp_path, 0.0, steps=2)
     assert plain.fetch_losses == []
+
+
+def test_gradient_checkpointing_gives_the_same_fetch_trained_weights(tmp_path):
+    """VPG-C's hook runs again when checkpointed layers are recomputed; the maps it records then are not the
+    ones the loss used, and the gradients must not change."""
+    plain, _, _ = fetch_run(tmp_path, 1.0, None, 3)
+    checkpointed, _, _ = fetch_run(tmp_path, 1.0, None, 3, "trainer.gradient_checkpointing=true")
+    assert checkpointed.fetch_losses == pytest.approx(plain.fetch_losses, rel=1e-5)
+    for name, w in plain.weights.items():
+        torch.testing.assert_close(checkpointed.weights[name], w, rtol=1e-5, atol=1e-7)
 
 
 def test_a_bad_fetch_box_is_named(tmp_path):
