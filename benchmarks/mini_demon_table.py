@@ -21,9 +21,10 @@ no-vision rule computed from the task files):
                               Cheetah's zero init (the residual is still zero at init)
     (w3k)                     (f3k) started from a supervised fetch: run benchmarks/vpgc_warm_start.py
                               --out OUT/warm_start first (the residual is still zero at init)
-    (sc), (sd), (se)          (c), (d), (e) trained with the fetch loss as well (``trainer.fetch_loss_weight=1``:
+    (sc), (sd), (se)          (c), (d), (e) with the fetch loss set explicitly (``trainer.fetch_loss_weight=1``:
                               VPG-C's attention pulled onto the box of the object each synthetic sample is
-                              about; not Cheetah's recipe — vpgkit.training.fetch)
+                              about; not Cheetah's recipe — vpgkit.training.fetch): the same runs as (c),
+                              (d), (e) since world v5, named apart in results of earlier builds
     scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
                               --scaling-seeds says otherwise)
 
@@ -93,9 +94,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         [*DETAIL_ONLY, "trainer.max_steps=3000", "model.init_adapter={out}/warm_start/adapter"],
     ),
     # The fetch loss on the same configurations: does a recipe that teaches where to look let the guidance act?
-    "sc": ("(sc) (c) + fetch loss", [FETCH]),
-    "sd": ("(sd) (d) + fetch loss, k=0", [FETCH, "model.vpgc_layer=0"]),
-    "se": ("(se) (e) + fetch loss, no guidance", [FETCH, "+model.vpgc_overrides.guidance=false"]),
+    "sc": ("(sc) VPG-C + synthetic + fetch loss, k*=3", [FETCH]),
+    "sd": ("(sd) VPG-C + synthetic + fetch loss, k=0", [FETCH, "model.vpgc_layer=0"]),
+    "se": (
+        "(se) VPG-C + synthetic + fetch loss, no guidance",
+        [FETCH, "+model.vpgc_overrides.guidance=false"],
+    ),
 }
 SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
 

@@ -99,13 +99,11 @@ def fetch_run(tmp_path: Path, weight: float, bad: int | None = None, steps: int 
             attention.key.weight.mul_(8.0)
     train_set, _, _ = build_datasets(cfg.data, tokenizer, model)
     collate = Collator(pad_token_id=tokenizer.pad_token_id, image_size=model.vision.image_size)
-    result = train(cfg, model, train_set, collate)
-    result.weights = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
-    return result, train_set, collate
+    return train(cfg, model, train_set, collate), model, train_set, collate
 
 
 def test_training_with_the_fetch_loss_lowers_it_and_without_it_records_none(tmp_path):
-    result, train_set, collate = fetch_run(tmp_path, 1.0)
+    result, _, train_set, collate = fetch_run(tmp_path, 1.0)
     unboxed = {k: v for k, v in train_set[1].items() if k != "fetch_box"}
     boxes = collate([train_set[0], unboxed])["fetch_boxes"]  # (B, 4); NaN: no box
     assert boxes[0].tolist() == [0.0, 0.0, 0.5, 1.0] and boxes[1].isnan().all()
@@ -113,18 +111,19 @@ def test_training_with_the_fetch_loss_lowers_it_and_without_it_records_none(tmp_
     assert len(result.fetch_losses) == 30 and all(math.isfinite(x) for x in result.fetch_losses)
     first, last = sum(result.fetch_losses[:5]) / 5, sum(result.fetch_losses[-5:]) / 5
     assert last < first - 0.05, (first, last)
-    plain, _, _ = fetch_run(tmp_path, 0.0, steps=2)
+    plain, _, _, _ = fetch_run(tmp_path, 0.0, steps=2)
     assert plain.fetch_losses == []
 
 
 def test_gradient_checkpointing_gives_the_same_fetch_trained_weights(tmp_path):
     """VPG-C's hook runs again when checkpointed layers are recomputed; the maps it records then are not the
     ones the loss used, and the gradients must not change."""
-    plain, _, _ = fetch_run(tmp_path, 1.0, None, 3)
-    checkpointed, _, _ = fetch_run(tmp_path, 1.0, None, 3, "trainer.gradient_checkpointing=true")
+    plain, plain_model, _, _ = fetch_run(tmp_path, 1.0, None, 3)
+    checkpointed, ckpt_model, _, _ = fetch_run(tmp_path, 1.0, None, 3, "trainer.gradient_checkpointing=true")
     assert checkpointed.fetch_losses == pytest.approx(plain.fetch_losses, rel=1e-5)
-    for name, w in plain.weights.items():
-        torch.testing.assert_close(checkpointed.weights[name], w, rtol=1e-5, atol=1e-7)
+    ckpt_weights = ckpt_model.trainable_parameters()
+    for name, w in plain_model.trainable_parameters().items():
+        torch.testing.assert_close(ckpt_weights[name], w, rtol=1e-5, atol=1e-7)
 
 
 def test_a_bad_fetch_box_is_named(tmp_path):

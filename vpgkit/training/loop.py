@@ -347,14 +347,16 @@ def _step(cfg: TrainConfig, run: _Run) -> None:
         for record in batch.get("skipped", []):
             key = record.get("sample_id") or record.get("message")
             run.skipped.setdefault(record["reason"], set()).add(str(key))
-    counts = [float(sum(_labelled_tokens(b) for b in window)), float(sum(_boxed_images(b) for b in window))]
-    counts = torch.tensor(counts, device=accelerator.device)
+    boxed = [_boxed_images(b) if t.fetch_loss_weight > 0 else 0 for b in window]
+    counts = torch.tensor(
+        [float(sum(_labelled_tokens(b) for b in window)), float(sum(boxed))], device=accelerator.device
+    )
     total_tokens, total_boxed = accelerator.reduce(counts, reduction="sum").tolist()
     loss_sum = torch.zeros((), device=accelerator.device)
     fetch_sum = torch.zeros((), device=accelerator.device)
     for j, batch in enumerate(window):
         inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        fetch = t.fetch_loss_weight > 0 and _boxed_images(batch) > 0
+        fetch = boxed[j] > 0
         if fetch:
             inputs["return_vpgc_attention"] = True
         sync = accelerator.no_sync(run.ddp_model) if j < accumulation - 1 else contextlib.nullcontext()

@@ -70,14 +70,13 @@ def check_config(cfg: TrainConfig) -> None:
         "trainer.save_every": t.save_every,
         "optim.warmup_steps": o.warmup_steps,
         "data.num_workers": cfg.data.num_workers,
+        "trainer.fetch_loss_weight": t.fetch_loss_weight,
     }
     for key, value in non_negative.items():
         if value < 0:
             raise ValueError(f"{key}={value}: must be ≥ 0 (0 turns it off)")
     if o.lr <= 0:
         raise ValueError(f"optim.lr={o.lr}: must be > 0")
-    if t.fetch_loss_weight < 0:
-        raise ValueError(f"trainer.fetch_loss_weight={t.fetch_loss_weight}: must be ≥ 0 (0 turns it off)")
     from .build import plugin_configs
 
     plugin_configs(cfg.model)  # unknown plug-ins, presets and config fields, before anything is built
