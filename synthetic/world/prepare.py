@@ -61,7 +61,8 @@ SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
 FORMAT_VERSION = 2
-SYNTHETIC_FORMAT_VERSION = 3  # 3: samples' meta has the fetch_box of the object they are about
+# 3: samples' meta has a fetch_box; 4: a difference question's box is its named region's object
+SYNTHETIC_FORMAT_VERSION = 4
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -273,7 +274,7 @@ def _make_synthetic(
                 images.append(f"synthetic/{j:06d}_{k}.png")
                 atomic_write_bytes(out / images[-1], _png(render(shown)[0]))
         user = render_text(instance, lambda _: "<image>")
-        box = [round(v / scene.size, 6) for v in instance.target.box]  # the object the instruction names
+        box = [round(v / scene.size, 6) for v in instance.named.box]  # the object the instruction asks about
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
                               meta={"task": task, "subsets": instance.subsets, "scene": scene.index,
                                     "target_cell": instance.target.cell, "fetch_box": box}))  # fmt: skip

@@ -81,6 +81,9 @@ class TaskInstance:
         focus: per scene, the objects the answer depends on (what a perfect visual prompt carries).
         subsets: evaluation tags of this instance (e.g. ``unchanged``, ``distractor``).
         target: the object the picker chose (None for captions).
+        named: the object the instruction asks about, where a guided readout should look (default:
+            ``target``). Differs for difference questions about an added object (the new one, in the second
+            image) or about a region where nothing changed (the object there).
     """
 
     task: str
@@ -93,6 +96,11 @@ class TaskInstance:
     focus: list[list[WorldObject]] = field(default_factory=list)
     subsets: list[str] = field(default_factory=list)
     target: WorldObject | None = None
+    named: WorldObject | None = None
+
+    def __post_init__(self) -> None:
+        if self.named is None:
+            self.named = self.target
 
 
 def free_colours(scene: Scene, obj: WorldObject) -> list[str]:
@@ -167,11 +175,11 @@ def difference_task(
     other = others[int(rng.integers(len(others)))]
     second = "modify" if free_colours(edited, other) and rng.random() < 0.5 else "delete"
     edited, _, _, _ = _edit_at(edited, other, other.cell, second, rng)
-    subsets = [kind]
+    subsets, named = [kind], new if kind == "add" else target
     if rng.random() < 0.2:  # ask about a region where nothing changed
         still = [o for o in scene.objects if o.cell not in (cell, other.cell)]
         quiet = still[int(rng.integers(len(still)))]
-        cell, old, new, subsets = quiet.cell, quiet, quiet, ["unchanged"]
+        cell, old, new, subsets, named = quiet.cell, quiet, quiet, ["unchanged"], quiet
         response = NO_CHANGE.format(where=located(quiet.position))
     else:
         response = _CAPTIONER.caption(meta, rng)
@@ -179,7 +187,7 @@ def difference_task(
     return TaskInstance(
         "difference", _pick(wording.difference, rng), "{image#1} {image#2} " + question, [scene, edited], response,
         meta={"edit": meta}, focus=[[old] if old else [], [new] if new else []], subsets=subsets,
-        target=target,
+        target=target, named=named,
     )  # fmt: skip
 
 

@@ -277,6 +277,13 @@ def test_tasks_name_their_object_and_balance_their_answers():
             if name == "difference":
                 named = task.focus[0] or task.focus[1]
                 assert named and named[0].position in task.context
+                # what the instruction asks about is the object in the named region, in the image showing it
+                assert (
+                    task.named.cell == named[0].cell
+                    and task.named in task.scenes[-1 if "add" in task.subsets else 0].objects
+                )
+            elif task.target is not None:
+                assert task.named is task.target
     # no answer is predictable from how often it occurs
     assert abs(answers["which_image"]["first"] / 400 - 0.5) < 0.08
     assert 0.18 < subsets["cloze"]["unchanged"] / 400 < 0.32 and subsets["cloze"]["distractor"] > 100

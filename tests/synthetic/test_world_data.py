@@ -21,7 +21,7 @@ from synthetic.world.prepare import (
     make_default_data,
     object_attention,
 )
-from synthetic.world.scene import BACKGROUND, make_scene
+from synthetic.world.scene import BACKGROUND, POSITIONS, make_scene
 from synthetic.world.tasks import TASK_INFO, recolourable
 from vpgkit.data.readers import read_demon, read_samples_jsonl
 
@@ -96,15 +96,24 @@ def test_default_data_outputs_and_no_eval_instruction_in_training(default_data):
     # each sample is about the small object the shipped VPG attends to least
     scenes = [make_scene(PREPARE_STREAM, i) for i in range(24)]
     attention = object_attention(load_world_vpg(), scenes)
+    named_regions = 0
     for s in synthetic:
         scene = scenes[int(s.meta["scene"])]
         # which-image and cloze ask about an object that can change colour; the others about any small one
         candidates = recolourable(scene) if s.meta["task"] in ("which_image", "cloze") else scene.details
         cells = [o.cell for o in candidates]
         assert s.meta["target_cell"] == min(cells, key=lambda c: (attention[scene.index][c], c))
-        # the fetch box is that object's box (the same place in every image of the sample)
+        # the fetch box is the box of the object the instruction asks about: that object, except for
+        # difference questions about an added object or an unchanged region (the object in the named cell)
+        x0, y0, x1, y1 = s.meta["fetch_box"]
+        box_cell = 3 * int(1.5 * (y0 + y1)) + int(1.5 * (x0 + x1))
+        if s.meta["task"] == "difference" and s.meta["subsets"][0] in ("add", "unchanged"):
+            assert f"the {POSITIONS[box_cell]} of" in s.conversation[0].text, (s.meta, s.conversation[0].text)
+            named_regions += 1
+            continue
         target = next(o for o in candidates if o.cell == s.meta["target_cell"])
         assert s.meta["fetch_box"] == [round(v / scene.size, 6) for v in target.box]
+    assert named_regions > 0  # the fixture has such questions
     training_text = [t.text for s in captions + synthetic for t in s.conversation]
     training_text += [lm_document(0, i) for i in range(300)]  # the language model's corpus too
     eval_sentences = _eval_sentences()
