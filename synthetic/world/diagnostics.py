@@ -43,6 +43,7 @@ __all__ = ["DIAGNOSTICS_STREAM", "format_diagnostics", "lm_ceilings", "vit_probe
 
 DIAGNOSTICS_STREAM = 5500  # scene seeds no build stage and no mini-DEMON uses
 MODES = ("input", "layered")
+SUBSET_TASKS = ("detail_question", "cloze")  # ceilings also per question kind / changed or unchanged pair
 
 
 @torch.no_grad()
@@ -70,15 +71,17 @@ def _generate(
     return [tokenizer.decode(row, skip_special_tokens=True).split("###")[0].strip() for row in out]
 
 
-def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, float]]:
-    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots."""
+def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, Any]]:
+    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots; for tasks
+    whose instances have subsets (a detail question's kind, a cloze pair changed or not), also
+    ``subsets`` → mode → subset → score."""
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
-    scores: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, Any]] = {}
     for t, task in enumerate(TASK_BUILDERS):
         scores[task] = {}
         for mode in MODES:
-            values = []
+            values, subsets = [], {}
             for start in range(0, n, batch_size):
                 prompts, images, instances = [], [], []
                 for i in range(start, min(n, start + batch_size)):
@@ -98,7 +101,13 @@ def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str,
                         values.append(rouge_l(answer, instance.response))
                     else:
                         values.append(choice_accuracy(answer, instance.response, instance.choices))
+                    if task in SUBSET_TASKS:
+                        subsets.setdefault(instance.subsets[0], []).append(values[-1])
             scores[task][mode] = 100 * float(np.mean(values))
+            if subsets:
+                scores[task].setdefault("subsets", {})[mode] = {
+                    k: 100 * float(np.mean(v)) for k, v in sorted(subsets.items())
+                }
     return scores
 
 
@@ -158,6 +167,9 @@ def format_diagnostics(diagnostics: dict[str, Any]) -> str:
              "| --- | --- | --- |"]  # fmt: skip
     for task, s in diagnostics["lm_ceilings"].items():
         lines.append(f"| {task} ({TASK_INFO[task]['metric']}) | {s['input']:.1f} | {s['layered']:.1f} |")
+        for name in s.get("subsets", {}).get("input", {}):
+            per_mode = [s["subsets"][mode][name] for mode in MODES]
+            lines.append(f"| &nbsp;&nbsp;{task}: {name} | {per_mode[0]:.1f} | {per_mode[1]:.1f} |")
     lines += ["", "| ViT probe (%) | salient objects | small objects | chance |", "| --- | --- | --- | --- |"]
     for name, r in diagnostics["vit_probe"].items():
         lines.append(f"| {name} | {r['salient']:.1f} | {r['small']:.1f} | {r['chance']:.1f} |")
