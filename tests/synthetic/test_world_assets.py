@@ -78,3 +78,10 @@ def test_a_build_reusing_an_earlier_builds_backbones_writes_the_same_files(tmp_p
         assert reused["stages"][stage] == full["stages"][stage]
     assert {**reused["stages"]["qformer"], "seconds": 0} == {**full["stages"]["qformer"], "seconds": 0}
     assert reused["reused_backbones_from"] == full["command"] and "reused_backbones_from" not in full
+    # the ceilings per detail-question kind and per cloze pair; a task's score lies between its subsets'
+    ceilings = full["diagnostics"]["lm_ceilings"]
+    for task, names in (("detail_question", {"colour", "position"}), ("cloze", {"changed", "unchanged"})):
+        for mode, per_subset in ceilings[task]["subsets"].items():
+            assert set(per_subset) == names
+            assert min(per_subset.values()) - 1e-9 <= ceilings[task][mode] <= max(per_subset.values()) + 1e-9
+    assert "subsets" not in ceilings["which_image"]
