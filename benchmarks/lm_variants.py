@@ -1,0 +1,177 @@
+"""What the world LM's training recipe does to its ceilings: the LM stage of the build under named variants.
+
+Each variant trains the tiny world's LLaMA exactly as ``python -m synthetic.world.build`` does
+(:func:`synthetic.world.backbones.train_language_model`, 2000 steps, fp16-rounded afterwards as shipped)
+with one recipe change, then measures :func:`synthetic.world.diagnostics.lm_ceilings` (perfect object
+slots at the input, and small objects injected at layer 3 where VPG-C writes; per question kind and per
+changed / unchanged cloze pair). No ViT, Q-Former or adapter is involved: this isolates what the LM can
+read, so that a world rebuild is chosen on evidence.
+
+    OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --variants no_summary summary --seeds 1  # ~21 min a run
+    python benchmarks/lm_variants.py --docs      # rewrites docs/tiny_world.md's block from the JSON
+
+Runs go one per process (``--jobs`` at once, 1 thread each); ``--merge`` adds to the runs already in
+``--out``. Writes ``benchmarks/results/lm_variants.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "lm_variants.json"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+# name → (description, train_language_model keyword arguments). "summary" is the shipped world v5 recipe.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "no_summary": ("LM loss only (world v4's recipe)", {"question_summary": 0.0}),
+    "summary": (
+        "+ question summary 0.5 on detail-question and cloze documents, unnamed attributes ignored (world v5)",
+        {"question_summary": 0.5, "summary_tasks": ("detail_question", "cloze")},
+    ),
+    "summary_unnamed": (
+        'as summary, but an attribute the question does not name is a class of its own ("not named")',
+        {"question_summary": 0.5, "summary_tasks": ("detail_question", "cloze"), "summary_unnamed": "class"},
+    ),
+}
+COLUMNS = [
+    ("which_image", None),
+    ("detail_question", "colour"),
+    ("detail_question", "position"),
+    ("cloze", "changed"),
+    ("cloze", "unchanged"),
+    ("difference", None),
+    ("caption", None),
+]
+
+
+def run_one(variant: str, seed: int, steps: int, n: int) -> dict[str, Any]:
+    """Train one LM variant in this process and measure its ceilings."""
+    import torch
+
+    from synthetic.world.backbones import train_language_model
+    from synthetic.world.diagnostics import lm_ceilings
+    from synthetic.world.language import build_world_tokenizer
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    tokenizer = build_world_tokenizer()
+    start = time.process_time()
+    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **VARIANTS[variant][1])
+    llm.load_state_dict({k: v.half().float() for k, v in llm.state_dict().items()})  # as shipped
+    train_cpu = time.process_time() - start
+    return {
+        "variant": variant,
+        "seed": seed,
+        "steps": steps,
+        "n": n,
+        "final_loss": round(result.final_loss, 5),
+        "train_cpu_seconds": round(train_cpu, 1),
+        "ceilings": lm_ceilings(llm, tokenizer, n=n),
+    }
+
+
+def _cell(ceilings: dict, task: str, subset: str | None, mode: str) -> float:
+    scores = ceilings[task] if subset is None else ceilings[task]["subsets"]
+    return scores[mode] if subset is None else scores[mode][subset]
+
+
+def docs_block(data: dict) -> str:
+    """Markdown table: per variant and seed, each ceiling as input / layer 3."""
+    head = " | ".join(f"{t}{': ' + s if s else ''}" for t, s in COLUMNS)
+    lines = [
+        "LM ceilings with perfect object slots, **input / injected at layer 3** (percent; accuracy, ROUGE-L "
+        f"for difference and caption), {data['n']} held-out instances per task, each LM {data['steps']} steps:",
+        "",
+        f"| variant | seed | {head} |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for run in data["runs"]:
+        cells = " | ".join(
+            f"{_cell(run['ceilings'], t, s, 'input'):.0f} / {_cell(run['ceilings'], t, s, 'layered'):.0f}"
+            for t, s in COLUMNS
+        )
+        lines.append(f"| {run['variant']} | {run['seed']} | {cells} |")
+    lines += ["", "Variants:", ""]
+    lines += [
+        f"- `{name}`: {VARIANTS[name][0]}" for name in dict.fromkeys(r["variant"] for r in data["runs"])
+    ]
+    lines += ["", "Made by: " + "; ".join(f"`{c}`" for c in data["commands"])]
+    return "\n".join(lines)
+
+
+def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
+    from doc_blocks import write_block
+
+    write_block(page, "lm-variants", text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--steps", type=int, default=2000, help="LM steps (the build's default)")
+    parser.add_argument("--n", type=int, default=200, help="instances per task for the ceilings")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (1 thread each)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true", help="add to the runs already in --out")
+    parser.add_argument(
+        "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from --out"
+    )
+    parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.n)))
+        return
+    if args.docs:
+        write_docs_block(docs_block(json.loads(args.out.read_text())))
+        return
+    from results_file import git_commit, write_results
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def child(job: tuple[str, int]) -> dict[str, Any]:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            job[0],
+            str(job[1]),
+            "--steps",
+            str(args.steps),
+            "--n",
+            str(args.n),
+        ]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        run = json.loads(out.strip().splitlines()[-1])
+        print(f"{job[0]} seed {job[1]}: {run['train_cpu_seconds']} CPU s", flush=True)
+        return run
+
+    jobs = [(v, s) for v in args.variants for s in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        runs = list(pool.map(child, jobs))
+    previous = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else []
+    keep = [r for r in previous if (r["variant"], r["seed"]) not in set(jobs)]
+    command = "python benchmarks/lm_variants.py --variants " + " ".join(args.variants)
+    command += " --seeds " + " ".join(map(str, args.seeds))
+    command += f" --steps {args.steps}" * (args.steps != 2000) + f" --n {args.n}" * (args.n != 200)
+    for run in runs:
+        run["commit"] = git_commit(ROOT)
+    commands = json.loads(args.out.read_text())["commands"] if args.merge and args.out.exists() else []
+    data = {"commands": [*commands, command], "steps": args.steps, "n": args.n, "runs": keep + runs}
+    write_results(args.out, data, indent=1)
+    print(docs_block(data))
+
+
+if __name__ == "__main__":
+    main()
