@@ -7,7 +7,7 @@ slots at the input, and small objects injected at layer 3 where VPG-C writes; pe
 changed / unchanged cloze pair). No ViT, Q-Former or adapter is involved: this isolates what the LM can
 read, so that a world rebuild is chosen on evidence.
 
-    OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --variants no_summary summary --seeds 1  # ~21 min a run
+    OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --seeds 1   # ~21 min a run
     python benchmarks/lm_variants.py --docs      # rewrites docs/tiny_world.md's block from the JSON
 
 Runs go one per process (``--jobs`` at once, 1 thread each); ``--merge`` adds to the runs already in
@@ -34,12 +34,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_summary": ("LM loss only (world v4's recipe)", {"question_summary": 0.0}),
     "summary": (
-        "+ question summary 0.5 on detail-question and cloze documents, unnamed attributes ignored (world v5)",
+        "+ question summary 0.5 on detail-question and cloze documents (world v5, shipped)",
         {"question_summary": 0.5, "summary_tasks": ("detail_question", "cloze")},
     ),
-    "summary_unnamed": (
-        'as summary, but an attribute the question does not name is a class of its own ("not named")',
-        {"question_summary": 0.5, "summary_tasks": ("detail_question", "cloze"), "summary_unnamed": "class"},
+    "summary_w01": (
+        "as summary, with the summary loss weighted 0.1",
+        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")},
     ),
 }
 COLUMNS = [

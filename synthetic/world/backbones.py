@@ -82,7 +82,6 @@ __all__ = [
     "train_language_model",
     "train_qformer",
     "train_vision_encoder",
-    "unnamed_as_class",
     "world_llama_config",
 ]
 
@@ -412,33 +411,18 @@ def slot_injection(llm: LlamaForCausalLM, batch: SlotBatch, image_token_id: int,
 
 class QuestionSummaryHead(nn.Module):
     """Linear heads from the last prompt token's hidden state to what the question names about the asked
-    object (:data:`ASKED_ATTRIBUTES`); trained with the LM when ``question_summary`` is on, then discarded.
+    object (:data:`ASKED_ATTRIBUTES`); trained with the LM when ``question_summary`` is on, then discarded."""
 
-    ``unnamed_class``: each head has one more class, "not named" (see :func:`unnamed_as_class`); without
-    it an attribute the question does not name carries no loss."""
-
-    def __init__(self, width: int, unnamed_class: bool = False):
+    def __init__(self, width: int):
         super().__init__()
-        extra = int(unnamed_class)
-        self.heads = nn.ModuleList(nn.Linear(width, len(v) + extra) for v in ASKED_ATTRIBUTES.values())
+        self.heads = nn.ModuleList(nn.Linear(width, len(v)) for v in ASKED_ATTRIBUTES.values())
 
     def loss(self, hidden: torch.Tensor, asked: torch.Tensor) -> torch.Tensor:
-        """hidden (B, D) at the last prompt token, asked (B, A) labels (-100: no loss) → mean CE."""
+        """hidden (B, D) at the last prompt token, asked (B, A) labels (-100: not named) → mean CE."""
         losses = [
             F.cross_entropy(head(hidden), asked[:, a], reduction="sum") for a, head in enumerate(self.heads)
         ]
         return torch.stack(losses).sum() / (asked >= 0).sum().clamp(min=1)
-
-
-def unnamed_as_class(asked: torch.Tensor) -> torch.Tensor:
-    """(B, A) :func:`asked_labels` with every attribute a summary document's question does not name set to
-    the extra class ``len(values)`` ("not named"); rows of other documents (all -100) stay without loss.
-
-    Why: with unnamed attributes ignored, nothing stops the last prompt token from holding *some* position
-    when a question asks for one ("Where is the small red square?") — a guess the answer can then follow."""
-    sizes = torch.tensor([len(v) for v in ASKED_ATTRIBUTES.values()])
-    summary_rows = (asked >= 0).any(dim=1, keepdim=True)
-    return torch.where(summary_rows & (asked < 0), sizes.expand_as(asked), asked)
 
 
 @contextlib.contextmanager
@@ -469,7 +453,6 @@ def train_language_model(
     log: Callable[[str], None] = print,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
-    summary_unnamed: str = "ignore",
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -483,17 +466,12 @@ def train_language_model(
     (the shape is readable from the last token at ~60% at every layer, from the question's tokens at 92%);
     VPG-C's design (guidance = the last prompt token at a middle layer) assumes a large LLM's summary there.
     ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
-    ``summary_unnamed``: ``"ignore"`` (world v5) — an attribute the question does not name carries no
-    summary loss; ``"class"`` — it is trained as "not named" (:func:`unnamed_as_class`).
     """
-    if summary_unnamed not in ("ignore", "class"):
-        raise ValueError(f"summary_unnamed: expected 'ignore' or 'class', got {summary_unnamed!r}")
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
     model.train()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
-    unnamed_class = summary_unnamed == "class"
-    summary = QuestionSummaryHead(model.config.hidden_size, unnamed_class) if question_summary > 0 else None
+    summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(tokenizer, seed, step * batch_size, batch_size, summary_tasks)
@@ -505,7 +483,7 @@ def train_language_model(
             loss = model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
         if summary is None:
             return loss, ""
-        aux = summary.loss(states[0], unnamed_as_class(batch.asked) if unnamed_class else batch.asked)
+        aux = summary.loss(states[0], batch.asked)
         return loss + question_summary * aux, f" summary {aux.item():.3f}"
 
     params = list(model.parameters()) + (list(summary.parameters()) if summary is not None else [])

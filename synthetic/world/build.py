@@ -136,7 +136,6 @@ def build(
     grounding: bool = False,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
-    summary_unnamed: str = "ignore",
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -145,8 +144,7 @@ def build(
     the same seed this gives the files a full build would, ~17 minutes sooner. ``grounding``: the Q-Former
     also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
-    (0: off; the shipped build uses 0.5), on the documents of ``summary_tasks``; ``summary_unnamed``: what
-    the head learns of an attribute the question does not name (see ``train_language_model``).
+    (0: off; the shipped build uses 0.5), on the documents of ``summary_tasks``.
     """
     import timm
     import transformers
@@ -172,7 +170,6 @@ def build(
             log=log,
             question_summary=question_summary,
             summary_tasks=summary_tasks,
-            summary_unnamed=summary_unnamed,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -222,7 +219,6 @@ def build(
         **({"reused_backbones_from": reused_command} if reuse is not None else {}),
         **({"lm_question_summary": question_summary} if question_summary else {}),
         **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
-        **({"lm_question_summary_unnamed": summary_unnamed} if summary_unnamed != "ignore" else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -271,17 +267,10 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,
         metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
     )  # fmt: skip
-    parser.add_argument(
-        "--lm-question-summary-unnamed", choices=("ignore", "class"), default="ignore",
-        help="an attribute the question does not name: no summary loss (ignore, the shipped build) or a "
-        "'not named' class of its own (class)",
-    )  # fmt: skip
     args = parser.parse_args(argv)
     summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
-    if args.lm_question_summary_unnamed != "ignore" and not args.lm_question_summary:
-        parser.error("--lm-question-summary-unnamed needs --lm-question-summary WEIGHT")
     if args.lm_question_summary and args.reuse_backbones is not None:
         parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
@@ -289,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
-        summary_unnamed=args.lm_question_summary_unnamed,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -301,8 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
     if summary_tasks != SUMMARY_TASKS:
         cmd.append("--lm-question-summary-tasks " + " ".join(summary_tasks))
-    if args.lm_question_summary_unnamed != "ignore":
-        cmd.append(f"--lm-question-summary-unnamed {args.lm_question_summary_unnamed}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

@@ -251,37 +251,6 @@ def test_question_summary_reads_the_last_prompt_token_at_the_input_of_layer_k():
     assert float(head.loss(states[0], torch.full_like(batch.asked, -100))) == 0
 
 
-def test_unnamed_attributes_become_a_class_of_their_own_only_in_summary_documents():
-    from synthetic.world.backbones import (
-        ASKED_ATTRIBUTES,
-        QuestionSummaryHead,
-        asked_labels,
-        train_language_model,
-        unnamed_as_class,
-    )
-
-    position = list(ASKED_ATTRIBUTES).index("position")
-    rng = np.random.default_rng(3)
-    rows = {}
-    for i in range(60):
-        t = TASK_BUILDERS["detail_question"](make_scene(0, i), rng, EVAL_WORDING)
-        rows.setdefault(t.subsets[0], asked_labels(t))
-    caption = asked_labels(TASK_BUILDERS["caption"](make_scene(0, 0), rng, EVAL_WORDING))
-    asked = torch.tensor([rows["position"], rows["colour"], caption])
-    out = unnamed_as_class(asked)
-    sizes = [len(v) for v in ASKED_ATTRIBUTES.values()]
-    # "Where is the small red square?": position is not named, so it is the "not named" class
-    assert asked[0, position] == -100 and out[0, position] == sizes[position]
-    named = asked >= 0
-    assert torch.equal(out[named], asked[named])  # what the question names is unchanged
-    assert bool((out[:2] >= 0).all()) and set(out[2].tolist()) == {-100}  # a caption carries no summary loss
-    head = QuestionSummaryHead(8, unnamed_class=True)
-    assert [h.out_features for h in head.heads] == [n + 1 for n in sizes]
-    assert float(head.loss(torch.randn(3, 8), out)) > 0
-    with pytest.raises(ValueError, match="summary_unnamed"):
-        train_language_model(build_world_tokenizer(), 0, 1, summary_unnamed="drop")
-
-
 def test_tasks_name_their_object_and_balance_their_answers():
     from collections import Counter
 
@@ -404,13 +373,10 @@ def test_question_summary_objective_trains_the_lm_and_is_absent_when_off():
     assert any(not torch.equal(on[k], off[k]) for k in off)
 
 
-@pytest.mark.parametrize(
-    "argv", [["--lm-question-summary-unnamed", "class"], ["--lm-question-summary-tasks", "cloze"]]
-)
-def test_build_refuses_summary_options_without_the_summary(argv, tmp_path, capsys):
+def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
     from synthetic.world.build import main
 
     with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "w"), *argv])
+        main(["--out", str(tmp_path / "w"), "--lm-question-summary-tasks", "cloze"])
     assert "needs --lm-question-summary WEIGHT" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written
