@@ -31,6 +31,8 @@ def _script(name: str):
     [
         ("mini_demon_table", "README.md", "mini-demon",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon.json").read_text()))),
+        ("lm_variants", "docs/tiny_world.md", "lm-variants",
+         lambda m: m.docs_block(json.loads((RESULTS / "lm_variants.json").read_text()))),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics",
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics.json").read_text()))),
         ("vpgc_stages", "docs/tiny_world.md", "vpgc-stages", lambda m: m.docs_block()),
