@@ -157,17 +157,19 @@ def main() -> None:
         print(f"{job[0]} seed {job[1]}: {run['train_cpu_seconds']} CPU s", flush=True)
         return run
 
+    previous = json.loads(args.out.read_text()) if args.merge and args.out.exists() else None
+    if previous is not None and (previous["steps"], previous["n"]) != (args.steps, args.n):
+        parser.error(f"--merge: {args.out} has --steps {previous['steps']} --n {previous['n']}; use the same")
     jobs = [(v, s) for v in args.variants for s in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
         runs = list(pool.map(child, jobs))
-    previous = json.loads(args.out.read_text())["runs"] if args.merge and args.out.exists() else []
-    keep = [r for r in previous if (r["variant"], r["seed"]) not in set(jobs)]
+    for run in runs:
+        run["commit"] = git_commit(ROOT)
     command = "python benchmarks/lm_variants.py --variants " + " ".join(args.variants)
     command += " --seeds " + " ".join(map(str, args.seeds))
     command += f" --steps {args.steps}" * (args.steps != 2000) + f" --n {args.n}" * (args.n != 200)
-    for run in runs:
-        run["commit"] = git_commit(ROOT)
-    commands = json.loads(args.out.read_text())["commands"] if args.merge and args.out.exists() else []
+    keep = [r for r in (previous or {}).get("runs", []) if (r["variant"], r["seed"]) not in set(jobs)]
+    commands = (previous or {}).get("commands", [])
     data = {"commands": [*commands, command], "steps": args.steps, "n": args.n, "runs": keep + runs}
     write_results(args.out, data, indent=1)
     print(docs_block(data))
