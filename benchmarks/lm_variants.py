@@ -53,8 +53,9 @@ COLUMNS = [
 ]
 
 
-def run_one(variant: str, seed: int, steps: int, n: int) -> dict[str, Any]:
-    """Train one LM variant in this process and measure its ceilings."""
+def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = None) -> dict[str, Any]:
+    """Train one LM variant in this process and measure its ceilings; ``save``: also write the LM (fp16, as
+    the build ships it) and its tokenizer to ``save/<variant>_seed<seed>``."""
     import torch
 
     from synthetic.world.backbones import train_language_model
@@ -68,6 +69,12 @@ def run_one(variant: str, seed: int, steps: int, n: int) -> dict[str, Any]:
     llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **VARIANTS[variant][1])
     llm.load_state_dict({k: v.half().float() for k, v in llm.state_dict().items()})  # as shipped
     train_cpu = time.process_time() - start
+    if save is not None:  # the build's own writer: fp16 safetensors + tokenizer, swapped in whole
+        from synthetic.world.build import _save_llm
+
+        (save / f"{variant}_seed{seed}").parent.mkdir(parents=True, exist_ok=True)
+        _save_llm(save / f"{variant}_seed{seed}", llm, tokenizer)
+        llm.float()  # exact: the weights were fp16-rounded above
     return {
         "variant": variant,
         "seed": seed,
@@ -80,8 +87,10 @@ def run_one(variant: str, seed: int, steps: int, n: int) -> dict[str, Any]:
 
 
 def _cell(ceilings: dict, task: str, subset: str | None, mode: str) -> float:
-    scores = ceilings[task] if subset is None else ceilings[task]["subsets"]
-    return scores[mode] if subset is None else scores[mode][subset]
+    """A ceiling, or NaN for a subset no instance fell into (tiny ``--n``)."""
+    if subset is None:
+        return ceilings[task][mode]
+    return ceilings[task].get("subsets", {}).get(mode, {}).get(subset, float("nan"))
 
 
 def docs_block(data: dict) -> str:
@@ -128,10 +137,13 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from --out"
     )
+    parser.add_argument(
+        "--save", type=Path, default=None, help="also write each trained LM to SAVE/<variant>_seed<k>"
+    )
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.n)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.n, args.save)))
         return
     if args.docs:
         write_docs_block(docs_block(json.loads(args.out.read_text())))
@@ -151,6 +163,7 @@ def main() -> None:
             str(args.steps),
             "--n",
             str(args.n),
+            *(["--save", str(args.save)] if args.save else []),
         ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
         run = json.loads(out.strip().splitlines()[-1])
