@@ -30,15 +30,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lm_variants.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-# name → (description, train_language_model keyword arguments). "summary" is the shipped world v5 recipe.
+# name → (description, train_language_model keyword arguments). "summary" is world v5's recipe, "summary_w01"
+# the shipped world v6's.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_summary": ("LM loss only (world v4's recipe)", {"question_summary": 0.0}),
     "summary": (
-        "+ question summary 0.5 on detail-question and cloze documents (world v5, shipped)",
+        "+ question summary 0.5 on detail-question and cloze documents (world v5)",
         {"question_summary": 0.5, "summary_tasks": ("detail_question", "cloze")},
     ),
     "summary_w01": (
-        "as summary, with the summary loss weighted 0.1",
+        "as summary, with the summary loss weighted 0.1 (world v6, shipped)",
         {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")},
     ),
 }

@@ -59,6 +59,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
 TASKS = ("caption", "difference", "which_image", "detail_question", "cloze")
 DETAIL = ("difference", "which_image", "detail_question", "cloze")
+# The question kinds the evaluator scores apart (instance subsets) that the tables show per variant.
+SUBSET_COLUMNS = (("detail_question", "colour"), ("detail_question", "position"), ("cloze", "changed"),
+                  ("cloze", "distractor"))  # fmt: skip
 LM_ONLY = "trainer.fetch_loss_weight=0"  # Cheetah's recipe: the LM loss alone
 FETCH = "trainer.fetch_loss_weight=1.0"  # the LM loss + the fetch loss (the default job's, since world v5)
 # The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only.
@@ -273,6 +276,16 @@ def tables(data: dict) -> str:
         cells.append(_mean_std(_values(runs, v, lambda t: t["cloze"]["subsets"].get("unchanged"))))
         cells.append(_mean_std(_values(runs, v, lambda t: t["difference"]["subsets"].get("unchanged"))))
         lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
+    kinds = [(task, kind) for task, kind in SUBSET_COLUMNS
+             if any(kind in r["tasks"][task]["subsets"] for r in runs.values())]  # fmt: skip
+    if kinds:
+        lines += ["", "Per question kind (same runs; accuracy on the instances of each kind):", "",
+                  "| variant | " + " | ".join(f"{t}: {k}" for t, k in kinds) + " |",
+                  "|---" * (len(kinds) + 1) + "|"]  # fmt: skip
+        for v in present:
+            cells = [_mean_std(_values(runs, v, lambda t, task=task, k=k: t[task]["subsets"].get(k)))
+                     for task, k in kinds]  # fmt: skip
+            lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
     if {"c", "f", "f3k", "h3k", "w3k", "sc"} & set(present):
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
                   "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip

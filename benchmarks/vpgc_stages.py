@@ -56,15 +56,16 @@ from vpgkit.modules import VPGC
 from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "vpgc_stages.json"
-# The docs table's columns: the build before this one (measured on a checkout of it), the shipped one, and the
-# shipped ViT + LM with a Q-Former built with --qformer-grounding, and a full build with --qformer-grounding and
-# --lm-question-summary 0.5.
+# The docs table's columns: each world since v3 (world v3 measured on a checkout of its commit), and the two
+# builds between v4 and v5 (v4's ViT + LM with a --qformer-grounding Q-Former; --lm-question-summary 0.5 on
+# every task that names an object).
 DOCS_COLUMNS = {
     "world v3": RESULTS.with_name("vpgc_stages_world_v3.json"),
     "world v4": RESULTS.with_name("vpgc_stages_world_v4.json"),
     "v4 + grounded Q-Former": RESULTS.with_name("vpgc_stages_grounded.json"),
     "+ question-summary LM": RESULTS.with_name("vpgc_stages_question_summary.json"),
-    "world v5 (shipped)": RESULTS.with_name("vpgc_stages_world_v5.json"),
+    "world v5": RESULTS.with_name("vpgc_stages_world_v5.json"),
+    "world v6 (shipped)": RESULTS.with_name("vpgc_stages_world_v6.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {

@@ -51,19 +51,19 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
 
 @pytest.mark.slow
 def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_images(tmp_path):
-    """The direction of the README's effect, on control-proof metrics: 300 steps of the default job and of
-    the same job with the guidance held at zero, run side by side. With guidance, cloze and detail
-    questions rise; with both images blank the guided model falls back (measured here: cloze 43.3 against
-    35.0 without guidance and 28.3 blank; detail questions 31.7 against 26.7; before difference questions
-    got the fetch box of the region they name, 50.0 / 30.0 / 36.7 and 40.0 / 30.0). One run of 60 items per
-    task moves by several points, so the margins are below the measured effect; the README's table, 1000
-    steps and 3 seeds, measures its size."""
+    """The direction of the README's effect, on control-proof metrics: 600 steps of the default job and of
+    the same job with the guidance held at zero, run side by side. With guidance, detail questions and cloze
+    rise; with both images blank the guided model falls back (measured on world v6: detail questions 48.3
+    against 21.7 without guidance and 20.0 blank; cloze 41.7 against 28.3 without guidance and 33.3 blank;
+    at 300 steps cloze had not yet moved, 35.0 / 30.0 / 33.3). One run of 60 items per task moves by several
+    points, so the margins are below the measured effect; the README's table, 1000 steps and 3 seeds,
+    measures its size."""
     import os
     import subprocess
     import sys
 
     short = [
-        "trainer.max_steps=300",
+        "trainer.max_steps=600",
         "data.prepare.n_eval=60",
         "trainer.log_with=null",
         "trainer.save_every=0",
@@ -84,6 +84,8 @@ def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_image
         name: json.loads((tmp_path / name / "eval" / "results.json").read_text())["controls"] for name in runs
     }
     guided, plain = scores["guided"], scores["no_guidance"]
-    assert guided["cloze"]["score"] >= plain["cloze"]["score"] + 5
-    assert guided["detail_question"]["score"] > plain["detail_question"]["score"]
-    assert guided["cloze"]["score"] >= guided["cloze"]["variants"]["both_blank"] + 8
+    detail, cloze = guided["detail_question"], guided["cloze"]
+    assert detail["score"] >= plain["detail_question"]["score"] + 10
+    assert detail["score"] >= detail["variants"]["both_blank"] + 10
+    assert cloze["score"] >= plain["cloze"]["score"] + 5
+    assert cloze["score"] > cloze["variants"]["both_blank"]

@@ -52,6 +52,10 @@ def _script(name: str):
          lambda m: m.breakdown_block(json.loads((RESULTS / "default_job_breakdown.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-grounded",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_grounded.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-question-summary",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_question_summary.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v5",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v5.json").read_text()))),
     ],
 )  # fmt: skip
 def test_results_block_is_generated_from_its_results_file(script, page, marker, make):

@@ -11,7 +11,7 @@ Three stages, each a function of (seed, steps) on scenes generated on the fly:
    small ones are **added to the hidden states at the input of decoder layer** :data:`INJECT_LAYER`
    (a forward pre-hook, the path VPG-C's residual takes; rescaled to the hidden state's norm there),
    sometimes on top of another object at the input; so layers ≥ k learn to read content injected there. Only the answers carry loss.
-   With ``question_summary`` (0.5 in the shipped build) a :class:`QuestionSummaryHead` also reads what the
+   With ``question_summary`` (0.1 in the shipped build) a :class:`QuestionSummaryHead` also reads what the
    question names about its object from the last prompt token at the input of layer k (VPG-C's guidance).
 2. :func:`train_vision_encoder` — a :class:`~vpgkit.backbones.TimmEvaEncoder` (``tiny_world`` preset)
    learns to tell, for each of the 9 grid cells, whether it holds an object and that object's colour,

@@ -144,7 +144,7 @@ def build(
     the same seed this gives the files a full build would, ~17 minutes sooner. ``grounding``: the Q-Former
     also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
-    (0: off; the shipped build uses 0.5), on the documents of ``summary_tasks``.
+    (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     """
     import timm
     import transformers
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to hold what a question names about its object in the last prompt token "
-        "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off; the shipped build uses 0.5)",
+        "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off; the shipped build uses 0.1)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,

@@ -200,7 +200,7 @@ def test_asked_labels_name_only_what_the_question_says_about_its_object():
         for task, build in TASK_BUILDERS.items():
             t = build(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING)
             labels = dict(zip(ASKED_ATTRIBUTES, asked_labels(t), strict=True))
-            # --lm-question-summary-tasks: a task left out gets no labels (world v5 leaves out which-image)
+            # --lm-question-summary-tasks: a task left out gets no labels (worlds v5 and v6 leave out which-image)
             assert set(asked_labels(t, tuple(x for x in TASK_BUILDERS if x != task))) == {-100}
             if task in ("caption", "difference"):
                 assert set(labels.values()) == {-100}
