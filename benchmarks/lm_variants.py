@@ -42,6 +42,24 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary, with the summary loss weighted 0.1 (world v6, shipped)",
         {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")},
     ),
+    "summary_w01_all": (
+        "as summary_w01, with the summary on which-image documents too",
+        {"question_summary": 0.1, "summary_tasks": ("detail_question", "which_image", "cloze")},
+    ),
+    "summary_w01_which40": (
+        "as summary_w01, with which-image 40% of the documents (25% in the build; the others scaled down)",
+        {
+            "question_summary": 0.1,
+            "summary_tasks": ("detail_question", "cloze"),
+            "task_weights": {
+                "caption": 0.12,
+                "detail_question": 0.16,
+                "difference": 0.16,
+                "which_image": 0.4,
+                "cloze": 0.16,
+            },
+        },
+    ),
 }
 COLUMNS = [
     ("which_image", None),

@@ -225,14 +225,18 @@ def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImag
 
 
 def _lm_document(
-    seed: int, i: int, summary_tasks: tuple[str, ...] = SUMMARY_TASKS
+    seed: int,
+    i: int,
+    summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
+    task_weights: dict[str, float] = LM_TASK_WEIGHTS,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
-    """:func:`lm_example` plus the document's :func:`asked_labels`."""
+    """:func:`lm_example` plus the document's :func:`asked_labels`; ``task_weights``: how often each task
+    is drawn (default :data:`LM_TASK_WEIGHTS`)."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
-    names = list(LM_TASK_WEIGHTS)
-    weights = np.array([LM_TASK_WEIGHTS[n] for n in names])
+    names = list(task_weights)
+    weights = np.array([task_weights[n] for n in names])
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
     instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING)
     images = [slot_image(s, f, rng, layered) for s, f in zip(instance.scenes, instance.focus, strict=True)]
@@ -315,15 +319,20 @@ class SlotBatch:
 
 
 def lm_batch(
-    tokenizer, seed: int, first_doc: int, size: int, summary_tasks: tuple[str, ...] = SUMMARY_TASKS
+    tokenizer,
+    seed: int,
+    first_doc: int,
+    size: int,
+    summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
+    task_weights: dict[str, float] = LM_TASK_WEIGHTS,
 ) -> SlotBatch:
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
-    ``asked`` labels only for documents of ``summary_tasks``."""
+    ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     rows, images, asked = [], [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
-        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks)
+        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks, task_weights)
         images += doc_images
         asked.append(doc_asked)
         for text, loss in segments:
@@ -453,6 +462,7 @@ def train_language_model(
     log: Callable[[str], None] = print,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
+    task_weights: dict[str, float] = LM_TASK_WEIGHTS,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -466,6 +476,8 @@ def train_language_model(
     (the shape is readable from the last token at ~60% at every layer, from the question's tokens at 92%);
     VPG-C's design (guidance = the last prompt token at a middle layer) assumes a large LLM's summary there.
     ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
+    ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
+    ``benchmarks/lm_variants.py`` tries others).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -474,7 +486,7 @@ def train_language_model(
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch = lm_batch(tokenizer, seed, step * batch_size, batch_size, summary_tasks)
+        batch = lm_batch(tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights)
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         capture = (
             last_prompt_states(model, batch.labels, INJECT_LAYER) if summary else contextlib.nullcontext()

@@ -148,6 +148,22 @@ def test_lm_documents_show_the_objects_their_answers_need_in_slots_at_the_input_
     assert VPGCConfig.preset("tiny_world").layer == INJECT_LAYER  # the LM reads where VPG-C writes
 
 
+def test_lm_batches_draw_their_tasks_by_the_weights_given():
+    from synthetic.world.backbones import LM_TASK_WEIGHTS, lm_batch
+
+    tok = build_world_tokenizer()
+
+    def answers(batch) -> set[str]:
+        return {tok.decode(row[row != -100], skip_special_tokens=True).strip() for row in batch.labels}
+
+    which_only = lm_batch(tok, 0, 0, 12, task_weights={"which_image": 1.0})
+    assert answers(which_only) == {"first", "second"}  # only which-image answers
+    default = lm_batch(tok, 0, 0, 12)
+    same = lm_batch(tok, 0, 0, 12, task_weights=dict(LM_TASK_WEIGHTS))
+    assert torch.equal(default.input_ids, same.input_ids)  # the build's draw is the default
+    assert not answers(default) <= {"first", "second"}
+
+
 def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_before_layer_k():
     from transformers import LlamaForCausalLM
 
