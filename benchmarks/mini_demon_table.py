@@ -25,6 +25,7 @@ no-vision rule computed from the task files):
                               VPG-C's attention pulled onto the box of the object each synthetic sample is
                               about; not Cheetah's recipe — vpgkit.training.fetch): the same runs as (c),
                               (d), (e) since world v5, named apart in results of earlier builds
+    (c2k), (e2k)              (c) and (e) twice as long: 2000 synthetic samples and 2000 steps
     scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
                               --scaling-seeds says otherwise)
 
@@ -102,6 +103,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "se": (
         "(se) VPG-C + synthetic + fetch loss, no guidance",
         [FETCH, "+model.vpgc_overrides.guidance=false"],
+    ),
+    # The default job twice as long (2000 synthetic samples, 2000 steps), with and without guidance.
+    "c2k": (
+        "(c) with 2000 synthetic samples and 2000 steps",
+        ["data.prepare.n_edits=2000", "trainer.max_steps=2000"],
+    ),
+    "e2k": (
+        "(e) with 2000 synthetic samples and 2000 steps",
+        ["data.prepare.n_edits=2000", "trainer.max_steps=2000", "+model.vpgc_overrides.guidance=false"],
     ),
 }
 SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
@@ -286,7 +296,7 @@ def tables(data: dict) -> str:
             cells = [_mean_std(_values(runs, v, lambda t, task=task, k=k: t[task]["subsets"].get(k)))
                      for task, k in kinds]  # fmt: skip
             lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
-    if {"c", "f", "f3k", "h3k", "w3k", "sc"} & set(present):
+    if {"c", "f", "f3k", "h3k", "w3k", "sc", "c2k"} & set(present):
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
                   "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
 
@@ -310,6 +320,8 @@ def tables(data: dict) -> str:
             ("(sc) − (sd)", "sc", "sd"),
             ("(sc) − (se)", "sc", "se"),
             ("(sc) − (c)", "sc", "c"),
+            ("(c2k) − (e2k)", "c2k", "e2k"),
+            ("(c2k) − (c)", "c2k", "c"),
         )
         for name, one, other in pairs:
             if one not in present or other not in present:
@@ -321,7 +333,7 @@ def tables(data: dict) -> str:
                 spread = f"2σ {2 * max(c[1], o[1]):.1f}" if min(c[2], o[2]) > 1 else "1 seed"
                 cells.append(f"{diff:+.1f} ({spread})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for v in ("c", "f", "f3k", "h3k", "w3k", "sc"):
+        for v in ("c", "f", "f3k", "h3k", "w3k", "sc", "c2k"):
             if v in present:
                 gains = [
                     _mean_std(_values(runs, v, lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS
