@@ -78,6 +78,7 @@ def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = Non
     import torch
 
     from synthetic.world.backbones import train_language_model
+    from synthetic.world.build import round_to_fp16, save_llm
     from synthetic.world.diagnostics import lm_ceilings
     from synthetic.world.language import build_world_tokenizer
 
@@ -86,13 +87,11 @@ def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = Non
     tokenizer = build_world_tokenizer()
     start = time.process_time()
     llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **VARIANTS[variant][1])
-    llm.load_state_dict({k: v.half().float() for k, v in llm.state_dict().items()})  # as shipped
+    round_to_fp16(llm)  # as shipped
     train_cpu = time.process_time() - start
     if save is not None:  # the build's own writer: fp16 safetensors + tokenizer, swapped in whole
-        from synthetic.world.build import _save_llm
-
-        (save / f"{variant}_seed{seed}").parent.mkdir(parents=True, exist_ok=True)
-        _save_llm(save / f"{variant}_seed{seed}", llm, tokenizer)
+        save.mkdir(parents=True, exist_ok=True)
+        save_llm(save / f"{variant}_seed{seed}", llm, tokenizer)
         llm.float()  # exact: the weights were fp16-rounded above
     return {
         "variant": variant,

@@ -77,7 +77,17 @@ def _save_safetensors(path: Path, state: dict[str, torch.Tensor]) -> None:
         raise
 
 
-def _save_llm(directory: Path, llm, tokenizer) -> None:
+def round_to_fp16(module: torch.nn.Module) -> None:
+    """Round ``module``'s weights to fp16 in place, keeping fp32 storage: the values the build ships.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 2); round_to_fp16(m); m.weight.dtype
+        torch.float32
+    """
+    module.load_state_dict({k: v.half().float() for k, v in module.state_dict().items()})
+
+
+def save_llm(directory: Path, llm, tokenizer) -> None:
     """``save_pretrained`` into a temporary sibling, then swap it in (a killed build leaves the old one)."""
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=".llm.", suffix=".tmp"))
     try:
@@ -173,8 +183,8 @@ def build(
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
-    vit.load_state_dict({k: v.half().float() for k, v in vit.state_dict().items()})
-    llm.load_state_dict({k: v.half().float() for k, v in llm.state_dict().items()})
+    round_to_fp16(vit)
+    round_to_fp16(llm)
     qformer, trained["qformer"] = train_qformer(
         vit, llm, tokenizer, seed, steps["qformer"], log=log, grounding=grounding
     )
@@ -183,7 +193,7 @@ def build(
     log(format_diagnostics(diagnostics))
     if reuse is None:
         _save_safetensors(out / "eva.safetensors", vit.state_dict())
-        _save_llm(out / "llm", llm, tokenizer)
+        save_llm(out / "llm", llm, tokenizer)
     elif reuse.resolve() != out.resolve():
         _copy_backbones(reuse, out)
     _save_safetensors(out / "qformer.safetensors", qformer.state_dict())
