@@ -51,6 +51,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from doc_blocks import write_block
 from results_file import write_results
 
@@ -65,8 +67,10 @@ SUBSET_COLUMNS = (("detail_question", "colour"), ("detail_question", "position")
                   ("cloze", "distractor"))  # fmt: skip
 LM_ONLY = "trainer.fetch_loss_weight=0"  # Cheetah's recipe: the LM loss alone
 FETCH = "trainer.fetch_loss_weight=1.0"  # the LM loss + the fetch loss (the default job's, since world v5)
-# The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only.
-DETAIL_DATA = ["+data.prepare.tasks={detail_question:1.0}", "data.prepare.n_edits=4000", "optim.lr=1.0e-3"]
+# The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only, 1000 steps
+# (the default job's length when they were run; variants that name another length override it).
+DETAIL_DATA = ["+data.prepare.tasks={detail_question:1.0}", "data.prepare.n_edits=4000", "optim.lr=1.0e-3",
+               "trainer.max_steps=1000"]  # fmt: skip
 DETAIL_ONLY = [*DETAIL_DATA, LM_ONLY]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "a": ("(a) base VPG", []),
@@ -104,7 +108,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(se) VPG-C + synthetic + fetch loss, no guidance",
         [FETCH, "+model.vpgc_overrides.guidance=false"],
     ),
-    # The default job twice as long (2000 synthetic samples, 2000 steps), with and without guidance.
+    # World v6's first table: the default job (then 1000 samples, 1000 steps) twice as long, with and without
+    # guidance. Since the default job is this long, (c) and (e) are the same runs.
     "c2k": (
         "(c) with 2000 synthetic samples and 2000 steps",
         ["data.prepare.n_edits=2000", "trainer.max_steps=2000"],
@@ -116,7 +121,17 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 # The trained variants whose gain over the best no-vision rule the checks table reports.
 CHECKED = ("c", "f", "f3k", "h3k", "w3k", "sc", "c2k")
-SCALING = {"x0.25": 250, "x0.5": 500, "x2": 2000}  # the default job has 1000 synthetic samples
+# Data scaling of (c): synthetic samples as a multiple of the default job's (the recipe's data.prepare.n_edits).
+SCALING = {"x0.25": 0.25, "x0.5": 0.5, "x2": 2.0}
+# Results files written before the default job moved to 2000 samples and 2000 steps do not say its size.
+LEGACY_DEFAULT_JOB = {"n_edits": 1000, "max_steps": 1000}
+
+
+def default_job() -> dict[str, int]:
+    """Synthetic samples and training steps of the default job, read from the shipped recipe files."""
+    data = yaml.safe_load((ROOT / "recipes" / "data" / "tiny_world.yaml").read_text())
+    trainer = yaml.safe_load((ROOT / "recipes" / "trainer" / "cpu_world.yaml").read_text())
+    return {"n_edits": int(data["prepare"]["n_edits"]), "max_steps": int(trainer["max_steps"])}
 
 
 def _runs(args) -> list[tuple[str, int, list[str]]]:
@@ -127,7 +142,9 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
     runs = [(v, s, VARIANTS[v][1]) for s in args.seeds for v in wanted]  # (a) comes from the (c) runs
     if args.scaling:
         runs += [
-            (k, s, [f"data.prepare.n_edits={n}"]) for k, n in SCALING.items() for s in args.scaling_seeds
+            (k, s, [f"data.prepare.n_edits={round(f * default_job()['n_edits'])}"])
+            for k, f in SCALING.items()
+            for s in args.scaling_seeds
         ]
     return runs
 
@@ -357,11 +374,13 @@ def tables(data: dict) -> str:
                          for k in TASKS]  # fmt: skip
                 lines.append(f"| {name} ({', '.join(map(str, both))}) | " + " | ".join(cells) + " |")
     scaling = [k for k in SCALING if any(r["variant"] == k for r in runs.values())]
+    job = data.get("default_job", LEGACY_DEFAULT_JOB)
     if scaling:
-        lines += ["", "Data scaling of (c) (synthetic samples; the default is 1000):", "",
+        base = job["n_edits"]
+        lines += ["", f"Data scaling of (c) (synthetic samples, {job['max_steps']} steps; the default is {base}):", "",
                   "| samples | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
         seeds_here = {r["seed"] for r in runs.values() if r["variant"] in scaling}
-        for n, v in sorted([(SCALING[k], k) for k in scaling] + [(1000, "c")]):
+        for n, v in sorted([(round(SCALING[k] * base), k) for k in scaling] + [(base, "c")]):
             cells = [
                 _mean_std([r["tasks"][t]["score"] for r in runs.values()
                            if r["variant"] == v and r["seed"] in seeds_here])
@@ -415,7 +434,12 @@ def main() -> None:
     command = "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:])
     if "command" in old:  # a merge: both invocations made the file
         command = f"{old['command']}; {command}"
-    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "runs": {**old["runs"], **runs}}
+    job = old.get("default_job", LEGACY_DEFAULT_JOB if old["runs"] else default_job())
+    if job != default_job():
+        raise SystemExit(f"--merge: {args.results} was made with the default job {job}, the recipe now says "
+                         f"{default_job()}; write a new results file")  # fmt: skip
+    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "default_job": job,
+            "runs": {**old["runs"], **runs}}  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.results, data, indent=1)
     print(tables(data))
