@@ -52,7 +52,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from doc_blocks import write_block
 from results_file import write_results
 
