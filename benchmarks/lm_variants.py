@@ -60,6 +60,13 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             },
         },
     ),
+    # Recoloured which-image pairs differ in one word of one slot: the answer depends on an equality between
+    # the question and a slot, and an LM trained on them alone stays at chance (loss ln 2). Pairs whose
+    # other image lacks the object can be answered by the shape / position match cloze also teaches.
+    "summary_w01_remove50": (
+        "as summary_w01, with half the which-image documents' other image lacking the named object",
+        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze"), "which_remove": 0.5},
+    ),
 }
 COLUMNS = [
     ("which_image", None),

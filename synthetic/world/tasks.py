@@ -192,23 +192,34 @@ def difference_task(
 
 
 def which_image_task(
-    scene: Scene, rng: np.random.Generator, wording: Wording, pick: Picker = random_picker
+    scene: Scene,
+    rng: np.random.Generator,
+    wording: Wording,
+    pick: Picker = random_picker,
+    remove: bool = False,
 ) -> TaskInstance:
-    """The scene and a variant whose named small object has another colour, in random order."""
+    """The scene and a variant whose named small object has another colour, in random order.
+
+    ``remove``: the variant lacks the named object instead (an easier form, for the world LM's training
+    only: mini-DEMON and the synthetic data always recolour)."""
     target = pick(scene, recolourable(scene), rng)
     k = scene.objects.index(target)
-    colours = free_colours(scene, target)
     objects = list(scene.objects)
-    objects[k] = replace(target, colour=colours[int(rng.integers(len(colours)))])
-    variants = [scene, scene.with_objects(objects)]
+    if remove:
+        del objects[k]
+        other = None
+    else:
+        colours = free_colours(scene, target)
+        other = objects[k] = replace(target, colour=colours[int(rng.integers(len(colours)))])
+    variants = [(scene, [target]), (scene.with_objects(objects), [other] if other else [])]
     first = int(rng.integers(2))  # which position shows the named object: balanced
-    scenes = [variants[0], variants[1]] if first == 0 else [variants[1], variants[0]]
+    shown = variants if first == 0 else variants[::-1]
     question = _pick(wording.which_q, rng).format(object="a " + noun_phrase(target))
     # each image is labelled in the text, so the answer can point at a label
     context = f"{ORDINALS[0]} image: {{image#1}} {ORDINALS[1]} image: {{image#2}} {question}"
     return TaskInstance(
-        "which_image", _pick(wording.which, rng), context, scenes, ORDINALS[first],
-        list(ORDINALS[:2]), focus=[[s.objects[k]] for s in scenes], target=target,
+        "which_image", _pick(wording.which, rng), context, [s for s, _ in shown], ORDINALS[first],
+        list(ORDINALS[:2]), focus=[f for _, f in shown], target=target,
     )  # fmt: skip
 
 
