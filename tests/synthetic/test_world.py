@@ -10,6 +10,7 @@ from synthetic.discriminative.captions import DifferenceCaptioner, color_name, p
 from synthetic.world.edits import edit_scene
 from synthetic.world.language import (
     EVAL_WORDING,
+    ORDINALS,
     TRAIN_WORDING,
     build_world_tokenizer,
     detail_question,
@@ -162,6 +163,27 @@ def test_lm_batches_draw_their_tasks_by_the_weights_given():
     same = lm_batch(tok, 0, 0, 12, task_weights=dict(LM_TASK_WEIGHTS))
     assert torch.equal(default.input_ids, same.input_ids)  # the build's draw is the default
     assert not answers(default) <= {"first", "second"}
+
+
+def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_the_default_draw():
+    from synthetic.world.backbones import lm_batch
+    from synthetic.world.tasks import which_image_task
+
+    for i in range(20):
+        t = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING, remove=True)
+        shown = ORDINALS.index(t.response)
+        assert t.target in t.scenes[shown].objects and t.target not in t.scenes[1 - shown].objects
+        assert len(t.scenes[1 - shown].objects) == len(t.scenes[shown].objects) - 1
+        assert t.focus[shown] == [t.target] and t.focus[1 - shown] == []
+        recoloured = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING)
+        assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects)  # mini-DEMON's form
+    tok = build_world_tokenizer()
+    which = {"which_image": 1.0}
+    assert torch.equal(lm_batch(tok, 0, 0, 12, which_remove=0.0).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
+    assert not torch.equal(
+        lm_batch(tok, 0, 0, 12, task_weights=which, which_remove=1.0).input_words,
+        lm_batch(tok, 0, 0, 12, task_weights=which).input_words,
+    )
 
 
 def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_before_layer_k():
