@@ -37,8 +37,15 @@ RESULTS = ROOT / "benchmarks" / "results" / "job_times.json"
 COMMANDS: list[tuple[str, list[str]]] = [
     ("the default: synthesise data, train, mini-DEMON with controls", []),
     ("", ["trainer.max_steps=100"]),
-    ("", ["trainer.max_steps=100", "data.prepare.n_images=200", "data.prepare.n_edits=200",
-          "data.prepare.n_eval=20"]),  # fmt: skip
+    (
+        "",
+        [
+            "trainer.max_steps=100",
+            "data.prepare.n_images=200",
+            "data.prepare.n_edits=200",
+            "data.prepare.n_eval=20",
+        ],
+    ),
     ("random tiny backbones", ["recipe=vpgc_toy"]),
 ]
 STEP_LINE = re.compile(r"^(\S+ \S+) INFO step (\d+): ")
