@@ -6,8 +6,9 @@ no-vision rule computed from the task files):
 
     (a) base VPG              the (c) runs' model without its adapter (VPG-C is exactly zero at init)
     (b) VPG-C, captions only  the paper's ablation: no synthetic data
-    (c) VPG-C + synthetic     the default job: guidance and residual at the input of layer k* = 3 of 6; since
-                              world v5 with the fetch loss (``trainer.fetch_loss_weight=1``, the recipe's
+    (c) VPG-C + synthetic     the default job (2000 synthetic samples, 2000 steps; 1000 / 1000 in results
+                              files without ``default_job``): guidance and residual at the input of layer
+                              k* = 3 of 6; since world v5 with the fetch loss (``trainer.fetch_loss_weight=1``, the recipe's
                               default; results files of earlier worlds: LM loss only)
     (cl) ... LM loss only     (c) with ``trainer.fetch_loss_weight=0``: Cheetah's recipe
     (d) ... at k = 0          the guidance is then the last prompt token's *embedding* (the same token
@@ -25,11 +26,13 @@ no-vision rule computed from the task files):
                               VPG-C's attention pulled onto the box of the object each synthetic sample is
                               about; not Cheetah's recipe — vpgkit.training.fetch): the same runs as (c),
                               (d), (e) since world v5, named apart in results of earlier builds
-    (c2k), (e2k)              (c) and (e) twice as long: 2000 synthetic samples and 2000 steps
-    scaling                   (c) with 1/4, 1/2, 2x the synthetic samples (first seed only unless
-                              --scaling-seeds says otherwise)
+    (c2k), (e2k)              (c) and (e) with 2000 synthetic samples and 2000 steps: twice the default
+                              job of world v6's first table; the same runs as (c), (e) since
+    scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
+                              unless --scaling-seeds says otherwise)
 
-    python benchmarks/mini_demon_table.py --seeds 0 1 2               # the README's table (~1 h here)
+    python benchmarks/mini_demon_table.py --seeds 0 1 2 --variants a b c d e cl --scaling --scaling-seeds 0 1 2
+                                                                      # the README's table (~1.5 h here)
     python benchmarks/mini_demon_table.py --seeds 0 --variants c --scaling   # one run + scaling
     python benchmarks/mini_demon_table.py --readme                    # README block from the JSON only
 

@@ -65,7 +65,9 @@ DOCS_COLUMNS = {
     "v4 + grounded Q-Former": RESULTS.with_name("vpgc_stages_grounded.json"),
     "+ question-summary LM": RESULTS.with_name("vpgc_stages_question_summary.json"),
     "world v5": RESULTS.with_name("vpgc_stages_world_v5.json"),
-    "world v6 (shipped)": RESULTS.with_name("vpgc_stages_world_v6.json"),
+    "world v6, 1000 steps": RESULTS.with_name("vpgc_stages_world_v6.json"),
+    # the default job's runs since it trains 2000 steps on 2000 synthetic samples
+    "world v6 (shipped), 2000 steps": RESULTS.with_name("vpgc_stages_world_v6_2k.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {

@@ -56,6 +56,10 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_question_summary.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v5",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v5.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v6-1k",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v6_1k.json").read_text()))),
+        ("job_times", "README.md", "job-times",
+         lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
 )  # fmt: skip
 def test_results_block_is_generated_from_its_results_file(script, page, marker, make):
