@@ -27,7 +27,8 @@ no-vision rule computed from the task files):
                               about; not Cheetah's recipe — vpgkit.training.fetch): the same runs as (c),
                               (d), (e) since world v5, named apart in results of earlier builds
     (c2k), (e2k)              (c) and (e) with 2000 synthetic samples and 2000 steps: twice the default
-                              job of world v6's first table; the same runs as (c), (e) since
+                              job of world v6's first table; the same runs as (c), (e) now that the
+                              default job is that long
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
                               unless --scaling-seeds says otherwise)
 
