@@ -60,9 +60,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
             },
         },
     ),
-    # Recoloured which-image pairs differ in one word of one slot: the answer depends on an equality between
-    # the question and a slot, and an LM trained on them alone stays at chance (loss ln 2). Pairs whose
-    # other image lacks the object can be answered by the shape / position match cloze also teaches.
+    # Recoloured which-image pairs differ in one word of one slot (an equality between the question and a
+    # slot decides the answer); pairs whose other image lacks the object can be told apart by the shape /
+    # position match cloze also needs. Does training on some of those help the recoloured ones?
     "summary_w01_remove50": (
         "as summary_w01, with half the which-image documents' other image lacking the named object",
         {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze"), "which_remove": 0.5},

@@ -47,6 +47,7 @@ wall times) and prints the tables; ``--readme`` rewrites the README block betwee
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -55,7 +56,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from doc_blocks import write_block
 from results_file import write_results
 
@@ -130,11 +130,18 @@ SCALING = {"x0.25": 0.25, "x0.5": 0.5, "x2": 2.0}
 LEGACY_DEFAULT_JOB = {"n_edits": 1000, "max_steps": 1000}
 
 
+@functools.cache
 def default_job() -> dict[str, int]:
-    """Synthetic samples and training steps of the default job, read from the shipped recipe files."""
-    data = yaml.safe_load((ROOT / "recipes" / "data" / "tiny_world.yaml").read_text())
-    trainer = yaml.safe_load((ROOT / "recipes" / "trainer" / "cpu_world.yaml").read_text())
-    return {"n_edits": int(data["prepare"]["n_edits"]), "max_steps": int(trainer["max_steps"])}
+    """Synthetic samples and training steps of the default job, from the config Hydra composes for
+    ``python -m vpgkit.train`` (recipe ``vpgc``)."""
+    from hydra import compose, initialize_config_module
+
+    from vpgkit.config import register_schema
+
+    register_schema()  # the recipes' defaults name vpgkit's structured schema
+    with initialize_config_module(config_module="vpgkit.recipes", version_base=None):
+        cfg = compose(config_name="train", overrides=["recipe=vpgc"])
+    return {"n_edits": int(cfg.data.prepare.n_edits), "max_steps": int(cfg.trainer.max_steps)}
 
 
 def _runs(args) -> list[tuple[str, int, list[str]]]:
@@ -432,16 +439,17 @@ def main() -> None:
         update_readme(readme_block(data), ROOT / page, block)
         return
     args.scaling_seeds = args.scaling_seeds or args.seeds[:1]
-    runs = run_all(args)
     old = json.loads(args.results.read_text()) if args.merge and args.results.exists() else {"runs": {}}
+    # checked before any run: a merge must not mix runs of two default jobs in one table
+    made_with = old.get("default_job", LEGACY_DEFAULT_JOB) if old["runs"] else default_job()
+    if made_with != default_job():
+        parser.error(f"--merge: {args.results} was made with the default job {made_with}, the recipe now "
+                     f"composes {default_job()}; write a new results file")  # fmt: skip
+    runs = run_all(args)
     command = "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:])
     if "command" in old:  # a merge: both invocations made the file
         command = f"{old['command']}; {command}"
-    job = old.get("default_job", LEGACY_DEFAULT_JOB if old["runs"] else default_job())
-    if job != default_job():
-        raise SystemExit(f"--merge: {args.results} was made with the default job {job}, the recipe now says "
-                         f"{default_job()}; write a new results file")  # fmt: skip
-    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "default_job": job,
+    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "default_job": default_job(),
             "runs": {**old["runs"], **runs}}  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.results, data, indent=1)

@@ -85,3 +85,24 @@ def test_results_files_are_written_whole_or_not_at_all(tmp_path):
         write_results(path, {"x": object()})  # fails while serialising
     assert json.loads(path.read_text()) == {"b": 1, "a": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_before_running(
+    tmp_path, monkeypatch
+):
+    table = _script("mini_demon_table")
+    assert table.default_job() == {
+        "n_edits": 2000,
+        "max_steps": 2000,
+    }  # what `python -m vpgkit.train` composes
+    # the scaling runs are multiples of the default job's synthetic samples
+    args = type("Args", (), {"seeds": [0], "variants": ["c"], "scaling": True, "scaling_seeds": [0]})
+    assert sorted(o for tag, _, (o, *_) in [r for r in table._runs(args) if r[0] != "c"]) == [
+        "data.prepare.n_edits=1000", "data.prepare.n_edits=4000", "data.prepare.n_edits=500"
+    ]  # fmt: skip
+    # a results file made with the 1000-sample default (no default_job recorded) is not merged into
+    monkeypatch.setattr(table, "run_all", lambda args: pytest.fail("ran before checking the merge"))
+    monkeypatch.setattr(sys, "argv", ["mini_demon_table.py", "--merge", "--out", str(tmp_path),
+                                      "--results", str(RESULTS / "mini_demon_world_v6_1k.json")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        table.main()
