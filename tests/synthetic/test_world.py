@@ -166,7 +166,9 @@ def test_lm_batches_draw_their_tasks_by_the_weights_given():
 
 
 def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_the_default_draw():
-    from synthetic.world.backbones import lm_batch
+    from synthetic.discriminative.captions import located
+    from synthetic.world.backbones import _lm_document, lm_batch
+    from synthetic.world.scene import POSITIONS
     from synthetic.world.tasks import which_image_task
 
     for i in range(20):
@@ -178,12 +180,25 @@ def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_
         recoloured = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING)
         assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects)  # mini-DEMON's form
     tok = build_world_tokenizer()
-    which = {"which_image": 1.0}
     assert torch.equal(lm_batch(tok, 0, 0, 12, which_remove=0.0).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
-    assert not torch.equal(
-        lm_batch(tok, 0, 0, 12, task_weights=which, which_remove=1.0).input_words,
-        lm_batch(tok, 0, 0, 12, task_weights=which).input_words,
-    )
+
+    def images_with_its_cell(which_remove: float) -> list[int]:
+        """Per LM document: how many of its two images show an object where the named object is."""
+        counts = []
+        for d in range(12):
+            segments, images, _ = _lm_document(
+                0, d, task_weights={"which_image": 1.0}, which_remove=which_remove
+            )
+            named = next(
+                p for p in POSITIONS if located(p) in segments[-2][0]
+            )  # the question, before the answer
+            counts.append(
+                sum(any(o and o.position == named for o in im.at_input + im.at_layer) for im in images)
+            )
+        return counts
+
+    assert images_with_its_cell(1.0) == [1] * 12  # the other image lacks the object
+    assert images_with_its_cell(0.0) == [2] * 12  # mini-DEMON's form: recoloured in place
 
 
 def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_before_layer_k():
