@@ -190,8 +190,7 @@ def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_
                 0, d, task_weights={"which_image": 1.0}, which_remove=which_remove
             )
             question = segments[-2][0]  # the user turn, before the answer
-            # the longest match: "at the top" is also part of "at the top right"-style phrases
-            named = max((p for p in POSITIONS if located(p) in question), key=lambda p: len(located(p)))
+            [named] = [p for p in POSITIONS if located(p) in question]  # one position phrase per question
             counts.append(
                 sum(any(o and o.position == named for o in im.at_input + im.at_layer) for im in images)
             )
