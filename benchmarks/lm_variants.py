@@ -65,7 +65,35 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # position match cloze also needs. Does training on some of those help the recoloured ones?
     "summary_w01_remove50": (
         "as summary_w01, with half the which-image documents' other image lacking the named object",
-        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze"), "which_remove": 0.5},
+        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze"), "which_forms": {"remove": 0.5}},
+    ),
+    # A recoloured pair can only be told apart by matching the question's colour against a slot *and* reading
+    # which image that slot is in; neither step pays off without the other. The "alone" form (the object
+    # against an empty image) rewards reading an image's identity on its own; position questions about one
+    # of two same-shape objects reward matching by colour. Do the two footholds together unlock the recolour?
+    "summary_w01_curriculum": (
+        "as summary_w01, with which-image documents a third each: object alone vs an empty image, other "
+        "image lacking the object, recoloured",
+        {
+            "question_summary": 0.1,
+            "summary_tasks": ("detail_question", "cloze"),
+            "which_forms": {"alone": 1 / 3, "remove": 1 / 3},
+        },
+    ),
+    "summary_w01_curriculum_which40": (
+        "as summary_w01_curriculum, with which-image 40% of the documents and half of them recoloured",
+        {
+            "question_summary": 0.1,
+            "summary_tasks": ("detail_question", "cloze"),
+            "which_forms": {"alone": 0.25, "remove": 0.25},
+            "task_weights": {
+                "caption": 0.12,
+                "detail_question": 0.16,
+                "difference": 0.16,
+                "which_image": 0.4,
+                "cloze": 0.16,
+            },
+        },
     ),
 }
 COLUMNS = [

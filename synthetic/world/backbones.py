@@ -230,19 +230,26 @@ def _lm_document(
     i: int,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
-    which_remove: float = 0.0,
+    which_forms: dict[str, float] | None = None,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
     """:func:`lm_example` plus the document's :func:`asked_labels`; ``task_weights``: how often each task
-    is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_remove``: the share of which-image documents whose
-    other image lacks the named object instead of showing it recoloured (``which_image_task(remove=True)``)."""
+    is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
+    easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
+    ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
     names = list(task_weights)
     weights = np.array([task_weights[n] for n in names])
     task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-    remove = task == "which_image" and which_remove > 0 and bool(rng.random() < which_remove)
-    builder = functools.partial(which_image_task, remove=True) if remove else TASK_BUILDERS[task]
+    builder = TASK_BUILDERS[task]
+    if task == "which_image" and which_forms:  # no draw otherwise: the build's documents stay as they were
+        u, edge = rng.random(), 0.0
+        for form, share in which_forms.items():
+            edge += share
+            if u < edge:
+                builder = functools.partial(which_image_task, form=form)
+                break
     instance = builder(scene, rng, TRAIN_WORDING)
     images = [slot_image(s, f, rng, layered) for s, f in zip(instance.scenes, instance.focus, strict=True)]
     placeholders = " ".join(f"{{image#{k}}}" for k in range(1, len(instance.scenes) + 1))
@@ -330,16 +337,16 @@ def lm_batch(
     size: int,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
-    which_remove: float = 0.0,
+    which_forms: dict[str, float] | None = None,
 ) -> SlotBatch:
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
     ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``; see
-    :func:`_lm_document` for ``which_remove``."""
+    :func:`_lm_document` for ``which_forms``."""
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     rows, images, asked = [], [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
-        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks, task_weights, which_remove)
+        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks, task_weights, which_forms)
         images += doc_images
         asked.append(doc_asked)
         for text, loss in segments:
@@ -470,7 +477,7 @@ def train_language_model(
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
-    which_remove: float = 0.0,
+    which_forms: dict[str, float] | None = None,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -485,8 +492,8 @@ def train_language_model(
     VPG-C's design (guidance = the last prompt token at a middle layer) assumes a large LLM's summary there.
     ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
-    ``benchmarks/lm_variants.py`` tries others). ``which_remove``: the share of which-image documents in the
-    easier form whose other image lacks the named object (0 in the build; see :func:`_lm_document`).
+    ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
+    (none in the build; see :func:`_lm_document`).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -496,7 +503,7 @@ def train_language_model(
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
-            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_remove
+            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms
         )
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         capture = (

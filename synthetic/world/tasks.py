@@ -103,6 +103,9 @@ class TaskInstance:
             self.named = self.target
 
 
+WHICH_FORMS = ("recolour", "remove", "alone")
+
+
 def free_colours(scene: Scene, obj: WorldObject) -> list[str]:
     """Colours ``obj`` can take while every (colour, shape) pair of the scene stays unique."""
     used = {(o.colour, o.shape) for o in scene.objects}
@@ -196,21 +199,26 @@ def which_image_task(
     rng: np.random.Generator,
     wording: Wording,
     pick: Picker = random_picker,
-    remove: bool = False,
+    form: str = "recolour",
 ) -> TaskInstance:
     """The scene and a variant whose named small object has another colour, in random order.
 
-    ``remove``: the variant lacks the named object instead (an easier form, for the world LM's training
-    only: mini-DEMON and the synthetic data always recolour)."""
+    ``form`` (easier forms are for the world LM's training only: mini-DEMON and the synthetic data always
+    recolour): ``"remove"`` — the variant lacks the named object; ``"alone"`` — the named object alone
+    against an empty image (the answer is the one image that shows anything)."""
+    if form not in WHICH_FORMS:
+        raise ValueError(f"which_image_task: form must be one of {WHICH_FORMS}, got {form!r}")
     target = pick(scene, recolourable(scene), rng)
+    if form == "alone":
+        scene = scene.with_objects([target])
     k = scene.objects.index(target)
     objects = list(scene.objects)
-    if remove:
-        del objects[k]
-        other = None
-    else:
+    if form == "recolour":
         colours = free_colours(scene, target)
         other = objects[k] = replace(target, colour=colours[int(rng.integers(len(colours)))])
+    else:
+        del objects[k]
+        other = None
     variants = [(scene, [target]), (scene.with_objects(objects), [other] if other else [])]
     first = int(rng.integers(2))  # which position shows the named object: balanced
     shown = variants if first == 0 else variants[::-1]

@@ -165,29 +165,34 @@ def test_lm_batches_draw_their_tasks_by_the_weights_given():
     assert not answers(default) <= {"first", "second"}
 
 
-def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_the_default_draw():
+def test_which_image_easier_forms_lack_the_object_in_the_other_image_and_leave_the_default_draw():
     from synthetic.discriminative.captions import located
     from synthetic.world.backbones import _lm_document, lm_batch
     from synthetic.world.scene import POSITIONS
     from synthetic.world.tasks import which_image_task
 
     for i in range(20):
-        t = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING, remove=True)
+        t = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING, form="remove")
         shown = ORDINALS.index(t.response)
         assert t.target in t.scenes[shown].objects and t.target not in t.scenes[1 - shown].objects
         assert len(t.scenes[1 - shown].objects) == len(t.scenes[shown].objects) - 1
         assert t.focus[shown] == [t.target] and t.focus[1 - shown] == []
+        alone = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING, form="alone")
+        shown = ORDINALS.index(alone.response)
+        assert alone.scenes[shown].objects == (alone.target,) and alone.scenes[1 - shown].objects == ()
         recoloured = which_image_task(make_scene(0, i), np.random.default_rng(i), EVAL_WORDING)
         assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects)  # mini-DEMON's form
+    with pytest.raises(ValueError, match="form must be one of"):
+        which_image_task(make_scene(0, 0), np.random.default_rng(0), EVAL_WORDING, form="swap")
     tok = build_world_tokenizer()
-    assert torch.equal(lm_batch(tok, 0, 0, 12, which_remove=0.0).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
+    assert torch.equal(lm_batch(tok, 0, 0, 12, which_forms={}).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
 
-    def images_with_its_cell(which_remove: float) -> list[int]:
+    def images_with_its_cell(which_forms: dict[str, float]) -> list[int]:
         """Per LM document: how many of its two images show an object where the named object is."""
         counts = []
         for d in range(12):
             segments, images, _ = _lm_document(
-                0, d, task_weights={"which_image": 1.0}, which_remove=which_remove
+                0, d, task_weights={"which_image": 1.0}, which_forms=which_forms
             )
             question = segments[-2][0]  # the user turn, before the answer
             [named] = [p for p in POSITIONS if located(p) in question]  # one position phrase per question
@@ -196,8 +201,9 @@ def test_which_image_remove_form_lacks_the_object_in_the_other_image_and_leaves_
             )
         return counts
 
-    assert images_with_its_cell(1.0) == [1] * 12  # the other image lacks the object
-    assert images_with_its_cell(0.0) == [2] * 12  # mini-DEMON's form: recoloured in place
+    assert images_with_its_cell({"remove": 1.0}) == [1] * 12  # the other image lacks the object
+    assert images_with_its_cell({"alone": 1.0}) == [1] * 12
+    assert images_with_its_cell({}) == [2] * 12  # mini-DEMON's form: recoloured in place
 
 
 def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_before_layer_k():
