@@ -65,7 +65,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # position match cloze also needs. Does training on some of those help the recoloured ones?
     "summary_w01_remove50": (
         "as summary_w01, with half the which-image documents' other image lacking the named object",
-        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze"), "which_forms": {"remove": 0.5}},
+        {
+            "question_summary": 0.1,
+            "summary_tasks": ("detail_question", "cloze"),
+            "which_forms": {"remove": 0.5},
+        },
     ),
     # A recoloured pair can only be told apart by matching the question's colour against a slot *and* reading
     # which image that slot is in; neither step pays off without the other. The "alone" form (the object
