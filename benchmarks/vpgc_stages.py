@@ -356,7 +356,14 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from DOCS_COLUMNS"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads, recorded (sums, so trained readers, can differ between thread counts)",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.docs:
         write_docs_block(docs_block())
         return
@@ -449,6 +456,7 @@ def residuals(args, processor=None) -> dict[str, dict]:
 def _write(results: dict, out: Path, start: float) -> None:
     """``results`` with its wall time, command and world build, written to ``out``."""
     results["seconds"] = round(time.perf_counter() - start)
+    results["threads"] = torch.get_num_threads()
     results["command"] = "python " + " ".join(sys.argv)
     results["assets"] = provenance()
     out.parent.mkdir(parents=True, exist_ok=True)
