@@ -34,7 +34,6 @@ from ..storage import atomic_write_json
 from .backbones import SUMMARY_TASKS, train_language_model, train_qformer, train_vision_encoder
 from .diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from .language import build_world_tokenizer
-from .tasks import WHICH_FORMS
 
 DEFAULT_STEPS = {"lm": 2000, "vit": 800, "qformer": 600}
 
@@ -147,7 +146,6 @@ def build(
     grounding: bool = False,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
-    which_forms: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -157,8 +155,6 @@ def build(
     also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
-    ``which_forms``: shares of the LM's which-image documents in easier forms (``{"alone": 1/3, "remove":
-    1/3}``; see :func:`~synthetic.world.backbones.train_language_model`; None: all recoloured).
     """
     import timm
     import transformers
@@ -184,7 +180,6 @@ def build(
             log=log,
             question_summary=question_summary,
             summary_tasks=summary_tasks,
-            which_forms=which_forms,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -234,7 +229,6 @@ def build(
         **({"reused_backbones_from": reused_command} if reuse is not None else {}),
         **({"lm_question_summary": question_summary} if question_summary else {}),
         **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
-        **({"lm_which_forms": which_forms} if which_forms else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -246,25 +240,6 @@ def build(
         f"wrote {len(files)} files ({manifest['total_bytes'] / 1e6:.2f} MB) to {out} in {manifest['wall_seconds']} s"
     )
     return manifest
-
-
-def _which_forms(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, float] | None:
-    """``["alone=0.333", "remove=0.333"]`` → ``{"alone": 0.333, "remove": 0.333}`` (None if empty), or a parser
-    error naming the bad item."""
-    forms: dict[str, float] = {}
-    for item in items:
-        form, _, share = item.partition("=")
-        try:
-            value = float(share)
-        except ValueError:
-            value = -1.0
-        if form not in WHICH_FORMS[1:] or not 0 < value <= 1 or form in forms:
-            parser.error(f"--lm-which-forms: expected FORM=SHARE with FORM one of {WHICH_FORMS[1:]} (each once) "
-                         f"and 0 < SHARE <= 1, got {item!r}")  # fmt: skip
-        forms[form] = value
-    if sum(forms.values()) > 1:
-        parser.error(f"--lm-which-forms: the shares add up to {sum(forms.values()):g}, more than 1")
-    return forms or None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,26 +277,17 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,
         metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
     )  # fmt: skip
-    parser.add_argument(
-        "--lm-which-forms", nargs="+", default=[], metavar="FORM=SHARE",
-        help="shares of the LM's which-image documents in easier forms, e.g. alone=0.333 remove=0.333 "
-        "(alone: the named object against an empty image; remove: the other image lacks it; the rest are "
-        "recoloured, mini-DEMON's form; default: all recoloured)",
-    )  # fmt: skip
     args = parser.parse_args(argv)
-    which_forms = _which_forms(parser, args.lm_which_forms)
     summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
-    if (args.lm_question_summary or which_forms) and args.reuse_backbones is not None:
-        parser.error(
-            "--lm-question-summary and --lm-which-forms train the LM; they cannot be combined with --reuse-backbones"
-        )
+    if args.lm_question_summary and args.reuse_backbones is not None:
+        parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
-        question_summary=args.lm_question_summary, summary_tasks=summary_tasks, which_forms=which_forms,
+        question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -333,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
     if summary_tasks != SUMMARY_TASKS:
         cmd.append("--lm-question-summary-tasks " + " ".join(summary_tasks))
-    if which_forms:
-        cmd.append("--lm-which-forms " + " ".join(args.lm_which_forms))
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

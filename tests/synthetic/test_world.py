@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -440,38 +438,3 @@ def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
         main(["--out", str(tmp_path / "w"), "--lm-question-summary-tasks", "cloze"])
     assert "needs --lm-question-summary WEIGHT" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written
-
-
-@pytest.mark.parametrize(
-    "items, message",
-    [
-        (["swap=0.5"], "FORM one of ('remove', 'alone')"),
-        (["alone=x"], "got 'alone=x'"),
-        (["alone=0"], "0 < SHARE <= 1"),
-        (["alone=0.6", "remove=0.6"], "add up to 1.2, more than 1"),
-    ],
-)
-def test_build_refuses_bad_which_forms_before_writing(tmp_path, capsys, items, message):
-    from synthetic.world.build import main
-
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "w"), "--lm-which-forms", *items])
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "w").exists()
-
-
-def test_build_passes_which_forms_to_the_lm_and_records_them(tmp_path, monkeypatch):
-    import synthetic.world.build as world_build
-
-    seen = {}
-
-    def fake_build(out, *args, which_forms=None, **kwargs):
-        seen["which_forms"] = which_forms
-        out.mkdir(parents=True)
-        return {}
-
-    monkeypatch.setattr(world_build, "build", fake_build)
-    world_build.main(["--out", str(tmp_path / "w"), "--lm-which-forms", "alone=0.25", "remove=0.25"])
-    assert seen["which_forms"] == {"alone": 0.25, "remove": 0.25}
-    manifest = json.loads((tmp_path / "w" / "manifest.json").read_text())
-    assert manifest["command"].endswith("--lm-which-forms alone=0.25 remove=0.25")
