@@ -236,6 +236,10 @@ def _lm_document(
     is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
     easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON."""
+    if which_forms and sum(which_forms.values()) > 1:
+        raise ValueError(
+            f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
+        )
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)

@@ -184,6 +184,8 @@ def test_which_image_easier_forms_lack_the_object_in_the_other_image_and_leave_t
         assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects)  # mini-DEMON's form
     with pytest.raises(ValueError, match="form must be one of"):
         which_image_task(make_scene(0, 0), np.random.default_rng(0), EVAL_WORDING, form="swap")
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        _lm_document(0, 0, which_forms={"alone": 0.6, "remove": 0.6})
     tok = build_world_tokenizer()
     assert torch.equal(lm_batch(tok, 0, 0, 12, which_forms={}).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
 
