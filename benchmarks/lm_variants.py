@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lm_variants.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+# world v6's LM recipe (the summary loss at weight 0.1 on detail-question and cloze documents), and the task
+# mix with which-image at 40% of the documents (25% in the build; the others scaled down)
+SUMMARY_W01: dict[str, Any] = {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")}
+WHICH40 = {"caption": 0.12, "detail_question": 0.16, "difference": 0.16, "which_image": 0.4, "cloze": 0.16}
 # name → (description, train_language_model keyword arguments). "summary" is world v5's recipe, "summary_w01"
 # the shipped world v6's.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -40,7 +44,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "summary_w01": (
         "as summary, with the summary loss weighted 0.1 (world v6, shipped)",
-        {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")},
+        SUMMARY_W01,
     ),
     "summary_w01_all": (
         "as summary_w01, with the summary on which-image documents too",
@@ -48,28 +52,14 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "summary_w01_which40": (
         "as summary_w01, with which-image 40% of the documents (25% in the build; the others scaled down)",
-        {
-            "question_summary": 0.1,
-            "summary_tasks": ("detail_question", "cloze"),
-            "task_weights": {
-                "caption": 0.12,
-                "detail_question": 0.16,
-                "difference": 0.16,
-                "which_image": 0.4,
-                "cloze": 0.16,
-            },
-        },
+        SUMMARY_W01 | {"task_weights": WHICH40},
     ),
     # Recoloured which-image pairs differ in one word of one slot (an equality between the question and a
     # slot decides the answer); pairs whose other image lacks the object can be told apart by the shape /
     # position match cloze also needs. Does training on some of those help the recoloured ones?
     "summary_w01_remove50": (
         "as summary_w01, with half the which-image documents' other image lacking the named object",
-        {
-            "question_summary": 0.1,
-            "summary_tasks": ("detail_question", "cloze"),
-            "which_forms": {"remove": 0.5},
-        },
+        SUMMARY_W01 | {"which_forms": {"remove": 0.5}},
     ),
     # A recoloured pair can only be told apart by matching the question's colour against a slot *and* reading
     # which image that slot is in; neither step pays off without the other. The "alone" form (the object
@@ -78,26 +68,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "summary_w01_curriculum": (
         "as summary_w01, with which-image documents a third each: object alone vs an empty image, other "
         "image lacking the object, recoloured",
-        {
-            "question_summary": 0.1,
-            "summary_tasks": ("detail_question", "cloze"),
-            "which_forms": {"alone": 1 / 3, "remove": 1 / 3},
-        },
+        SUMMARY_W01 | {"which_forms": {"alone": 1 / 3, "remove": 1 / 3}},
     ),
     "summary_w01_curriculum_which40": (
         "as summary_w01_curriculum, with which-image 40% of the documents and half of them recoloured",
-        {
-            "question_summary": 0.1,
-            "summary_tasks": ("detail_question", "cloze"),
-            "which_forms": {"alone": 0.25, "remove": 0.25},
-            "task_weights": {
-                "caption": 0.12,
-                "detail_question": 0.16,
-                "difference": 0.16,
-                "which_image": 0.4,
-                "cloze": 0.16,
-            },
-        },
+        SUMMARY_W01 | {"which_forms": {"alone": 0.25, "remove": 0.25}, "task_weights": WHICH40},
     ),
 }
 COLUMNS = [
