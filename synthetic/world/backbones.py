@@ -236,10 +236,6 @@ def _lm_document(
     is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
     easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON."""
-    if which_forms and sum(which_forms.values()) > 1:
-        raise ValueError(
-            f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
-        )
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
@@ -346,6 +342,10 @@ def lm_batch(
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
     ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``; see
     :func:`_lm_document` for ``which_forms``."""
+    if which_forms and sum(which_forms.values()) > 1:  # checked per batch, not per document
+        raise ValueError(
+            f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
+        )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
     rows, images, asked = [], [], []
     for d in range(first_doc, first_doc + size):

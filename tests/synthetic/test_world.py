@@ -184,9 +184,9 @@ def test_which_image_easier_forms_lack_the_object_in_the_other_image_and_leave_t
         assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects)  # mini-DEMON's form
     with pytest.raises(ValueError, match="form must be one of"):
         which_image_task(make_scene(0, 0), np.random.default_rng(0), EVAL_WORDING, form="swap")
-    with pytest.raises(ValueError, match="add up to at most 1"):
-        _lm_document(0, 0, which_forms={"alone": 0.6, "remove": 0.6})
     tok = build_world_tokenizer()
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        lm_batch(tok, 0, 0, 2, which_forms={"alone": 0.6, "remove": 0.6})
     assert torch.equal(lm_batch(tok, 0, 0, 12, which_forms={}).input_ids, lm_batch(tok, 0, 0, 12).input_ids)
 
     def images_with_its_cell(which_forms: dict[str, float]) -> list[int]:
@@ -440,3 +440,33 @@ def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
         main(["--out", str(tmp_path / "w"), "--lm-question-summary-tasks", "cloze"])
     assert "needs --lm-question-summary WEIGHT" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+def test_the_lm_document_stream_is_pinned():
+    """The build's LM documents (first 64, seed 0): unchanged since before ``which_forms`` (sha256 measured at
+    8429c17 and after). A change here changes what the shipped LM was trained on: rebuild the world."""
+    import hashlib
+
+    from synthetic.world.backbones import lm_batch
+
+    b = lm_batch(build_world_tokenizer(), 0, 0, 64)
+    parts = (b.input_ids, b.labels, b.input_words, b.layer_words)
+    digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in parts)).hexdigest()
+    assert digest == "6764c6bfd7948719a87b2a80b9850338c44a90ccf59d28a72603742f06f79464"
+
+
+def test_most_position_questions_need_the_colour_to_pick_their_object():
+    """docs/tiny_world.md: ~70% of the LM's position questions name an object whose shape and size another
+    object of its scene shares, so the question's colour is what picks it out (a colour-matching foothold)."""
+    from synthetic.world.language import TRAIN_WORDING
+    from synthetic.world.tasks import TASK_BUILDERS
+
+    need = []
+    for i in range(1000):
+        scene = make_scene(101, i)  # the LM's scenes of seed 0 (stream 101)
+        t = TASK_BUILDERS["detail_question"](scene, np.random.default_rng(i), TRAIN_WORDING)
+        if t.subsets == ["position"]:
+            o = t.target
+            need.append(sum(x.shape == o.shape and x.size == o.size for x in scene.objects) > 1)
+            assert o.colour in t.context  # the position question names the colour
+    assert 0.6 < np.mean(need) < 0.8, np.mean(need)
