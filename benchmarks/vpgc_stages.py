@@ -173,6 +173,31 @@ def probe_accuracy(x_tr, y_tr, x_te, y_te, classes: int, steps: int = 500) -> fl
         return 100 * float((probe((x_te - mu) / sd).argmax(-1) == y_te).float().mean())
 
 
+# What a detail question names about its object and a reader must match on: a position question names the
+# colour (it tells the object from a same-shape one about 70% of the time), a colour question the cell.
+NAMED = {"position": "colour", "colour": "position"}
+
+
+def named_probe(q_tr: Questions, q_te: Questions) -> dict[str, dict[str, float]]:
+    """Per asked attribute and layer: a linear probe's accuracy (%) on what the question names (:data:`NAMED`)
+    from the last prompt token, with the majority class — the guidance holds the key VPG-C must fetch by."""
+    out = {}
+    for asked, named in NAMED.items():
+        group = list(GROUPS[named])
+
+        def rows(q: Questions, group=group, asked=asked):
+            keep = [j for j, a in enumerate(q.asked) if a == asked]
+            return q.guidance[keep], q.oracle[keep][:, group].argmax(-1)  # the oracle one-hot names it
+
+        (x_tr, y_tr), (x_te, y_te) = rows(q_tr), rows(q_te)
+        majority = 100 * float(np.bincount(y_te.numpy()).max() / len(y_te))
+        out[f"{asked}_question:{named}"] = {"majority": round(majority, 1)} | {
+            str(k): round(probe_accuracy(x_tr[:, k], y_tr, x_te[:, k], y_te, len(group)), 1)
+            for k in range(x_tr.shape[1])
+        }
+    return out
+
+
 class FreeReader(nn.Module):
     """Two rounds of cross-attention from a guidance-derived query over (B, 1, N_v, D_v) ViT tokens."""
 
@@ -281,6 +306,14 @@ def trained_residual(run: Path, processor, n_train: int, n_test: int, train_seed
     return out
 
 
+def _named(results: dict, layer: int) -> str:
+    """The named-attribute probe's cell; "—" for results files made before it was measured."""
+    probe = results.get("guidance_named_probe")
+    if probe is None:
+        return "—"
+    return " / ".join(f"{probe[f'{a}_question:{n}'][str(layer)]}" for a, n in NAMED.items())
+
+
 def _trained(results: dict, variant: str, key: str) -> float:
     """A trained-residual measure of the (first) run of ``variant`` in ``results``."""
     runs = results["trained_residual"]
@@ -295,6 +328,8 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
          lambda r: f"{r['guidance_shape_probe'][str(layer)]} ({r['guidance_shape_probe']['majority']})"),
         (f"1. ... from the mean over the question's tokens at layer {layer}",
          lambda r: str(r["question_mean_shape_probe"][str(layer)])),
+        (f"1. what the question names, from the last prompt token at layer {layer}: colour (position "
+         "questions) / cell (colour questions)", lambda r: _named(r, layer)),
         (f"1. norm of the last prompt token's hidden state at layer {layer}",
          lambda r: str(r["guidance_norm"][str(layer)])),
     ]  # fmt: skip
@@ -403,6 +438,8 @@ def main() -> None:
         "1. shape of the asked object from the last prompt token, per layer:", results["guidance_shape_probe"]
     )
     print("   ... from the mean over the question's tokens, per layer:", results["question_mean_shape_probe"])
+    results["guidance_named_probe"] = named_probe(q_tr, q_te)
+    print("   what the question names (colour / cell), per layer:", results["guidance_named_probe"])
     norms = q_te.guidance.norm(dim=-1).mean(0)
     results["guidance_norm"] = {str(k): round(float(n), 1) for k, n in enumerate(norms)}
     print("   norm of the last prompt token's hidden state, per layer:", results["guidance_norm"])

@@ -36,6 +36,8 @@ def _script(name: str):
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics",
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics.json").read_text()))),
         ("vpgc_stages", "docs/tiny_world.md", "vpgc-stages", lambda m: m.docs_block()),
+        ("which_image_forms", "docs/tiny_world.md", "which-image-forms",
+         lambda m: m.docs_block(json.loads((RESULTS / "which_image_forms.json").read_text()))),
         ("vpgc_step", "benchmarks/README.md", "vpgc-step",
          lambda m: m.readme_block(json.loads((RESULTS / "vpgc_step.json").read_text()))),
         ("synthetic_throughput", "benchmarks/README.md", "synthetic-throughput",

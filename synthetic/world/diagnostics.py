@@ -15,6 +15,7 @@ them on any build and writes ``benchmarks/results/world_diagnostics.json``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,17 @@ from .backbones import (
 )
 from .language import EVAL_WORDING
 from .scene import COLOURS, SHAPES, make_scene
-from .tasks import TASK_BUILDERS, TASK_INFO, render_text
+from .tasks import TASK_BUILDERS, TASK_INFO, TaskInstance, render_text
 
-__all__ = ["DIAGNOSTICS_STREAM", "format_diagnostics", "lm_ceilings", "vit_probe"]
+__all__ = [
+    "DIAGNOSTICS_STREAM",
+    "MODES",
+    "answer_score",
+    "format_diagnostics",
+    "lm_answers",
+    "lm_ceilings",
+    "vit_probe",
+]
 
 DIAGNOSTICS_STREAM = 5500  # scene seeds no build stage and no mini-DEMON uses
 MODES = ("input", "layered")
@@ -71,38 +80,64 @@ def _generate(
     return [tokenizer.decode(row, skip_special_tokens=True).split("###")[0].strip() for row in out]
 
 
-def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, Any]]:
-    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots; for tasks
-    whose instances have subsets (a detail question's kind, a cloze pair changed or not), also
-    ``subsets`` → mode → subset → score."""
+def lm_answers(
+    llm, tokenizer, task: str, mode: str, n: int = 100, batch_size: int = 50, builder: Callable | None = None
+) -> list[tuple[str, TaskInstance]]:
+    """The LM's greedy answers to ``n`` held-out instances of ``task`` (evaluation wording, the diagnostics'
+    own scenes) with perfect slots, all at the input (``mode="input"``) or the small objects added at layer
+    k (``"layered"``): (answer, instance) pairs. ``builder``: another builder of the task's instances from
+    the same scenes and draws (e.g. an easier which-image form); default ``TASK_BUILDERS[task]``.
+
+    Example::
+
+        answers = lm_answers(llm, tokenizer, "which_image", "input", n=10)
+        share_first = sum(a == "first" for a, _ in answers) / len(answers)
+    """
+    if mode not in MODES:
+        raise ValueError(f"lm_answers: mode must be one of {MODES}, got {mode!r}")
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
+    t = list(TASK_BUILDERS).index(task)
+    builder = builder or TASK_BUILDERS[task]
+    out: list[tuple[str, TaskInstance]] = []
+    for start in range(0, n, batch_size):
+        prompts, images, instances = [], [], []
+        for i in range(start, min(n, start + batch_size)):
+            rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
+            instance = builder(make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
+            images += [
+                slot_image(s, f, rng, mode == "layered")
+                for s, f in zip(instance.scenes, instance.focus, strict=True)
+            ]
+            user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
+            sample = Sample("d", [], [Turn("user", user)])
+            prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
+            instances.append(instance)
+        answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24)
+        out += list(zip(answers, instances, strict=True))
+    return out
+
+
+def answer_score(answer: str, instance: TaskInstance) -> float:
+    """One answer's score in [0, 1] by its task's metric (ROUGE-L or choice accuracy)."""
+    if TASK_INFO[instance.task]["metric"] == "rouge_l":
+        return rouge_l(answer, instance.response)
+    return choice_accuracy(answer, instance.response, instance.choices)
+
+
+def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, Any]]:
+    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots
+    (:func:`lm_answers`); for tasks whose instances have subsets (a detail question's kind, a cloze pair
+    changed or not), also ``subsets`` → mode → subset → score."""
     scores: dict[str, dict[str, Any]] = {}
-    for t, task in enumerate(TASK_BUILDERS):
+    for task in TASK_BUILDERS:
         scores[task] = {}
         for mode in MODES:
             values, subsets = [], {}
-            for start in range(0, n, batch_size):
-                prompts, images, instances = [], [], []
-                for i in range(start, min(n, start + batch_size)):
-                    rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
-                    instance = TASK_BUILDERS[task](make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
-                    images += [
-                        slot_image(s, f, rng, mode == "layered")
-                        for s, f in zip(instance.scenes, instance.focus, strict=True)
-                    ]
-                    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
-                    sample = Sample("d", [], [Turn("user", user)])
-                    prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
-                    instances.append(instance)
-                answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24)
-                for answer, instance in zip(answers, instances, strict=True):
-                    if TASK_INFO[task]["metric"] == "rouge_l":
-                        values.append(rouge_l(answer, instance.response))
-                    else:
-                        values.append(choice_accuracy(answer, instance.response, instance.choices))
-                    if task in SUBSET_TASKS:
-                        subsets.setdefault(instance.subsets[0], []).append(values[-1])
+            for answer, instance in lm_answers(llm, tokenizer, task, mode, n, batch_size):
+                values.append(answer_score(answer, instance))
+                if task in SUBSET_TASKS:
+                    subsets.setdefault(instance.subsets[0], []).append(values[-1])
             scores[task][mode] = 100 * float(np.mean(values))
             if subsets:
                 scores[task].setdefault("subsets", {})[mode] = {

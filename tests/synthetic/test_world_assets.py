@@ -85,3 +85,27 @@ def test_a_build_reusing_an_earlier_builds_backbones_writes_the_same_files(tmp_p
             assert set(per_subset) == names
             assert min(per_subset.values()) - 1e-9 <= ceilings[task][mode] <= max(per_subset.values()) + 1e-9
     assert "subsets" not in ceilings["which_image"]
+
+
+def test_lm_answers_pose_a_given_builders_instances_on_the_ceilings_scenes():
+    from functools import partial
+
+    from transformers import LlamaForCausalLM
+
+    from synthetic.world.diagnostics import answer_score, lm_answers
+    from synthetic.world.tasks import which_image_task
+
+    llm = LlamaForCausalLM.from_pretrained(ROOT / "llm", dtype=torch.float32).eval()
+    tok = build_world_tokenizer()
+    alone = partial(which_image_task, form="alone")
+    easy = lm_answers(llm, tok, "which_image", "layered", n=5, batch_size=2, builder=alone)
+    default = lm_answers(llm, tok, "which_image", "layered", n=5, batch_size=2)
+    assert len(easy) == len(default) == 5
+    for (answer, inst), (_, recoloured) in zip(easy, default, strict=True):
+        # the same scene and draw: the same named object, here alone against an empty image
+        assert inst.target == recoloured.target
+        assert sorted(len(s.objects) for s in inst.scenes) == [0, 1]
+        assert [len(s.objects) for s in recoloured.scenes][0] == len(recoloured.scenes[1].objects) > 1
+        assert answer_score(answer, inst) in (0.0, 1.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        lm_answers(llm, tok, "which_image", "middle", n=1)
