@@ -95,6 +95,8 @@ def lm_answers(
     """
     if mode not in MODES:
         raise ValueError(f"lm_answers: mode must be one of {MODES}, got {mode!r}")
+    if task not in TASK_BUILDERS:
+        raise ValueError(f"lm_answers: task must be one of {tuple(TASK_BUILDERS)}, got {task!r}")
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
     t = list(TASK_BUILDERS).index(task)

@@ -105,7 +105,9 @@ def test_lm_answers_pose_a_given_builders_instances_on_the_ceilings_scenes():
         # the same scene and draw: the same named object, here alone against an empty image
         assert inst.target == recoloured.target
         assert sorted(len(s.objects) for s in inst.scenes) == [0, 1]
-        assert [len(s.objects) for s in recoloured.scenes][0] == len(recoloured.scenes[1].objects) > 1
+        assert len(recoloured.scenes[0].objects) == len(recoloured.scenes[1].objects) > 1
         assert answer_score(answer, inst) in (0.0, 1.0)
     with pytest.raises(ValueError, match="mode must be one of"):
         lm_answers(llm, tok, "which_image", "middle", n=1)
+    with pytest.raises(ValueError, match="task must be one of"):
+        lm_answers(llm, tok, "counting", "input", n=1)
