@@ -6,7 +6,9 @@ questions (train: instances of seed ``--train-seed``; test: mini-DEMON's own ins
 1. **Guidance carries the question.** A linear probe reads the asked object's shape (always named by the
    question) from the hidden state of the last prompt token at the input of every decoder layer — what
    VPG-C's guidance is at that layer — and, for comparison, from the mean over the question's tokens (the
-   information is in the text; does the last token gather it?). Control: the majority class.
+   information is in the text; does the last token gather it?); and what the question *names* that a reader
+   must fetch by (the colour for position questions, the cell for colour questions). Control: the majority
+   class.
 2. **The frozen Q-Former can be steered to the asked object.** Readers trained with supervision to give the
    *asked attribute* (colour or position) of the *asked object*, given a guidance vector:
    ``vpgc_frozen_qformer`` — VPG-C's own trainable parts (guided queries, guidance and output projections)
