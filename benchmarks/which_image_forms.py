@@ -42,6 +42,7 @@ def measure(llm_dir: Path, n: int) -> dict[str, dict[str, dict[str, float]]]:
     from synthetic.world.diagnostics import MODES, answer_score, lm_answers
     from synthetic.world.language import build_world_tokenizer
     from synthetic.world.tasks import WHICH_FORMS, which_image_task
+    from vpgkit.evaluation.metrics import choice_accuracy
 
     llm = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).eval()
     tokenizer = build_world_tokenizer()
@@ -52,7 +53,8 @@ def measure(llm_dir: Path, n: int) -> dict[str, dict[str, dict[str, float]]]:
         for mode in MODES:
             answers = lm_answers(llm, tokenizer, "which_image", mode, n, builder=builder)
             score = sum(answer_score(a, inst) for a, inst in answers) / len(answers)
-            first = sum(a.strip().lower() == "first" for a, _ in answers) / len(answers)
+            # the evaluator's own answer-to-option mapping, so "First." counts as "first" as it is scored
+            first = sum(choice_accuracy(a, "first", inst.choices) for a, inst in answers) / len(answers)
             out[form][mode] = {"score": round(100 * score, 1), "first": round(100 * first, 1)}
     return out
 
