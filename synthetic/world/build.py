@@ -49,7 +49,7 @@ def provenance(directory: Path | None = None) -> dict[str, Any]:
     """Which world build a result was measured on: its manifest's command(s) and file sha256 (default: the
     assets this vpgkit loads). Results files store it, since builds with other options share the paths."""
     manifest = json.loads(((directory or default_out()) / "manifest.json").read_text(encoding="utf-8"))
-    keep = ("command", "reused_backbones_from", "qformer_grounding")
+    keep = ("command", "reused_backbones_from", "qformer_grounding", "qformer_grounding_weight")
     return {k: manifest[k] for k in keep if k in manifest} | {
         "sha256": {k: v["sha256"][:16] for k, v in manifest["files"].items() if k.endswith(".safetensors")}
     }
@@ -144,6 +144,7 @@ def build(
     log=print,
     reuse: Path | None = None,
     grounding: bool = False,
+    grounding_weight: float = 1.0,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
 ) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def build(
     ``reuse``: a directory of an earlier build whose ViT and LM (and their manifest entries) are taken as
     they are, so only the Q-Former is trained. It learns against fp16-rounded backbones either way, so with
     the same seed this gives the files a full build would, ~17 minutes sooner. ``grounding``: the Q-Former
-    also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in).
+    also learns :class:`~synthetic.world.backbones.GroundingHead`'s objective (a stage-1 stand-in), its
+    loss scaled by ``grounding_weight``.
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     """
@@ -186,8 +188,9 @@ def build(
     round_to_fp16(vit)
     round_to_fp16(llm)
     qformer, trained["qformer"] = train_qformer(
-        vit, llm, tokenizer, seed, steps["qformer"], log=log, grounding=grounding
-    )
+        vit, llm, tokenizer, seed, steps["qformer"], log=log, grounding=grounding,
+        grounding_weight=grounding_weight,
+    )  # fmt: skip
     # What the frozen backbones can do alone, before any adapter claim (the weights as shipped).
     diagnostics = {"lm_ceilings": lm_ceilings(llm, tokenizer), "vit_probe": vit_probe(vit)}
     log(format_diagnostics(diagnostics))
@@ -213,6 +216,7 @@ def build(
         },
         "presets": {"vision": "tiny_world", "qformer": "tiny_world", "vpgc": "tiny_world"},
         "qformer_grounding": grounding,
+        **({"qformer_grounding_weight": grounding_weight} if grounding_weight != 1.0 else {}),
         "vocab_size": len(tokenizer),
         "stages": reused
         | {
@@ -269,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         "for BLIP-2's stage 1, which lets VPG-C steer it; on in the shipped build)",
     )  # fmt: skip
     parser.add_argument(
+        "--qformer-grounding-weight", type=float, default=1.0, metavar="WEIGHT",
+        help="weight of the grounding loss against the caption loss (default 1; the shipped world v7 uses 4)",
+    )  # fmt: skip
+    parser.add_argument(
         "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to hold what a question names about its object in the last prompt token "
         "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off; the shipped build uses 0.1)",
@@ -281,13 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
+    if args.qformer_grounding_weight != 1.0 and not args.qformer_grounding:
+        parser.error("--qformer-grounding-weight needs --qformer-grounding")
+    if args.qformer_grounding_weight <= 0:
+        parser.error(f"--qformer-grounding-weight must be > 0, got {args.qformer_grounding_weight:g}")
     if args.lm_question_summary and args.reuse_backbones is not None:
         parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
-        question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
+        grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -295,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--threads {args.threads}")
     if args.qformer_grounding:
         cmd.append("--qformer-grounding")
+    if args.qformer_grounding_weight != 1.0:
+        cmd.append(f"--qformer-grounding-weight {args.qformer_grounding_weight:g}")
     if args.lm_question_summary:
         cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
     if summary_tasks != SUMMARY_TASKS:

@@ -416,6 +416,15 @@ def test_grounding_loss_reaches_the_qformers_cross_attention_through_conditioned
     assert head.condition.weight.grad.abs().sum() > 0
 
 
+def test_build_refuses_a_grounding_weight_without_grounding(tmp_path, capsys):
+    from synthetic.world.build import main
+
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "w"), "--qformer-grounding-weight", "4"])
+    assert "needs --qformer-grounding" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
 def test_question_summary_objective_trains_the_lm_and_is_absent_when_off():
     from synthetic.world.backbones import train_language_model
 

@@ -87,6 +87,24 @@ def test_a_build_reusing_an_earlier_builds_backbones_writes_the_same_files(tmp_p
     assert "subsets" not in ceilings["which_image"]
 
 
+def test_grounding_weight_scales_the_grounding_loss_and_is_refused_when_not_positive():
+    from synthetic.world.backbones import train_qformer
+    from synthetic.world.build import _load_backbones
+
+    vit, llm, tok, _ = _load_backbones(ROOT)
+    first = {
+        w: train_qformer(vit, llm, tok, 0, 1, batch_size=4, num_images=8, grounding=True, grounding_weight=w,
+                         log=lambda _: None)[1].losses[0]
+        for w in (1.0, 4.0)
+    }  # fmt: skip
+    caption_only = train_qformer(vit, llm, tok, 0, 1, batch_size=4, num_images=8, log=lambda _: None)[1]
+    # the same batch and initial weights: loss = caption + w · grounding, so the gap grows 3× from w=1 to w=4
+    grounding = first[1.0] - caption_only.losses[0]
+    assert grounding > 0.5 and first[4.0] == pytest.approx(caption_only.losses[0] + 4 * grounding, rel=1e-4)
+    with pytest.raises(ValueError, match="grounding_weight must be > 0"):
+        train_qformer(vit, llm, tok, 0, 1, grounding=True, grounding_weight=0.0)
+
+
 def test_lm_answers_pose_a_given_builders_instances_on_the_ceilings_scenes():
     from functools import partial
 
