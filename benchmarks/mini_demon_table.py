@@ -59,7 +59,7 @@ from pathlib import Path
 from doc_blocks import write_block
 from results_file import write_results
 
-from synthetic.world.build import provenance
+from synthetic.world.build import built_by, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
@@ -408,7 +408,7 @@ def readme_block(data: dict) -> str:
     """The README block: the tables of a results file and the command that made it."""
     made = f"\n\nMade by: `{data['command']}`"
     if "assets" in data:
-        made += f" on the world built by `{data['assets']['command']}`"
+        made += f" on the world built by {built_by(data['assets'])}"
     return tables(data) + made
 
 

@@ -46,7 +46,7 @@ from results_file import write_results
 from torch import nn
 from tqdm import tqdm
 
-from synthetic.world.build import provenance
+from synthetic.world.build import built_by, provenance
 from synthetic.world.language import EVAL_WORDING, Wording
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import COLOURS, SHAPES, render
@@ -365,7 +365,7 @@ def docs_block() -> str:
     """The docs/tiny_world.md block: :func:`stage_table` of :data:`DOCS_COLUMNS` and their commands."""
     data = {label: json.loads(path.read_text()) for label, path in DOCS_COLUMNS.items()}
     commands = "; ".join(
-        f"{label}: `{d['command']}`" + (f" on `{d['assets']['command']}`" if "assets" in d else "")
+        f"{label}: `{d['command']}`" + (f" on {built_by(d['assets'])}" if "assets" in d else "")
         for label, d in data.items()
     )
     return stage_table(data) + f"\n\nMade by: {commands} (world v3 on a checkout of commit e3639f1)"

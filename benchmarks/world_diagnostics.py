@@ -23,6 +23,7 @@ from doc_blocks import write_block
 from results_file import write_results
 from transformers import AutoTokenizer
 
+from synthetic.world.build import built_by
 from synthetic.world.diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from vpgkit.assets import asset_path
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
@@ -34,7 +35,10 @@ RESULTS = ROOT / "benchmarks" / "results" / "world_diagnostics.json"
 
 def docs_block(data: dict) -> str:
     """The docs/tiny_world.md block: the diagnostics of a results file and the commands behind them."""
-    return format_diagnostics(data) + f"\n\nMade by: `{data['command']}` (assets: `{data['assets_command']}`)"
+    assets = built_by(
+        {"command": data["assets_command"], "reused_backbones_from": data.get("assets_reused_from")}
+    )
+    return format_diagnostics(data) + f"\n\nMade by: `{data['command']}` (assets: {assets})"
 
 
 def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
@@ -65,6 +69,7 @@ def main() -> None:
     diagnostics = {"lm_ceilings": lm_ceilings(llm, tok, n=args.n), "vit_probe": vit_probe(vit)}
     manifest = json.loads((args.assets / "manifest.json").read_text())
     result = {"command": f"python benchmarks/world_diagnostics.py --n {args.n}", "assets_command": manifest["command"],
+              **({"assets_reused_from": manifest["reused_backbones_from"]} if "reused_backbones_from" in manifest else {}),
               "assets_sha256": {k: v["sha256"] for k, v in manifest["files"].items()}, **diagnostics}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.out, result, indent=1)

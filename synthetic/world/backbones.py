@@ -798,7 +798,7 @@ def train_qformer(
         )
         targets = torch.stack([object_targets(o) for o in named])
         loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
-        if grounding_weight != 1.0:  # skipped at 1 so that builds made before the weight existed are unchanged
+        if grounding_weight != 1.0:  # skipped at 1: builds made before the weight existed stay bitwise
             loss = grounding_weight * loss
         return out.loss + loss, " grounding " + "/".join(f"{100 * a:.0f}" for a in accuracy)
 

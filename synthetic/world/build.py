@@ -55,6 +55,13 @@ def provenance(directory: Path | None = None) -> dict[str, Any]:
     }
 
 
+def built_by(assets: dict[str, Any]) -> str:
+    """Markdown naming the command that made a world (``assets``: a :func:`provenance`) and, for a
+    ``--reuse-backbones DIR`` build, the command that made DIR, whose ViT and LM it kept."""
+    reused = assets.get("reused_backbones_from")
+    return f"`{assets['command']}`" + (f" (DIR: the build of `{reused}`)" if reused else "")
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
