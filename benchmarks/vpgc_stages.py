@@ -69,9 +69,11 @@ DOCS_COLUMNS = {
     "world v5": RESULTS.with_name("vpgc_stages_world_v5.json"),
     "world v6, 1000 steps": RESULTS.with_name("vpgc_stages_world_v6.json"),
     # the default job's runs since it trains 2000 steps on 2000 synthetic samples
-    "world v6 (shipped), 2000 steps": RESULTS.with_name("vpgc_stages_world_v6_2k.json"),
+    "world v6, 2000 steps": RESULTS.with_name("vpgc_stages_world_v6_2k.json"),
     # the same recipe built with --seed 1 (not shipped; docs/tiny_world.md, "A second build")
     "world v6 recipe, seed 1": RESULTS.with_name("vpgc_stages_world_v6_seed1.json"),
+    # world v6's ViT and LM, the Q-Former's grounding loss weighted 4 (docs/tiny_world.md, "World v7")
+    "world v7 (shipped)": RESULTS.with_name("vpgc_stages_world_v7.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {

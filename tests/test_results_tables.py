@@ -58,6 +58,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_question_summary.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v5",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v5.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v6",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v6.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v6-1k",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v6_1k.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v6-seed1",
