@@ -53,9 +53,9 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
 def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_images(tmp_path):
     """The direction of the README's effect, on control-proof metrics: 600 steps of the default job and of
     the same job with the guidance held at zero, run side by side. With guidance, detail questions and cloze
-    rise; with both images blank the guided model falls back (measured on world v6: detail questions 48.3
-    against 21.7 without guidance and 20.0 blank; cloze 41.7 against 28.3 without guidance and 33.3 blank;
-    at 300 steps cloze had not yet moved, 35.0 / 30.0 / 33.3). One run of 60 items per task moves by several
+    rise; with both images blank the guided model falls back (measured on world v7: detail questions 71.7
+    against 23.3 without guidance and 31.7 blank; cloze 83.3 against 36.7 without guidance and 18.3 blank;
+    on world v6: 48.3 / 21.7 / 20.0 and 41.7 / 28.3 / 33.3). One run of 60 items per task moves by several
     points, so the margins are below the measured effect; the README's table, the full job (2000 samples,
     2000 steps) on 3 seeds, measures its size. 1000 synthetic samples, as measured (and less to synthesise)."""
     import os
@@ -86,7 +86,7 @@ def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_image
     }
     guided, plain = scores["guided"], scores["no_guidance"]
     detail, cloze = guided["detail_question"], guided["cloze"]
-    assert detail["score"] >= plain["detail_question"]["score"] + 10
-    assert detail["score"] >= detail["variants"]["both_blank"] + 10
-    assert cloze["score"] >= plain["cloze"]["score"] + 5
-    assert cloze["score"] > cloze["variants"]["both_blank"]
+    assert detail["score"] >= plain["detail_question"]["score"] + 20
+    assert detail["score"] >= detail["variants"]["both_blank"] + 20
+    assert cloze["score"] >= plain["cloze"]["score"] + 20
+    assert cloze["score"] >= cloze["variants"]["both_blank"] + 20
