@@ -759,8 +759,8 @@ def train_qformer(
     ``grounding_weight`` scales that loss against the caption loss (world v7 uses 4: at 1, VPG-C's parts
     read position through the frozen Q-Former at ~45–53% even with oracle guidance, at 4 at ~63–70%).
     """
-    if grounding_weight <= 0:
-        raise ValueError(f"grounding_weight must be > 0, got {grounding_weight}")
+    if grounding_weight <= 0 or (grounding_weight != 1.0 and not grounding):
+        raise ValueError(f"grounding_weight must be > 0 and needs grounding=True, got {grounding_weight}")
     torch.manual_seed(seed)
     qformer = QFormer(QFormerConfig.preset("tiny_world"))
     head = GroundingHead(llm.config.hidden_size, qformer.config.hidden_size) if grounding else None

@@ -87,7 +87,7 @@ def test_a_build_reusing_an_earlier_builds_backbones_writes_the_same_files(tmp_p
     assert "subsets" not in ceilings["which_image"]
 
 
-def test_grounding_weight_scales_the_grounding_loss_and_is_refused_when_not_positive():
+def test_grounding_weight_scales_the_grounding_loss_and_is_refused_when_not_positive_or_alone():
     from synthetic.world.backbones import train_qformer
     from synthetic.world.build import _load_backbones
 
@@ -101,8 +101,9 @@ def test_grounding_weight_scales_the_grounding_loss_and_is_refused_when_not_posi
     # the same batch and initial weights: loss = caption + w · grounding, so the gap grows 3× from w=1 to w=4
     grounding = first[1.0] - caption_only.losses[0]
     assert grounding > 0.5 and first[4.0] == pytest.approx(caption_only.losses[0] + 4 * grounding, rel=1e-4)
-    with pytest.raises(ValueError, match="grounding_weight must be > 0"):
-        train_qformer(vit, llm, tok, 0, 1, grounding=True, grounding_weight=0.0)
+    for grounding, weight in ((True, 0.0), (False, 4.0)):
+        with pytest.raises(ValueError, match="grounding_weight must be > 0 and needs grounding=True"):
+            train_qformer(vit, llm, tok, 0, 1, grounding=grounding, grounding_weight=weight)
 
 
 def test_lm_answers_pose_a_given_builders_instances_on_the_ceilings_scenes():
