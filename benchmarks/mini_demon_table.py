@@ -216,9 +216,37 @@ def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _lock(out: Path) -> Path:
+    """Claim ``out`` for this process: a second table on the same runs would relaunch the runs the first
+    is still training (their evaluation is not written yet) into the same directories."""
+    lock = out / ".mini_demon_table.lock"
+    pid = int(lock.read_text().strip() or 0) if lock.is_file() else 0
+    if pid > 0 and pid != os.getpid() and _alive(pid):  # otherwise a table that died without releasing it
+        raise SystemExit(f"--out {out}: another mini_demon_table (pid {pid}) is running on these runs; "
+                         f"wait for it or use another --out")  # fmt: skip
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
 def run_all(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        return _run_all(args, out)
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_all(args, out: Path) -> dict:
     pending, running, results = [], [], {}
     for tag, seed, overrides in _runs(args):  # finished runs are collected, not rerun (resume)
         run_dir = out / f"{tag}_seed{seed}"

@@ -112,3 +112,24 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
                                       "--results", str(RESULTS / "mini_demon_world_v6_1k.json")])  # fmt: skip
     with pytest.raises(SystemExit):
         table.main()
+
+
+def test_mini_demon_table_refuses_runs_another_table_is_training_and_takes_over_a_stale_lock(
+    tmp_path, monkeypatch
+):
+    import subprocess
+
+    table = _script("mini_demon_table")
+    monkeypatch.setattr(table, "_runs", lambda args: [])  # nothing to train: only the claim is exercised
+    args = type("Args", (), {"out": str(tmp_path)})
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".mini_demon_table.lock").write_text(str(other.pid))
+        with pytest.raises(SystemExit, match=f"another mini_demon_table \\(pid {other.pid}\\)"):
+            table.run_all(args)
+        assert (tmp_path / ".mini_demon_table.lock").read_text() == str(other.pid)  # its claim is kept
+    finally:
+        other.kill()
+        other.wait()
+    assert table.run_all(args) == {}  # the holder is gone: the lock is stale, taken and released
+    assert not (tmp_path / ".mini_demon_table.lock").exists()
