@@ -738,6 +738,14 @@ class GroundingHead(nn.Module):
         return torch.stack(losses).mean(), accuracy
 
 
+def check_grounding_weight(grounding: bool, weight: float) -> None:
+    """Refuse a grounding-loss weight that is not positive, or that is set while grounding is off."""
+    if weight <= 0 or (weight != 1.0 and not grounding):
+        raise ValueError(
+            f"grounding_weight must be > 0 and needs grounding (--qformer-grounding), got {weight:g}"
+        )
+
+
 def train_qformer(
     vit: TimmEvaEncoder,
     llm: LlamaForCausalLM,
@@ -759,8 +767,7 @@ def train_qformer(
     ``grounding_weight`` scales that loss against the caption loss (world v7 uses 4: at 1, VPG-C's parts
     read position through the frozen Q-Former at ~45–53% even with oracle guidance, at 4 at ~63–70%).
     """
-    if grounding_weight <= 0 or (grounding_weight != 1.0 and not grounding):
-        raise ValueError(f"grounding_weight must be > 0 and needs grounding=True, got {grounding_weight}")
+    check_grounding_weight(grounding, grounding_weight)
     torch.manual_seed(seed)
     qformer = QFormer(QFormerConfig.preset("tiny_world"))
     head = GroundingHead(llm.config.hidden_size, qformer.config.hidden_size) if grounding else None
@@ -798,9 +805,9 @@ def train_qformer(
         )
         targets = torch.stack([object_targets(o) for o in named])
         loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
-        if grounding_weight != 1.0:  # skipped at 1: builds made before the weight existed stay bitwise
-            loss = grounding_weight * loss
-        return out.loss + loss, " grounding " + "/".join(f"{100 * a:.0f}" for a in accuracy)
+        return out.loss + grounding_weight * loss, " grounding " + "/".join(
+            f"{100 * a:.0f}" for a in accuracy
+        )
 
     result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
     model.remove_hooks()

@@ -31,7 +31,13 @@ import numpy as np
 import torch
 
 from ..storage import atomic_write_json
-from .backbones import SUMMARY_TASKS, train_language_model, train_qformer, train_vision_encoder
+from .backbones import (
+    SUMMARY_TASKS,
+    check_grounding_weight,
+    train_language_model,
+    train_qformer,
+    train_vision_encoder,
+)
 from .diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from .language import build_world_tokenizer
 
@@ -168,6 +174,7 @@ def build(
     import timm
     import transformers
 
+    check_grounding_weight(grounding, grounding_weight)  # before the ~17 minutes of the LM and ViT
     steps = {**DEFAULT_STEPS, **(steps or {})}
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -296,10 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
-    if args.qformer_grounding_weight != 1.0 and not args.qformer_grounding:
-        parser.error("--qformer-grounding-weight needs --qformer-grounding")
-    if args.qformer_grounding_weight <= 0:
-        parser.error(f"--qformer-grounding-weight must be > 0, got {args.qformer_grounding_weight:g}")
+    try:
+        check_grounding_weight(args.qformer_grounding, args.qformer_grounding_weight)
+    except ValueError as e:
+        parser.error(f"--qformer-grounding-weight: {e}")
     if args.lm_question_summary and args.reuse_backbones is not None:
         parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()

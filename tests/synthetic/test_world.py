@@ -416,12 +416,18 @@ def test_grounding_loss_reaches_the_qformers_cross_attention_through_conditioned
     assert head.condition.weight.grad.abs().sum() > 0
 
 
-def test_build_refuses_a_grounding_weight_without_grounding(tmp_path, capsys):
-    from synthetic.world.build import main
+def test_build_refuses_a_grounding_weight_without_grounding_or_not_positive(tmp_path, capsys):
+    from synthetic.world.build import build, main
 
-    with pytest.raises(SystemExit):
-        main(["--out", str(tmp_path / "w"), "--qformer-grounding-weight", "4"])
-    assert "needs --qformer-grounding" in capsys.readouterr().err
+    for argv in (
+        ["--qformer-grounding-weight", "4"],
+        ["--qformer-grounding", "--qformer-grounding-weight", "0"],
+    ):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "w"), *argv])
+        assert "must be > 0 and needs grounding (--qformer-grounding)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="needs grounding"):  # the Python API refuses before training too
+        build(tmp_path / "w", grounding=False, grounding_weight=4.0)
     assert not (tmp_path / "w").exists()
 
 
