@@ -198,10 +198,21 @@ def _controls(path: Path) -> dict:
 
 
 def _loss(run_dir: Path, window: int = 100) -> dict[str, float]:
-    """Mean training loss of the first and last ``window`` steps (the run's final trainer state)."""
+    """Mean training loss of the first and last ``window`` steps (the run's final trainer state), and of the
+    fetch loss (``fetch_first``, ``fetch_last``; steps without a boxed sample, NaN, left out) when it trained."""
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["checkpoint"]
-    losses = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())["losses"]
-    return {"first": statistics.mean(losses[:window]), "last": statistics.mean(losses[-window:])}
+    state = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())
+    out = {
+        "first": statistics.mean(state["losses"][:window]),
+        "last": statistics.mean(state["losses"][-window:]),
+    }
+    fetch = [x for x in state.get("fetch_losses", []) if x == x]
+    if fetch:
+        out |= {
+            "fetch_first": statistics.mean(fetch[:window]),
+            "fetch_last": statistics.mean(fetch[-window:]),
+        }
+    return out
 
 
 def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:

@@ -135,3 +135,20 @@ def test_mini_demon_table_refuses_runs_another_table_is_training_and_takes_over_
         other.wait()
     assert table.run_all(args) == {}  # the holder is gone: the lock is stale, taken and released
     assert not (tmp_path / ".mini_demon_table.lock").exists()
+
+
+def test_mini_demon_table_records_the_fetch_loss_when_the_run_trained_one(tmp_path):
+    table = _script("mini_demon_table")
+
+    def run(state: dict) -> dict:
+        (tmp_path / "checkpoints" / "step_000004").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step_000004"}))
+        (tmp_path / "checkpoints" / "step_000004" / "trainer_state.json").write_text(json.dumps(state))
+        return table._loss(tmp_path, window=2)
+
+    losses = [4.0, 2.0, 1.0, 3.0]
+    assert run({"losses": losses}) == {"first": 3.0, "last": 2.0}  # LM loss alone: no fetch keys
+    # a step whose batch had no boxed sample logs NaN (JSON NaN): left out of the means
+    assert run({"losses": losses, "fetch_losses": [2.0, float("nan"), 4.0, 1.0]}) == {
+        "first": 3.0, "last": 2.0, "fetch_first": 3.0, "fetch_last": 2.5,
+    }  # fmt: skip
