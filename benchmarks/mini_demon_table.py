@@ -202,16 +202,14 @@ def _loss(run_dir: Path, window: int = 100) -> dict[str, float]:
     fetch loss (``fetch_first``, ``fetch_last``; steps without a boxed sample, NaN, left out) when it trained."""
     latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())["checkpoint"]
     state = json.loads((run_dir / "checkpoints" / latest / "trainer_state.json").read_text())
-    out = {
-        "first": statistics.mean(state["losses"][:window]),
-        "last": statistics.mean(state["losses"][-window:]),
-    }
+
+    def ends(values: list[float]) -> tuple[float, float]:
+        return statistics.mean(values[:window]), statistics.mean(values[-window:])
+
+    out = dict(zip(("first", "last"), ends(state["losses"]), strict=True))
     fetch = [x for x in state.get("fetch_losses", []) if x == x]
     if fetch:
-        out |= {
-            "fetch_first": statistics.mean(fetch[:window]),
-            "fetch_last": statistics.mean(fetch[-window:]),
-        }
+        out |= dict(zip(("fetch_first", "fetch_last"), ends(fetch), strict=True))
     return out
 
 
