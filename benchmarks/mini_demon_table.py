@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -207,7 +208,7 @@ def _loss(run_dir: Path, window: int = 100) -> dict[str, float]:
         return statistics.mean(values[:window]), statistics.mean(values[-window:])
 
     out = dict(zip(("first", "last"), ends(state["losses"]), strict=True))
-    fetch = [x for x in state.get("fetch_losses", []) if x == x]
+    fetch = [x for x in state.get("fetch_losses", []) if not math.isnan(x)]
     if fetch:
         out |= dict(zip(("fetch_first", "fetch_last"), ends(fetch), strict=True))
     return out
@@ -230,6 +231,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:  # it exists, run by another user
+        pass
     return True
 
 

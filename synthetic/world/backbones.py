@@ -740,9 +740,11 @@ class GroundingHead(nn.Module):
 
 def check_grounding_weight(grounding: bool, weight: float) -> None:
     """Refuse a grounding-loss weight that is not positive, or that is set while grounding is off."""
-    if weight <= 0 or (weight != 1.0 and not grounding):
+    if weight <= 0:
+        raise ValueError(f"grounding_weight must be > 0, got {weight:g}")
+    if weight != 1.0 and not grounding:
         raise ValueError(
-            f"grounding_weight must be > 0 and needs grounding (--qformer-grounding), got {weight:g}"
+            f"grounding_weight={weight:g} weights a loss that is off: it needs grounding (--qformer-grounding)"
         )
 
 

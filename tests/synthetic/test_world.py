@@ -419,13 +419,13 @@ def test_grounding_loss_reaches_the_qformers_cross_attention_through_conditioned
 def test_build_refuses_a_grounding_weight_without_grounding_or_not_positive(tmp_path, capsys):
     from synthetic.world.build import build, main
 
-    for argv in (
-        ["--qformer-grounding-weight", "4"],
-        ["--qformer-grounding", "--qformer-grounding-weight", "0"],
+    for argv, message in (
+        (["--qformer-grounding-weight", "4"], "grounding_weight=4 weights a loss that is off"),
+        (["--qformer-grounding", "--qformer-grounding-weight", "0"], "grounding_weight must be > 0, got 0"),
     ):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "w"), *argv])
-        assert "must be > 0 and needs grounding (--qformer-grounding)" in capsys.readouterr().err
+        assert f"--qformer-grounding-weight: {message}" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs grounding"):  # the Python API refuses before training too
         build(tmp_path / "w", grounding=False, grounding_weight=4.0)
     assert not (tmp_path / "w").exists()
