@@ -74,6 +74,19 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_w01_curriculum, with which-image 40% of the documents and half of them recoloured",
         SUMMARY_W01 | {"which_forms": {"alone": 0.25, "remove": 0.25}, "task_weights": WHICH40},
     ),
+    # Without labels the two images' slots are written the same way (``<Img>`` + slots + ``</Img>``), so
+    # which image a slot is in can only be read by counting the markers before it. With perfect slots the
+    # shipped LM writes "has been removed" for an object *added* in image 2, and answers "first" to nearly
+    # every which-image question, the one-image "alone" form included: it does not know which image a slot
+    # is in. A label before each image can be read by attending to the nearest one.
+    "summary_w01_labels": (
+        "as summary_w01, with `Image 1:` / `Image 2:` before the images of two-image documents (and prompts)",
+        SUMMARY_W01 | {"label_images": True},
+    ),
+    "summary_w01_labels_curriculum": (
+        "as summary_w01_labels, with the which-image forms of summary_w01_curriculum",
+        SUMMARY_W01 | {"label_images": True, "which_forms": {"alone": 1 / 3, "remove": 1 / 3}},
+    ),
 }
 COLUMNS = [
     ("which_image", None),
@@ -82,6 +95,10 @@ COLUMNS = [
     ("cloze", "changed"),
     ("cloze", "unchanged"),
     ("difference", None),
+    ("difference", "add"),
+    ("difference", "delete"),
+    ("difference", "modify"),
+    ("difference", "unchanged"),
     ("caption", None),
 ]
 
@@ -100,7 +117,8 @@ def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = Non
     torch.use_deterministic_algorithms(True)
     tokenizer = build_world_tokenizer()
     start = time.process_time()
-    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **VARIANTS[variant][1])
+    kwargs = VARIANTS[variant][1]
+    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **kwargs)
     round_to_fp16(llm)  # as shipped
     train_cpu = time.process_time() - start
     if save is not None:  # the build's own writer: fp16 safetensors + tokenizer, swapped in whole
@@ -114,15 +132,19 @@ def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = Non
         "n": n,
         "final_loss": round(result.final_loss, 5),
         "train_cpu_seconds": round(train_cpu, 1),
-        "ceilings": lm_ceilings(llm, tokenizer, n=n),
+        "ceilings": lm_ceilings(llm, tokenizer, n=n, label_images=kwargs.get("label_images", False)),
     }
 
 
-def _cell(ceilings: dict, task: str, subset: str | None, mode: str) -> float:
-    """A ceiling, or NaN for a subset no instance fell into (tiny ``--n``)."""
+def _cell(ceilings: dict, task: str, subset: str | None) -> str:
+    """A ceiling as ``input / layered``, or "–" for a subset not measured (runs from before difference
+    questions were split by edit, or a subset no instance fell into at a tiny ``--n``)."""
     if subset is None:
-        return ceilings[task][mode]
-    return ceilings[task].get("subsets", {}).get(mode, {}).get(subset, float("nan"))
+        return f"{ceilings[task]['input']:.0f} / {ceilings[task]['layered']:.0f}"
+    per_mode = ceilings[task].get("subsets", {})
+    if any(subset not in per_mode.get(mode, {}) for mode in ("input", "layered")):
+        return "–"
+    return f"{per_mode['input'][subset]:.0f} / {per_mode['layered'][subset]:.0f}"
 
 
 def docs_block(data: dict) -> str:
@@ -136,10 +158,7 @@ def docs_block(data: dict) -> str:
         "|---|---|" + "---|" * len(COLUMNS),
     ]
     for run in data["runs"]:
-        cells = " | ".join(
-            f"{_cell(run['ceilings'], t, s, 'input'):.0f} / {_cell(run['ceilings'], t, s, 'layered'):.0f}"
-            for t, s in COLUMNS
-        )
+        cells = " | ".join(_cell(run["ceilings"], t, s) for t, s in COLUMNS)
         lines.append(f"| {run['variant']} | {run['seed']} | {cells} |")
     lines += ["", "Variants:", ""]
     lines += [

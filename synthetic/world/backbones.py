@@ -231,11 +231,13 @@ def _lm_document(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
+    label_images: bool = False,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
     """:func:`lm_example` plus the document's :func:`asked_labels`; ``task_weights``: how often each task
     is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
     easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
-    ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON."""
+    ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
+    ``label_images``: ordinal labels before unlabelled image pairs (:func:`render_text`)."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
@@ -257,7 +259,7 @@ def _lm_document(
         rest = instance.context[len(placeholders) :].strip()
         instance.context = f"{placeholders} {instance.instruction} {rest}".strip()
         instance.instruction = ""
-    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
+    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", label_images)
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
     sample = Sample(f"lm{i}", [], [Turn("user", user), Turn("assistant", instance.response)])
     return (
@@ -338,10 +340,11 @@ def lm_batch(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
+    label_images: bool = False,
 ) -> SlotBatch:
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
     ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``; see
-    :func:`_lm_document` for ``which_forms``."""
+    :func:`_lm_document` for ``which_forms`` and ``label_images``."""
     if which_forms and sum(which_forms.values()) > 1:  # checked per batch, not per document
         raise ValueError(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
@@ -350,7 +353,9 @@ def lm_batch(
     rows, images, asked = [], [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
-        segments, doc_images, doc_asked = _lm_document(seed, d, summary_tasks, task_weights, which_forms)
+        segments, doc_images, doc_asked = _lm_document(
+            seed, d, summary_tasks, task_weights, which_forms, label_images
+        )
         images += doc_images
         asked.append(doc_asked)
         for text, loss in segments:
@@ -482,6 +487,7 @@ def train_language_model(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
+    label_images: bool = False,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -497,7 +503,8 @@ def train_language_model(
     ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
     ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
-    (none in the build; see :func:`_lm_document`).
+    (none in the build; see :func:`_lm_document`). ``label_images``: ordinal labels before unlabelled
+    image pairs (not in the build; ``benchmarks/lm_variants.py`` tries it).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -507,8 +514,9 @@ def train_language_model(
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
-            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms
-        )
+            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
+            label_images,
+        )  # fmt: skip
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         capture = (
             last_prompt_states(model, batch.labels, INJECT_LAYER) if summary else contextlib.nullcontext()

@@ -52,7 +52,8 @@ __all__ = [
 
 DIAGNOSTICS_STREAM = 5500  # scene seeds no build stage and no mini-DEMON uses
 MODES = ("input", "layered")
-SUBSET_TASKS = ("detail_question", "cloze")  # ceilings also per question kind / changed or unchanged pair
+# ceilings also per question kind / changed or unchanged cloze pair / kind of edit in the named region
+SUBSET_TASKS = ("detail_question", "cloze", "difference")
 
 
 @torch.no_grad()
@@ -81,12 +82,20 @@ def _generate(
 
 
 def lm_answers(
-    llm, tokenizer, task: str, mode: str, n: int = 100, batch_size: int = 50, builder: Callable | None = None
+    llm,
+    tokenizer,
+    task: str,
+    mode: str,
+    n: int = 100,
+    batch_size: int = 50,
+    builder: Callable | None = None,
+    label_images: bool = False,
 ) -> list[tuple[str, TaskInstance]]:
     """The LM's greedy answers to ``n`` held-out instances of ``task`` (evaluation wording, the diagnostics'
     own scenes) with perfect slots, all at the input (``mode="input"``) or the small objects added at layer
     k (``"layered"``): (answer, instance) pairs. ``builder``: another builder of the task's instances from
     the same scenes and draws (e.g. an easier which-image form); default ``TASK_BUILDERS[task]``.
+    ``label_images``: prompts with ordinal labels before unlabelled image pairs (:func:`render_text`).
 
     Example::
 
@@ -111,7 +120,7 @@ def lm_answers(
                 slot_image(s, f, rng, mode == "layered")
                 for s, f in zip(instance.scenes, instance.focus, strict=True)
             ]
-            user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>")
+            user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", label_images)
             sample = Sample("d", [], [Turn("user", user)])
             prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
             instances.append(instance)
@@ -127,16 +136,20 @@ def answer_score(answer: str, instance: TaskInstance) -> float:
     return choice_accuracy(answer, instance.response, instance.choices)
 
 
-def lm_ceilings(llm, tokenizer, n: int = 100, batch_size: int = 50) -> dict[str, dict[str, Any]]:
+def lm_ceilings(
+    llm, tokenizer, n: int = 100, batch_size: int = 50, label_images: bool = False
+) -> dict[str, dict[str, Any]]:
     """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots
-    (:func:`lm_answers`); for tasks whose instances have subsets (a detail question's kind, a cloze pair
-    changed or not), also ``subsets`` → mode → subset → score."""
+    (:func:`lm_answers`, ``label_images`` passed on); for tasks whose instances have subsets (a detail
+    question's kind, a cloze pair changed or not), also ``subsets`` → mode → subset → score."""
     scores: dict[str, dict[str, Any]] = {}
     for task in TASK_BUILDERS:
         scores[task] = {}
         for mode in MODES:
             values, subsets = [], {}
-            for answer, instance in lm_answers(llm, tokenizer, task, mode, n, batch_size):
+            for answer, instance in lm_answers(
+                llm, tokenizer, task, mode, n, batch_size, label_images=label_images
+            ):
                 values.append(answer_score(answer, instance))
                 if task in SUBSET_TASKS:
                     subsets.setdefault(instance.subsets[0], []).append(values[-1])

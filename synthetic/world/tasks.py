@@ -288,9 +288,21 @@ TASK_INFO: dict[str, dict[str, str]] = {
 }
 
 
-def render_text(instance: TaskInstance, image_text: Callable[[Scene], str]) -> str:
-    """The user turn as ``read_demon`` writes it, with each ``{image#k}`` replaced by ``image_text(scene)``."""
+def render_text(
+    instance: TaskInstance, image_text: Callable[[Scene], str], label_images: bool = False
+) -> str:
+    """The user turn as ``read_demon`` writes it, with each ``{image#k}`` replaced by ``image_text(scene)``.
+
+    ``label_images``: where the two images stand side by side unlabelled (``{image#1} {image#2}``, as in
+    difference questions), write them as which-image questions do (``first image: … second image: …``),
+    so that which image a slot is in can be read from the nearest label before it rather than only by
+    counting the identical ``<Img>`` markers before it.
+    """
     text = instance.context
+    if label_images:
+        text = text.replace(
+            "{image#1} {image#2}", f"{ORDINALS[0]} image: {{image#1}} {ORDINALS[1]} image: {{image#2}}"
+        )
     for k, scene in enumerate(instance.scenes, 1):
         placeholder = f"{{image#{k}}}"
         if placeholder in text:

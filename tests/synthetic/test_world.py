@@ -457,6 +457,29 @@ def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
+def test_label_images_labels_only_unlabelled_image_pairs_and_leaves_the_default_documents():
+    from synthetic.world.backbones import lm_batch
+
+    image = lambda _: "<Img><image></Img>"  # noqa: E731
+    rng = lambda: np.random.default_rng(3)  # noqa: E731
+    difference = TASK_BUILDERS["difference"](make_scene(0, 3), rng(), EVAL_WORDING)
+    plain, labelled = render_text(difference, image), render_text(difference, image, label_images=True)
+    assert "image:" not in plain
+    assert labelled == plain.replace(
+        "<Img><image></Img> <Img><image></Img>",
+        "first image: <Img><image></Img> second image: <Img><image></Img>",
+    )
+    for task in ("which_image", "cloze", "detail_question", "caption"):  # labelled already, or one image
+        t = TASK_BUILDERS[task](make_scene(0, 3), rng(), EVAL_WORDING)
+        assert render_text(t, image, label_images=True) == render_text(t, image)
+    tok = build_world_tokenizer()
+    off = lm_batch(tok, 0, 0, 12, label_images=False)
+    assert torch.equal(off.input_ids, lm_batch(tok, 0, 0, 12).input_ids)
+    on = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, label_images=True)
+    first = tok.convert_tokens_to_ids("first")
+    assert all(first in row.tolist() for row in on.input_ids)  # every difference document labelled
+
+
 def test_the_lm_document_stream_is_pinned():
     """The build's LM documents (first 64, seed 0): unchanged since before ``which_forms`` (sha256 measured at
     8429c17 and after). A change here changes what the shipped LM was trained on: rebuild the world."""
