@@ -80,7 +80,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     # every which-image question, the one-image "alone" form included: it does not know which image a slot
     # is in. A label before each image can be read by attending to the nearest one.
     "summary_w01_labels": (
-        "as summary_w01, with `Image 1:` / `Image 2:` before the images of two-image documents (and prompts)",
+        "as summary_w01, with difference questions' images labelled `first image:` / `second image:` as which-image "
+        "questions' are (in documents and prompts)",
         SUMMARY_W01 | {"label_images": True},
     ),
     "summary_w01_labels_curriculum": (
