@@ -10,7 +10,7 @@ read, so that a world rebuild is chosen on evidence.
     OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --seeds 1   # ~21 min a run
     python benchmarks/lm_variants.py --docs      # rewrites docs/tiny_world.md's block from the JSON
 
-Runs go one per process (``--jobs`` at once, 1 thread each); ``--merge`` adds to the runs already in
+Runs go one per process (``--jobs`` at once, ``--threads`` each, default 1); ``--merge`` adds to the runs already in
 ``--out``. Writes ``benchmarks/results/lm_variants.json``.
 """
 
@@ -82,11 +82,20 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "summary_w01_labels": (
         "as summary_w01, with difference questions' images labelled `first image:` / `second image:` as which-image "
         "questions' are (in documents and prompts)",
-        SUMMARY_W01 | {"label_images": True},
+        SUMMARY_W01 | {"layout": {"label_images": True}},
     ),
     "summary_w01_labels_curriculum": (
         "as summary_w01_labels, with the which-image forms of summary_w01_curriculum",
-        SUMMARY_W01 | {"label_images": True, "which_forms": {"alone": 1 / 3, "remove": 1 / 3}},
+        SUMMARY_W01 | {"layout": {"label_images": True}, "which_forms": {"alone": 1 / 3, "remove": 1 / 3}},
+    ),
+    # A VPG runs the same queries over both images of a pair, so the query that finds the object of a region
+    # in one image finds its counterpart in the other; the LM's documents put each image's slots in a random
+    # order of their own. With one order per document the two objects a difference or which-image answer
+    # compares sit a fixed number of tokens apart.
+    "summary_w01_labels_aligned": (
+        "as summary_w01_labels, with one slot order for both images of a document (the object asked about in "
+        "the same slot of each)",
+        SUMMARY_W01 | {"layout": {"label_images": True, "align_slots": True}},
     ),
 }
 COLUMNS = [
@@ -104,22 +113,25 @@ COLUMNS = [
 ]
 
 
-def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = None) -> dict[str, Any]:
+def run_one(
+    variant: str, seed: int, steps: int, n: int, save: Path | None = None, threads: int = 1
+) -> dict[str, Any]:
     """Train one LM variant in this process and measure its ceilings; ``save``: also write the LM (fp16, as
     the build ships it) and its tokenizer to ``save/<variant>_seed<seed>``."""
     import torch
 
-    from synthetic.world.backbones import train_language_model
+    from synthetic.world.backbones import DocumentLayout, train_language_model
     from synthetic.world.build import round_to_fp16, save_llm
     from synthetic.world.diagnostics import lm_ceilings
     from synthetic.world.language import build_world_tokenizer
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     tokenizer = build_world_tokenizer()
     start = time.process_time()
-    kwargs = VARIANTS[variant][1]
-    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, **kwargs)
+    kwargs = dict(VARIANTS[variant][1])
+    layout = DocumentLayout(**kwargs.pop("layout", {}))  # a variant names only the fields it changes
+    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, layout=layout, **kwargs)
     round_to_fp16(llm)  # as shipped
     train_cpu = time.process_time() - start
     if save is not None:  # the build's own writer: fp16 safetensors + tokenizer, swapped in whole
@@ -133,7 +145,8 @@ def run_one(variant: str, seed: int, steps: int, n: int, save: Path | None = Non
         "n": n,
         "final_loss": round(result.final_loss, 5),
         "train_cpu_seconds": round(train_cpu, 1),
-        "ceilings": lm_ceilings(llm, tokenizer, n=n, label_images=kwargs.get("label_images", False)),
+        "threads": threads,
+        "ceilings": lm_ceilings(llm, tokenizer, n=n, layout=layout),
     }
 
 
@@ -183,7 +196,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--steps", type=int, default=2000, help="LM steps (the build's default)")
     parser.add_argument("--n", type=int, default=200, help="instances per task for the ceilings")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at once (1 thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="add to the runs already in --out")
     parser.add_argument(
@@ -195,14 +209,14 @@ def main() -> None:
     parser.add_argument("--one", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.n, args.save)))
+        print(json.dumps(run_one(args.one[0], int(args.one[1]), args.steps, args.n, args.save, args.threads)))
         return
     if args.docs:
         write_docs_block(docs_block(json.loads(args.out.read_text())))
         return
     from results_file import git_commit, write_results
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
 
     def child(job: tuple[str, int]) -> dict[str, Any]:
         cmd = [
@@ -215,6 +229,8 @@ def main() -> None:
             str(args.steps),
             "--n",
             str(args.n),
+            "--threads",
+            str(args.threads),
             *(["--save", str(args.save)] if args.save else []),
         ]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout

@@ -192,15 +192,22 @@ class SlotImage:
     at_layer: list[WorldObject | None]
 
 
-def slot_image(scene: Scene, focus: list[WorldObject], rng: np.random.Generator, layered: bool) -> SlotImage:
+def slot_image(
+    scene: Scene,
+    focus: list[WorldObject],
+    rng: np.random.Generator,
+    layered: bool,
+    order: np.ndarray | None = None,
+) -> SlotImage:
     """The slots of one image: ``focus`` plus 0–2 other objects of ``scene`` (at most NUM_SLOTS), in
-    random slots. ``layered``: salient objects at the input, small ones at the layer (a third of them on
-    top of another object at the input, as VPG-C's residual lands on the VPG's prompts)."""
+    random slots (``order``: the slots the focus and then the others take, instead of a random order).
+    ``layered``: salient objects at the input, small ones at the layer (a third of them on top of another
+    object at the input, as VPG-C's residual lands on the VPG's prompts)."""
     focus = list(dict.fromkeys(focus))[:NUM_SLOTS]
     others = [o for o in scene.objects if o not in focus]
     extra = int(rng.integers(0, NUM_SLOTS - len(focus) + 1))
     shown = focus + [others[i] for i in rng.permutation(len(others))[:extra]]
-    slots = rng.permutation(NUM_SLOTS)
+    slots = rng.permutation(NUM_SLOTS) if order is None else order
     image = SlotImage([None] * NUM_SLOTS, [None] * NUM_SLOTS)
     for obj, slot in zip(shown, slots, strict=False):
         if layered and not obj.salient:
@@ -212,6 +219,39 @@ def slot_image(scene: Scene, focus: list[WorldObject], rng: np.random.Generator,
         else:
             image.at_input[slot] = obj
     return image
+
+
+@dataclass(frozen=True)
+class DocumentLayout:
+    """How the LM's documents and the diagnostics' prompts write a task instance's images; the build uses
+    the defaults (``benchmarks/lm_variants.py`` tries the others).
+
+    Attributes:
+        label_images: ordinal labels before unlabelled image pairs (``render_text(label_images=True)``).
+        align_slots: one slot order for all images of a document, so the object a question is about sits in
+            the same slot in both images (as one VPG query would find it in both); default: a random order
+            per image.
+    """
+
+    label_images: bool = False
+    align_slots: bool = False
+
+    def images(self, instance: TaskInstance, rng: np.random.Generator, layered: bool) -> list[SlotImage]:
+        """The instance's images as slots (:func:`slot_image`), one per scene."""
+        order = rng.permutation(NUM_SLOTS) if self.align_slots else None
+        return [
+            slot_image(s, f, rng, layered, order)
+            for s, f in zip(instance.scenes, instance.focus, strict=True)
+        ]
+
+    def user_text(self, instance: TaskInstance) -> str:
+        """The user turn, each image written as ``<Img>`` + NUM_SLOTS ``<image>`` + ``</Img>``."""
+        return render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", self.label_images)
+
+
+BUILD_LAYOUT = (
+    DocumentLayout()
+)  # the build's documents: images labelled as their tasks write them, slots random
 
 
 def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImage]]:
@@ -231,13 +271,13 @@ def _lm_document(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
-    label_images: bool = False,
+    layout: DocumentLayout = BUILD_LAYOUT,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
     """:func:`lm_example` plus the document's :func:`asked_labels`; ``task_weights``: how often each task
     is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
     easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
-    ``label_images``: ordinal labels before unlabelled image pairs (:func:`render_text`)."""
+    ``layout``: how the images are written (:class:`DocumentLayout`)."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
     layered = bool(rng.random() < LAYERED_SHARE)
     scene = _scene(seed, LM_STREAM, i)
@@ -253,13 +293,13 @@ def _lm_document(
                 builder = functools.partial(which_image_task, form=form)
                 break
     instance = builder(scene, rng, TRAIN_WORDING)
-    images = [slot_image(s, f, rng, layered) for s, f in zip(instance.scenes, instance.focus, strict=True)]
+    images = layout.images(instance, rng, layered)
     placeholders = " ".join(f"{{image#{k}}}" for k in range(1, len(instance.scenes) + 1))
     if rng.random() < 0.5 and instance.context.startswith(placeholders):
         rest = instance.context[len(placeholders) :].strip()
         instance.context = f"{placeholders} {instance.instruction} {rest}".strip()
         instance.instruction = ""
-    user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", label_images)
+    user = layout.user_text(instance)
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
     sample = Sample(f"lm{i}", [], [Turn("user", user), Turn("assistant", instance.response)])
     return (
@@ -340,11 +380,11 @@ def lm_batch(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
-    label_images: bool = False,
+    layout: DocumentLayout = BUILD_LAYOUT,
 ) -> SlotBatch:
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
     ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``; see
-    :func:`_lm_document` for ``which_forms`` and ``label_images``."""
+    :func:`_lm_document` for ``which_forms`` and ``layout``."""
     if which_forms and sum(which_forms.values()) > 1:  # checked per batch, not per document
         raise ValueError(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
@@ -354,7 +394,7 @@ def lm_batch(
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
         segments, doc_images, doc_asked = _lm_document(
-            seed, d, summary_tasks, task_weights, which_forms, label_images
+            seed, d, summary_tasks, task_weights, which_forms, layout
         )
         images += doc_images
         asked.append(doc_asked)
@@ -487,7 +527,7 @@ def train_language_model(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
-    label_images: bool = False,
+    layout: DocumentLayout = BUILD_LAYOUT,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -503,8 +543,8 @@ def train_language_model(
     ``summary_tasks``: the documents whose questions the head reads (the others add no summary loss).
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
     ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
-    (none in the build; see :func:`_lm_document`). ``label_images``: ordinal labels before unlabelled
-    image pairs (not in the build; ``benchmarks/lm_variants.py`` tries it).
+    (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
+    (:class:`DocumentLayout`; the build uses the default).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -515,7 +555,7 @@ def train_language_model(
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
             tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
-            label_images,
+            layout,
         )  # fmt: skip
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         capture = (

@@ -27,18 +27,18 @@ from vpgkit.data.templates import get_template
 from vpgkit.evaluation.metrics import choice_accuracy, rouge_l
 
 from .backbones import (
-    NUM_SLOTS,
+    BUILD_LAYOUT,
     WORLD_SYSTEM,
+    DocumentLayout,
     SlotBatch,
     cell_pooling,
     encode_scenes,
-    slot_image,
     slot_injection,
     slot_word_ids,
 )
 from .language import EVAL_WORDING
 from .scene import COLOURS, SHAPES, make_scene
-from .tasks import TASK_BUILDERS, TASK_INFO, TaskInstance, render_text
+from .tasks import TASK_BUILDERS, TASK_INFO, TaskInstance
 
 __all__ = [
     "DIAGNOSTICS_STREAM",
@@ -89,13 +89,13 @@ def lm_answers(
     n: int = 100,
     batch_size: int = 50,
     builder: Callable | None = None,
-    label_images: bool = False,
+    layout: DocumentLayout = BUILD_LAYOUT,
 ) -> list[tuple[str, TaskInstance]]:
     """The LM's greedy answers to ``n`` held-out instances of ``task`` (evaluation wording, the diagnostics'
     own scenes) with perfect slots, all at the input (``mode="input"``) or the small objects added at layer
     k (``"layered"``): (answer, instance) pairs. ``builder``: another builder of the task's instances from
     the same scenes and draws (e.g. an easier which-image form); default ``TASK_BUILDERS[task]``.
-    ``label_images``: prompts with ordinal labels before unlabelled image pairs (:func:`render_text`).
+    ``layout``: how the prompts write the images (:class:`DocumentLayout`), as the LM was trained.
 
     Example::
 
@@ -116,12 +116,8 @@ def lm_answers(
         for i in range(start, min(n, start + batch_size)):
             rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
             instance = builder(make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
-            images += [
-                slot_image(s, f, rng, mode == "layered")
-                for s, f in zip(instance.scenes, instance.focus, strict=True)
-            ]
-            user = render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", label_images)
-            sample = Sample("d", [], [Turn("user", user)])
+            images += layout.images(instance, rng, mode == "layered")
+            sample = Sample("d", [], [Turn("user", layout.user_text(instance))])
             prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
             instances.append(instance)
         answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24)
@@ -137,19 +133,17 @@ def answer_score(answer: str, instance: TaskInstance) -> float:
 
 
 def lm_ceilings(
-    llm, tokenizer, n: int = 100, batch_size: int = 50, label_images: bool = False
+    llm, tokenizer, n: int = 100, batch_size: int = 50, layout: DocumentLayout = BUILD_LAYOUT
 ) -> dict[str, dict[str, Any]]:
     """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots
-    (:func:`lm_answers`, ``label_images`` passed on); for tasks whose instances have subsets (a detail
+    (:func:`lm_answers`, ``layout`` passed on); for tasks whose instances have subsets (a detail
     question's kind, a cloze pair changed or not), also ``subsets`` → mode → subset → score."""
     scores: dict[str, dict[str, Any]] = {}
     for task in TASK_BUILDERS:
         scores[task] = {}
         for mode in MODES:
             values, subsets = [], {}
-            for answer, instance in lm_answers(
-                llm, tokenizer, task, mode, n, batch_size, label_images=label_images
-            ):
+            for answer, instance in lm_answers(llm, tokenizer, task, mode, n, batch_size, layout=layout):
                 values.append(answer_score(answer, instance))
                 if task in SUBSET_TASKS:
                     subsets.setdefault(instance.subsets[0], []).append(values[-1])
