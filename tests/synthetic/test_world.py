@@ -457,8 +457,8 @@ def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
-def test_label_images_labels_only_unlabelled_image_pairs_and_leaves_the_default_documents():
-    from synthetic.world.backbones import lm_batch
+def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build_documents():
+    from synthetic.world.backbones import BUILD_LAYOUT, DocumentLayout, lm_batch
 
     image = lambda _: "<Img><image></Img>"  # noqa: E731
     rng = lambda: np.random.default_rng(3)  # noqa: E731
@@ -473,11 +473,25 @@ def test_label_images_labels_only_unlabelled_image_pairs_and_leaves_the_default_
         t = TASK_BUILDERS[task](make_scene(0, 3), rng(), EVAL_WORDING)
         assert render_text(t, image, label_images=True) == render_text(t, image)
     tok = build_world_tokenizer()
-    off = lm_batch(tok, 0, 0, 12, label_images=False)
-    assert torch.equal(off.input_ids, lm_batch(tok, 0, 0, 12).input_ids)
-    on = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, label_images=True)
+    default = lm_batch(tok, 0, 0, 12, layout=BUILD_LAYOUT)
+    assert torch.equal(default.input_ids, lm_batch(tok, 0, 0, 12).input_ids)
+    assert BUILD_LAYOUT == DocumentLayout(label_images=False, align_slots=False)
+    on = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, layout=DocumentLayout(label_images=True))
     first = tok.convert_tokens_to_ids("first")
     assert all(first in row.tolist() for row in on.input_ids)  # every difference document labelled
+
+    def focus_slots(layout: DocumentLayout) -> list[tuple[int, ...]]:
+        """Per two-image document, the slot each image shows its first focus object in (-1: none)."""
+        out = []
+        for d in range(40):
+            rng_doc = np.random.default_rng(d)
+            t = TASK_BUILDERS["which_image"](make_scene(0, d), rng_doc, EVAL_WORDING)
+            images = layout.images(t, rng_doc, layered=False)
+            out.append(tuple(im.at_input.index(f[0]) for im, f in zip(images, t.focus, strict=True)))
+        return out
+
+    assert all(a == b for a, b in focus_slots(DocumentLayout(align_slots=True)))  # recoloured pair: same slot
+    assert sum(a == b for a, b in focus_slots(BUILD_LAYOUT)) < 30  # random per image: a third by chance
 
 
 def test_the_lm_document_stream_is_pinned():
