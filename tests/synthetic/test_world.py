@@ -475,7 +475,7 @@ def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build
     tok = build_world_tokenizer()
     default = lm_batch(tok, 0, 0, 12, layout=BUILD_LAYOUT)
     assert torch.equal(default.input_ids, lm_batch(tok, 0, 0, 12).input_ids)
-    assert BUILD_LAYOUT == DocumentLayout(label_images=False, align_slots=False)
+    assert DocumentLayout(label_images=False, align_slots=False) == BUILD_LAYOUT
     on = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, layout=DocumentLayout(label_images=True))
     first = tok.convert_tokens_to_ids("first")
     assert all(first in row.tolist() for row in on.input_ids)  # every difference document labelled
