@@ -56,6 +56,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 from doc_blocks import write_block
 from results_file import write_results
@@ -226,26 +227,30 @@ def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, run by another user
-        pass
-    return True
-
-
-def _lock(out: Path) -> Path:
+def _lock(out: Path) -> IO[str]:
     """Claim ``out`` for this process: a second table on the same runs would relaunch the runs the first
-    is still training (their evaluation is not written yet) into the same directories."""
-    lock = out / ".mini_demon_table.lock"
-    pid = int(lock.read_text().strip() or 0) if lock.is_file() else 0
-    if pid > 0 and pid != os.getpid() and _alive(pid):  # otherwise a table that died without releasing it
+    is still training (their evaluation is not written yet) into the same directories.
+
+    The claim is an exclusive ``flock`` on ``out/.mini_demon_table.lock`` (which holds the pid, for the
+    message): taking it is atomic, and the kernel drops it when its holder exits, so a table that died
+    leaves no stale claim. It lasts until the returned file is closed.
+    """
+    import fcntl
+
+    handle = (out / ".mini_demon_table.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
         raise SystemExit(f"--out {out}: another mini_demon_table (pid {pid}) is running on these runs; "
-                         f"wait for it or use another --out")  # fmt: skip
-    lock.write_text(str(os.getpid()))
-    return lock
+                         f"wait for it or use another --out") from None  # fmt: skip
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def run_all(args) -> dict:
@@ -255,7 +260,7 @@ def run_all(args) -> dict:
     try:
         return _run_all(args, out)
     finally:
-        lock.unlink(missing_ok=True)
+        lock.close()  # releases the claim; the file stays (unlinking it could let two tables claim two files)
 
 
 def _run_all(args, out: Path) -> dict:

@@ -116,7 +116,7 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
         table.main()
 
 
-def test_mini_demon_table_refuses_runs_another_table_is_training_and_takes_over_a_stale_lock(
+def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(
     tmp_path, monkeypatch
 ):
     import subprocess
@@ -124,17 +124,23 @@ def test_mini_demon_table_refuses_runs_another_table_is_training_and_takes_over_
     table = _script("mini_demon_table")
     monkeypatch.setattr(table, "_runs", lambda args: [])  # nothing to train: only the claim is exercised
     args = type("Args", (), {"out": str(tmp_path)})
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = tmp_path / ".mini_demon_table.lock"
+    holder = (  # another table: holds the claim the way _lock takes it
+        "import fcntl, os, sys, time; f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(60)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / ".mini_demon_table.lock").write_text(str(other.pid))
+        assert other.stdout.readline().strip() == "held"
         with pytest.raises(SystemExit, match=f"another mini_demon_table \\(pid {other.pid}\\)"):
             table.run_all(args)
-        assert (tmp_path / ".mini_demon_table.lock").read_text() == str(other.pid)  # its claim is kept
+        assert lock.read_text() == str(other.pid)  # its claim is kept
     finally:
         other.kill()
         other.wait()
-    assert table.run_all(args) == {}  # the holder is gone: the lock is stale, taken and released
-    assert not (tmp_path / ".mini_demon_table.lock").exists()
+    assert lock.read_text() == str(other.pid)  # the dead table's file is left behind, its claim is not
+    assert table.run_all(args) == {}
+    assert table.run_all(args) == {}  # released after the first: claimed again
 
 
 def test_mini_demon_table_records_the_fetch_loss_when_the_run_trained_one(tmp_path):
