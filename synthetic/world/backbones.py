@@ -249,9 +249,8 @@ class DocumentLayout:
         return render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", self.label_images)
 
 
-BUILD_LAYOUT = (
-    DocumentLayout()
-)  # the build's documents: images labelled as their tasks write them, slots random
+# the build's documents: images labelled only where their tasks label them, slots in a random order per image
+BUILD_LAYOUT = DocumentLayout()
 
 
 def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImage]]:

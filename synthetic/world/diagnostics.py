@@ -137,7 +137,8 @@ def lm_ceilings(
 ) -> dict[str, dict[str, Any]]:
     """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots
     (:func:`lm_answers`, ``layout`` passed on); for tasks whose instances have subsets (a detail
-    question's kind, a cloze pair changed or not), also ``subsets`` → mode → subset → score."""
+    question's kind, a cloze pair changed or not, a difference question's edit), also ``subsets`` → mode →
+    subset → score."""
     scores: dict[str, dict[str, Any]] = {}
     for task in TASK_BUILDERS:
         scores[task] = {}
