@@ -249,6 +249,7 @@ def main() -> None:
     command = "python benchmarks/lm_variants.py --variants " + " ".join(args.variants)
     command += " --seeds " + " ".join(map(str, args.seeds))
     command += f" --steps {args.steps}" * (args.steps != 2000) + f" --n {args.n}" * (args.n != 200)
+    command += f" --threads {args.threads}" * (args.threads != 1)
     keep = [r for r in (previous or {}).get("runs", []) if (r["variant"], r["seed"]) not in set(jobs)]
     commands = (previous or {}).get("commands", [])
     data = {"commands": [*commands, command], "steps": args.steps, "n": args.n, "runs": keep + runs}
