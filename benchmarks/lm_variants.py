@@ -7,7 +7,7 @@ slots at the input, and small objects injected at layer 3 where VPG-C writes; pe
 changed / unchanged cloze pair). No ViT, Q-Former or adapter is involved: this isolates what the LM can
 read, so that a world rebuild is chosen on evidence.
 
-    OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --seeds 1   # ~21 min a run
+    OMP_NUM_THREADS=1 python benchmarks/lm_variants.py --seeds 1   # 20-60 min a run, by machine
     python benchmarks/lm_variants.py --docs      # rewrites docs/tiny_world.md's block from the JSON
 
 Runs go one per process (``--jobs`` at once, ``--threads`` each, default 1); ``--merge`` adds to the runs already in
