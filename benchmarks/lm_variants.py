@@ -76,9 +76,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # Without labels the two images' slots are written the same way (``<Img>`` + slots + ``</Img>``), so
     # which image a slot is in can only be read by counting the markers before it. With perfect slots the
-    # shipped LM writes "has been removed" for an object *added* in image 2, and answers "first" to nearly
-    # every which-image question, the one-image "alone" form included: it does not know which image a slot
-    # is in. A label before each image can be read by attending to the nearest one.
+    # shipped LM scores worst on difference questions about an *added* object (43 ROUGE-L) and answers
+    # "first" to nearly every which-image question, the one-image "alone" form included. A label before
+    # each image can be read by attending to the nearest one.
     "summary_w01_labels": (
         "as summary_w01, with difference questions' images labelled `first image:` / `second image:` as which-image "
         "questions' are (in documents and prompts)",

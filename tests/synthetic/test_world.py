@@ -476,9 +476,10 @@ def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build
     default = lm_batch(tok, 0, 0, 12, layout=BUILD_LAYOUT)
     assert torch.equal(default.input_ids, lm_batch(tok, 0, 0, 12).input_ids)
     assert DocumentLayout(label_images=False, align_slots=False) == BUILD_LAYOUT
-    on = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, layout=DocumentLayout(label_images=True))
     first = tok.convert_tokens_to_ids("first")
-    assert all(first in row.tolist() for row in on.input_ids)  # every difference document labelled
+    for layout, labelled in ((BUILD_LAYOUT, False), (DocumentLayout(label_images=True), True)):
+        batch = lm_batch(tok, 0, 0, 12, task_weights={"difference": 1.0}, layout=layout)
+        assert [first in row.tolist() for row in batch.input_ids] == [labelled] * 12
 
     def focus_slots(layout: DocumentLayout) -> list[tuple[int, ...]]:
         """Per two-image document, the slot each image shows its first focus object in (-1: none)."""
