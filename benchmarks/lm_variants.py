@@ -19,12 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lm_variants.json"
@@ -97,6 +100,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "the same slot of each)",
         SUMMARY_W01 | {"layout": {"label_images": True, "align_slots": True}},
     ),
+    # The layouts above leave the comparison of the two images' slots to the answers' loss alone. Here a linear
+    # head on each slot at the input of layer 5 must tell a first-image slot from a second-image slot whose
+    # position the first image does not show, shows changed, or shows the same (SLOT_RELATIONS): add, modify
+    # and unchanged at the named region, and which image a slot is in.
+    "summary_w01_compare": (
+        "as summary_w01, with a slot-relation loss (weight 0.3) on two-image documents' slots at layer 5",
+        SUMMARY_W01 | {"compare": 0.3},
+    ),
+    "summary_w01_compare1": (
+        "as summary_w01_compare, with the slot-relation loss at weight 1",
+        SUMMARY_W01 | {"compare": 1.0},
+    ),
 }
 COLUMNS = [
     ("which_image", None),
@@ -131,7 +146,8 @@ def run_one(
     start = time.process_time()
     kwargs = dict(VARIANTS[variant][1])
     layout = DocumentLayout(**kwargs.pop("layout", {}))  # a variant names only the fields it changes
-    llm, result = train_language_model(tokenizer, seed, steps, log=lambda _: None, layout=layout, **kwargs)
+    reports: list[str] = []
+    llm, result = train_language_model(tokenizer, seed, steps, log=reports.append, layout=layout, **kwargs)
     round_to_fp16(llm)  # as shipped
     train_cpu = time.process_time() - start
     if save is not None:  # the build's own writer: fp16 safetensors + tokenizer, swapped in whole
@@ -147,6 +163,19 @@ def run_one(
         "train_cpu_seconds": round(train_cpu, 1),
         "threads": threads,
         "ceilings": lm_ceilings(llm, tokenizer, n=n, layout=layout),
+        **({"relation_head": _relation_head(reports[-5:])} if kwargs.get("compare") else {}),
+    }
+
+
+def _relation_head(reports: list[str]) -> dict[str, float]:
+    """The slot-relation head's loss and accuracies (first-image slots; second-image slots, the comparison)
+    on the training batches of the last reports (every 50 steps), averaged."""
+    values = [re.search(r"compare (\S+) first (\S+) second (\S+)", line).groups() for line in reports]
+    means = np.mean(np.array(values, dtype=float), axis=0)
+    return {
+        "loss": round(means[0], 4),
+        "first_accuracy": round(means[1], 3),
+        "second_accuracy": round(means[2], 3),
     }
 
 

@@ -57,13 +57,16 @@ from .tasks import TASK_BUILDERS, TaskInstance, render_text, which_image_task
 
 __all__ = [
     "ASKED_ATTRIBUTES",
+    "COMPARE_LAYER",
     "INJECT_LAYER",
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
+    "SLOT_RELATIONS",
     "SUMMARY_TASKS",
     "QuestionSummaryHead",
     "SlotBatch",
     "SlotImage",
+    "SlotRelationHead",
     "StageResult",
     "TokenHead",
     "asked_labels",
@@ -77,6 +80,7 @@ __all__ = [
     "object_slot_words",
     "slot_image",
     "slot_injection",
+    "slot_relations",
     "slot_vectors",
     "slot_word_ids",
     "token_labels",
@@ -90,6 +94,9 @@ __all__ = [
 LM_STREAM, VIT_STREAM, QFORMER_STREAM = 101, 102, 103
 NUM_SLOTS = 3  # object slots per image in the LM's documents = the tiny-world Q-Former's queries
 INJECT_LAYER = 3  # small objects of layered documents enter at the input of this decoder layer (of 6)
+COMPARE_LAYER = (
+    5  # the slot-relation head (lm_variants' ``compare``) reads the slots at the input of this layer
+)
 LAYERED_SHARE = 0.5  # share of LM documents whose small objects are injected at INJECT_LAYER
 # Injected slots are rescaled to the norm of the hidden state they are added to (at the input of layer 3 that
 # norm is ~100, a slot's ~0.5): unscaled, they vanish and the LM never learns to read them; a fixed large gain
@@ -362,6 +369,7 @@ class SlotBatch:
         input_words, layer_words: (S, NUM_SLOTS, W) word ids of each slot image's objects at the input
             and at :data:`INJECT_LAYER` (0 = padding; an all-padding row is an empty slot).
         asked: (B, len(ASKED_ATTRIBUTES)) :func:`asked_labels` of each document, or None.
+        relations: (S, NUM_SLOTS) :func:`slot_relations` of each slot image, or None.
     """
 
     input_ids: torch.Tensor
@@ -369,6 +377,7 @@ class SlotBatch:
     input_words: torch.Tensor
     layer_words: torch.Tensor
     asked: torch.Tensor | None = None
+    relations: torch.Tensor | None = None
 
 
 def lm_batch(
@@ -389,7 +398,7 @@ def lm_batch(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
         )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows, images, asked = [], [], []
+    rows, images, asked, relations = [], [], [], []
     for d in range(first_doc, first_doc + size):
         ids, labels = [bos], [-100]
         segments, doc_images, doc_asked = _lm_document(
@@ -397,6 +406,7 @@ def lm_batch(
         )
         images += doc_images
         asked.append(doc_asked)
+        relations += slot_relations(doc_images)
         for text, loss in segments:
             piece = tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if loss else [])
             ids += piece
@@ -414,7 +424,41 @@ def lm_batch(
         slot_word_ids(tokenizer, [im.at_input for im in images]),
         slot_word_ids(tokenizer, [im.at_layer for im in images]),
         torch.tensor(asked, dtype=torch.long),
+        torch.tensor(relations, dtype=torch.long).reshape(len(images), NUM_SLOTS),
     )
+
+
+# What a slot of a two-image document is to the other image (SlotRelationHead's classes): a slot of the first
+# image; or a slot of the second whose position the first image's slots do not show, show with another object,
+# or show with this same object. A difference answer is one of these read at the named region's slot
+# (add / modify / unchanged; delete: only a first-image slot there), a which-image answer the first or not.
+SLOT_RELATIONS = ("first_image", "second_new", "second_changed", "second_same")
+
+
+def slot_relations(images: list[SlotImage]) -> list[list[int]]:
+    """Per image, per slot: the index in :data:`SLOT_RELATIONS` of the slot's object (the one added at the
+    layer where there are two), or -100 for an empty slot or a document without exactly two images.
+
+    Example:
+        >>> from synthetic.world.scene import make_scene
+        >>> a, b = make_scene(0, 0).objects[:2]
+        >>> slot_relations([SlotImage([a, None, None], [None] * 3), SlotImage([None, a, b], [None] * 3)])
+        [[0, -100, -100], [-100, 3, 1]]
+    """
+    shown = [[lay or inp for inp, lay in zip(im.at_input, im.at_layer, strict=True)] for im in images]
+    if len(images) != 2:
+        return [[-100] * NUM_SLOTS for _ in images]
+    first = {o.position: object_slot_words(o) for o in shown[0] if o is not None}
+
+    def relation(o: WorldObject) -> int:
+        if o.position not in first:
+            return 1
+        return 3 if first[o.position] == object_slot_words(o) else 2
+
+    return [
+        [-100 if o is None else 0 for o in shown[0]],
+        [-100 if o is None else relation(o) for o in shown[1]],
+    ]
 
 
 def slot_word_ids(tokenizer, images: list[list[WorldObject | None]]) -> torch.Tensor:
@@ -496,23 +540,46 @@ class QuestionSummaryHead(nn.Module):
         return torch.stack(losses).sum() / (asked >= 0).sum().clamp(min=1)
 
 
+class SlotRelationHead(nn.Module):
+    """A linear read of :data:`SLOT_RELATIONS` from a slot's hidden state; trained with the LM when
+    ``compare`` is on (a signal for comparing the two images' slots), then discarded."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.out = nn.Linear(width, len(SLOT_RELATIONS))
+
+    def loss(self, hidden: torch.Tensor, relations: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+        """hidden (N, D) at the slots' ``<image>`` tokens, relations (N,) (-100: none) → (mean CE, accuracy
+        on first-image slots, accuracy on second-image slots: the comparison)."""
+        logits = self.out(hidden)
+        right = logits.argmax(-1) == relations
+        first, second = relations == 0, relations > 0
+        accuracy = [float(right[m].float().mean()) if m.any() else 0.0 for m in (first, second)]
+        return F.cross_entropy(logits, relations, ignore_index=-100), *accuracy
+
+
 @contextlib.contextmanager
-def last_prompt_states(llm: LlamaForCausalLM, labels: torch.Tensor, layer: int):
-    """Yields a list that, after a forward pass, holds the (B, D) hidden states at the input of decoder
-    ``layer`` of each row's last prompt token (the token before its first label: VPG-C's guidance)."""
-    rows = torch.arange(labels.shape[0])
-    index = (labels != -100).int().argmax(dim=1) - 1
+def layer_input_states(llm: LlamaForCausalLM, layer: int, select: Callable[[torch.Tensor], torch.Tensor]):
+    """Yields a list that, after a forward pass, holds ``select(hidden)`` of the (B, L, D) hidden states at
+    the input of decoder ``layer``."""
     captured: list[torch.Tensor] = []
 
     def hook(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        captured.append(hidden[rows, index])
+        captured.append(select(args[0] if args else kwargs["hidden_states"]))
 
     handle = llm.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
     try:
         yield captured
     finally:
         handle.remove()
+
+
+def last_prompt_states(llm: LlamaForCausalLM, labels: torch.Tensor, layer: int):
+    """Yields a list that, after a forward pass, holds the (B, D) hidden states at the input of decoder
+    ``layer`` of each row's last prompt token (the token before its first label: VPG-C's guidance)."""
+    rows = torch.arange(labels.shape[0])
+    index = (labels != -100).int().argmax(dim=1) - 1
+    return layer_input_states(llm, layer, lambda hidden: hidden[rows, index])
 
 
 def train_language_model(
@@ -527,6 +594,7 @@ def train_language_model(
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
+    compare: float = 0.0,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -543,13 +611,16 @@ def train_language_model(
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
     ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
     (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
-    (:class:`DocumentLayout`; the build uses the default).
+    (:class:`DocumentLayout`; the build uses the default). ``compare`` > 0 adds, with that weight,
+    :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
+    (none in the build; ``benchmarks/lm_variants.py`` tries it).
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
     model.train()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
+    relation = SlotRelationHead(model.config.hidden_size) if compare > 0 else None
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
@@ -557,17 +628,28 @@ def train_language_model(
             layout,
         )  # fmt: skip
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
-        capture = (
-            last_prompt_states(model, batch.labels, INJECT_LAYER) if summary else contextlib.nullcontext()
-        )
-        with capture as states, slot_injection(model, batch, image_token_id) as embeds:
+        slots = batch.input_ids == image_token_id
+        with contextlib.ExitStack() as stack:
+            if summary is not None:
+                states = stack.enter_context(last_prompt_states(model, batch.labels, INJECT_LAYER))
+            if relation is not None:
+                slot_states = stack.enter_context(
+                    layer_input_states(model, COMPARE_LAYER, lambda h: h[slots])
+                )
+            embeds = stack.enter_context(slot_injection(model, batch, image_token_id))
             loss = model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
-        if summary is None:
-            return loss, ""
-        aux = summary.loss(states[0], batch.asked)
-        return loss + question_summary * aux, f" summary {aux.item():.3f}"
+        note = ""
+        if summary is not None:
+            aux = summary.loss(states[0], batch.asked)
+            loss, note = loss + question_summary * aux, f" summary {aux.item():.3f}"
+        if relation is not None:  # the slots in the order slot_injection fills them: batch.relations' order
+            aux, first, second = relation.loss(slot_states[0], batch.relations.reshape(-1))
+            loss = loss + compare * aux
+            note += f" compare {aux.item():.3f} first {first:.2f} second {second:.2f}"
+        return loss, note
 
-    params = list(model.parameters()) + (list(summary.parameters()) if summary is not None else [])
+    heads = [h for h in (summary, relation) if h is not None]
+    params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
     result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.eval().requires_grad_(False)
     return model, result
