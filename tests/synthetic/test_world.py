@@ -495,6 +495,72 @@ def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build
     assert sum(a == b for a, b in focus_slots(BUILD_LAYOUT)) < 30  # random per image: a third by chance
 
 
+def test_slot_relations_give_each_difference_answer_at_the_named_region():
+    """The slot-relation head's labels (lm_variants' ``compare``) carry the difference answer: at the named
+    region the second image's slot is new for an added object, changed for a modified one, the same where
+    nothing changed, and absent for a deleted one (only the first image shows it); one-image documents and
+    empty slots carry none."""
+    from synthetic.world.backbones import BUILD_LAYOUT, SLOT_RELATIONS, lm_batch, slot_relations
+
+    expected = {"add": "second_new", "modify": "second_changed", "unchanged": "second_same", "delete": None}
+    seen = set()
+    for d in range(80):
+        rng = np.random.default_rng(d)
+        t = TASK_BUILDERS["difference"](make_scene(1, d), rng, TRAIN_WORDING)
+        images = BUILD_LAYOUT.images(t, rng, layered=bool(d % 2))
+        relations = slot_relations(images)
+        shown = [[lay or inp for inp, lay in zip(im.at_input, im.at_layer, strict=True)] for im in images]
+        at_region = [
+            SLOT_RELATIONS[r]
+            for o, r in zip(shown[1], relations[1], strict=True)
+            if o and o.position == t.named.position
+        ]
+        assert at_region == ([expected[t.subsets[0]]] if expected[t.subsets[0]] else []), (d, t.subsets)
+        assert relations[0] == [-100 if o is None else 0 for o in shown[0]]
+        seen.add(t.subsets[0])
+    assert seen == set(expected)
+    one = TASK_BUILDERS["detail_question"](make_scene(1, 0), np.random.default_rng(0), TRAIN_WORDING)
+    assert slot_relations(BUILD_LAYOUT.images(one, np.random.default_rng(0), False)) == [[-100] * 3]
+    batch = lm_batch(build_world_tokenizer(), 0, 0, 8)
+    assert batch.relations.shape == batch.input_words.shape[:2]
+    empty = (batch.input_words == 0).all(-1) & (batch.layer_words == 0).all(-1)
+    assert bool((batch.relations[empty] == -100).all()) and bool((batch.relations[~empty] >= 0).any())
+
+
+def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_layer():
+    from transformers import LlamaForCausalLM
+
+    from synthetic.world.backbones import (
+        COMPARE_LAYER,
+        SlotRelationHead,
+        layer_input_states,
+        lm_batch,
+        slot_injection,
+        train_language_model,
+        world_llama_config,
+    )
+
+    tok = build_world_tokenizer()
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(world_llama_config(len(tok))).eval()
+    batch = lm_batch(tok, 0, 0, 6, task_weights={"difference": 1.0})
+    slots = batch.input_ids == tok.convert_tokens_to_ids("<image>")
+    with (
+        torch.no_grad(),
+        layer_input_states(llm, COMPARE_LAYER, lambda h: h[slots]) as states,
+        slot_injection(llm, batch, tok.convert_tokens_to_ids("<image>")) as embeds,
+    ):
+        out = llm(inputs_embeds=embeds, output_hidden_states=True)
+    torch.testing.assert_close(states[0], out.hidden_states[COMPARE_LAYER][slots])
+    loss, first, second = SlotRelationHead(llm.config.hidden_size).loss(
+        states[0], batch.relations.reshape(-1)
+    )
+    assert float(loss) > 0 and 0 <= first <= 1 and 0 <= second <= 1
+    reports: list[str] = []
+    train_language_model(tok, 0, 2, batch_size=4, log=reports.append, compare=0.3)
+    assert "compare" in reports[-1] and "second" in reports[-1]
+
+
 def test_the_lm_document_stream_is_pinned():
     """The build's LM documents (first 64, seed 0): unchanged since before ``which_forms`` (sha256 measured at
     8429c17 and after). A change here changes what the shipped LM was trained on: rebuild the world."""
