@@ -112,6 +112,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_w01_compare, with the slot-relation loss at weight 1",
         SUMMARY_W01 | {"compare": 1.0},
     ),
+    "summary_w01_compare3": (
+        "as summary_w01_compare, with the slot-relation loss at weight 3",
+        SUMMARY_W01 | {"compare": 3.0},
+    ),
 }
 COLUMNS = [
     ("which_image", None),
