@@ -207,6 +207,17 @@ def docs_block(data: dict) -> str:
     for run in data["runs"]:
         cells = " | ".join(_cell(run["ceilings"], t, s) for t, s in COLUMNS)
         lines.append(f"| {run['variant']} | {run['seed']} | {cells} |")
+    heads = [r for r in data["runs"] if "relation_head" in r]
+    if heads:
+        lines += [
+            "",
+            "The slot-relation head's accuracy on its last training batches (first-image / second-image slots):",
+        ]
+        lines += [""] + [
+            f"- {r['variant']} seed {r['seed']}: {r['relation_head']['first_accuracy']:.2f} / "
+            f"{r['relation_head']['second_accuracy']:.2f} (loss {r['relation_head']['loss']})"
+            for r in heads
+        ]
     lines += ["", "Variants:", ""]
     lines += [
         f"- `{name}`: {VARIANTS[name][0]}" for name in dict.fromkeys(r["variant"] for r in data["runs"])
