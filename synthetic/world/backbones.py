@@ -94,9 +94,9 @@ __all__ = [
 LM_STREAM, VIT_STREAM, QFORMER_STREAM = 101, 102, 103
 NUM_SLOTS = 3  # object slots per image in the LM's documents = the tiny-world Q-Former's queries
 INJECT_LAYER = 3  # small objects of layered documents enter at the input of this decoder layer (of 6)
-COMPARE_LAYER = (
-    5  # the slot-relation head (lm_variants' ``compare``) reads the slots at the input of this layer
-)
+# The slot-relation head (train_language_model's ``compare``) reads the slots at the input of this layer: two
+# layers after INJECT_LAYER, so that objects injected there can be compared too, one before the last.
+COMPARE_LAYER = 5
 LAYERED_SHARE = 0.5  # share of LM documents whose small objects are injected at INJECT_LAYER
 # Injected slots are rescaled to the norm of the hidden state they are added to (at the input of layer 3 that
 # norm is ~100, a slot's ~0.5): unscaled, they vanish and the LM never learns to read them; a fixed large gain
