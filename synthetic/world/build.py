@@ -160,6 +160,7 @@ def build(
     grounding_weight: float = 1.0,
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
+    compare: float = 0.0,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -170,6 +171,8 @@ def build(
     loss scaled by ``grounding_weight``.
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
+    ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
+    in the shipped build).
     """
     import timm
     import transformers
@@ -196,6 +199,7 @@ def build(
             log=log,
             question_summary=question_summary,
             summary_tasks=summary_tasks,
+            compare=compare,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -247,6 +251,7 @@ def build(
         **({"reused_backbones_from": reused_command} if reuse is not None else {}),
         **({"lm_question_summary": question_summary} if question_summary else {}),
         **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
+        **({"lm_compare": compare} if compare else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -299,6 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,
         metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
     )  # fmt: skip
+    parser.add_argument(
+        "--lm-compare", type=float, default=0.0, metavar="WEIGHT",
+        help="the LM also learns what each slot of a two-image document is to the other image (first image; "
+        "second image: new, changed or the same there) at the input of layer 5, with this loss weight (0: off, "
+        "as shipped; docs/tiny_world.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
@@ -307,13 +318,18 @@ def main(argv: list[str] | None = None) -> int:
         check_grounding_weight(args.qformer_grounding, args.qformer_grounding_weight)
     except ValueError as e:
         parser.error(f"--qformer-grounding-weight: {e}")
-    if args.lm_question_summary and args.reuse_backbones is not None:
-        parser.error("--lm-question-summary trains the LM; it cannot be combined with --reuse-backbones")
+    for flag, value in (
+        ("--lm-question-summary", args.lm_question_summary),
+        ("--lm-compare", args.lm_compare),
+    ):
+        if value and args.reuse_backbones is not None:
+            parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
     out = args.out or default_out()
     steps = {"lm": args.lm_steps, "vit": args.vit_steps, "qformer": args.qformer_steps}
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
+        compare=args.lm_compare,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -327,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-question-summary {args.lm_question_summary:g}")
     if summary_tasks != SUMMARY_TASKS:
         cmd.append("--lm-question-summary-tasks " + " ".join(summary_tasks))
+    if args.lm_compare:
+        cmd.append(f"--lm-compare {args.lm_compare:g}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

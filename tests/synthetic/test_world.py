@@ -448,13 +448,17 @@ def test_question_summary_objective_trains_the_lm_and_is_absent_when_off():
     assert any(not torch.equal(on[k], off[k]) for k in off)
 
 
-def test_build_refuses_summary_tasks_without_the_summary(tmp_path, capsys):
+def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
     from synthetic.world.build import main
 
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "w"), "--lm-question-summary-tasks", "cloze"])
     assert "needs --lm-question-summary WEIGHT" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "w"), "--lm-compare", "1", "--reuse-backbones", str(tmp_path)])
+    assert "--lm-compare trains the LM" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build_documents():
