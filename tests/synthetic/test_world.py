@@ -277,21 +277,27 @@ def test_asked_labels_name_only_what_the_question_says_about_its_object():
     assert all(n > 100 for n in named.values())
 
 
-def test_question_summary_reads_the_last_prompt_token_at_the_input_of_layer_k():
+def _untrained_world_lm():
+    """The world tokenizer and an untrained world LLaMA (seed 0) in eval mode."""
     from transformers import LlamaForCausalLM
 
+    from synthetic.world.backbones import world_llama_config
+
+    tok = build_world_tokenizer()
+    torch.manual_seed(0)
+    return tok, LlamaForCausalLM(world_llama_config(len(tok))).eval()
+
+
+def test_question_summary_reads_the_last_prompt_token_at_the_input_of_layer_k():
     from synthetic.world.backbones import (
         INJECT_LAYER,
         QuestionSummaryHead,
         last_prompt_states,
         lm_batch,
         slot_injection,
-        world_llama_config,
     )
 
-    tok = build_world_tokenizer()
-    torch.manual_seed(0)
-    llm = LlamaForCausalLM(world_llama_config(len(tok))).eval()
+    tok, llm = _untrained_world_lm()
     batch = lm_batch(tok, 0, 0, 6)
     mask = (batch.input_ids != tok.pad_token_id).long()
     with (
@@ -532,8 +538,6 @@ def test_slot_relations_give_each_difference_answer_at_the_named_region():
 
 
 def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_layer():
-    from transformers import LlamaForCausalLM
-
     from synthetic.world.backbones import (
         COMPARE_LAYER,
         SlotRelationHead,
@@ -541,12 +545,9 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
         lm_batch,
         slot_injection,
         train_language_model,
-        world_llama_config,
     )
 
-    tok = build_world_tokenizer()
-    torch.manual_seed(0)
-    llm = LlamaForCausalLM(world_llama_config(len(tok))).eval()
+    tok, llm = _untrained_world_lm()
     batch = lm_batch(tok, 0, 0, 6, task_weights={"difference": 1.0})
     slots = batch.input_ids == tok.convert_tokens_to_ids("<image>")
     with (
