@@ -198,6 +198,11 @@ class SlotImage:
     at_input: list[WorldObject | None]
     at_layer: list[WorldObject | None]
 
+    @property
+    def shown(self) -> list[WorldObject | None]:
+        """Per slot, the object it shows: the one added at the layer where there are two."""
+        return [lay or inp for inp, lay in zip(self.at_input, self.at_layer, strict=True)]
+
 
 def slot_image(
     scene: Scene,
@@ -436,8 +441,8 @@ SLOT_RELATIONS = ("first_image", "second_new", "second_changed", "second_same")
 
 
 def slot_relations(images: list[SlotImage]) -> list[list[int]]:
-    """Per image, per slot: the index in :data:`SLOT_RELATIONS` of the slot's object (the one added at the
-    layer where there are two), or -100 for an empty slot or a document without exactly two images.
+    """Per image, per slot: the index in :data:`SLOT_RELATIONS` of the object the slot shows
+    (:attr:`SlotImage.shown`), or -100 for an empty slot or a document without exactly two images.
 
     Example:
         >>> from synthetic.world.scene import make_scene
@@ -445,9 +450,9 @@ def slot_relations(images: list[SlotImage]) -> list[list[int]]:
         >>> slot_relations([SlotImage([a, None, None], [None] * 3), SlotImage([None, a, b], [None] * 3)])
         [[0, -100, -100], [-100, 3, 1]]
     """
-    shown = [[lay or inp for inp, lay in zip(im.at_input, im.at_layer, strict=True)] for im in images]
     if len(images) != 2:
         return [[-100] * NUM_SLOTS for _ in images]
+    shown = [im.shown for im in images]
     first = {o.position: object_slot_words(o) for o in shown[0] if o is not None}
 
     def relation(o: WorldObject) -> int:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -519,7 +522,7 @@ def test_slot_relations_give_each_difference_answer_at_the_named_region():
         t = TASK_BUILDERS["difference"](make_scene(1, d), rng, TRAIN_WORDING)
         images = BUILD_LAYOUT.images(t, rng, layered=bool(d % 2))
         relations = slot_relations(images)
-        shown = [[lay or inp for inp, lay in zip(im.at_input, im.at_layer, strict=True)] for im in images]
+        shown = [im.shown for im in images]
         at_region = [
             SLOT_RELATIONS[r]
             for o, r in zip(shown[1], relations[1], strict=True)
@@ -557,13 +560,27 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
     ):
         out = llm(inputs_embeds=embeds, output_hidden_states=True)
     torch.testing.assert_close(states[0], out.hidden_states[COMPARE_LAYER][slots])
-    loss, first, second = SlotRelationHead(llm.config.hidden_size).loss(
-        states[0], batch.relations.reshape(-1)
+    head = SlotRelationHead(llm.config.hidden_size)
+    with torch.no_grad():
+        loss, first, second = head.loss(states[0], batch.relations.reshape(-1))
+    relations = batch.relations.reshape(-1)
+    right = head.out(states[0]).argmax(-1) == relations
+    assert (first, second) == (
+        float(right[relations == 0].float().mean()),
+        float(right[relations > 0].float().mean()),
     )
-    assert float(loss) > 0 and 0 <= first <= 1 and 0 <= second <= 1
+    assert float(loss) > 0
+    # the loss shapes the LM itself (not only its discarded head), and lm_variants reads what it logs
     reports: list[str] = []
-    train_language_model(tok, 0, 2, batch_size=4, log=reports.append, compare=0.3)
-    assert "compare" in reports[-1] and "second" in reports[-1]
+    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, compare=0.3)[0].state_dict()
+    off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None)[0].state_dict()
+    assert any(not torch.equal(on[k], off[k]) for k in off)
+    spec = importlib.util.spec_from_file_location(
+        "lm_variants", Path(__file__).resolve().parents[2] / "benchmarks" / "lm_variants.py"
+    )
+    lm_variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lm_variants)
+    assert set(lm_variants._relation_head(reports)) == {"loss", "first_accuracy", "second_accuracy"}
 
 
 def test_the_lm_document_stream_is_pinned():
