@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from synthetic.world.diagnostics import MODES
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "lm_variants.json"
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -184,22 +186,25 @@ def _relation_head(reports: list[str]) -> dict[str, float]:
 
 
 def _cell(ceilings: dict, task: str, subset: str | None) -> str:
-    """A ceiling as ``input / layered``, or "–" for a subset not measured (runs from before difference
-    questions were split by edit, or a subset no instance fell into at a tiny ``--n``)."""
+    """A ceiling as ``input / layered``, then `` / blank`` for runs that measured the every-slot-empty
+    control; "–" for a subset not measured (runs from before difference questions were split by edit, or a
+    subset no instance fell into at a tiny ``--n``)."""
+    modes = [m for m in MODES if m in ceilings[task]]  # runs from before the blank control lack it
     if subset is None:
-        return f"{ceilings[task]['input']:.0f} / {ceilings[task]['layered']:.0f}"
+        return " / ".join(f"{ceilings[task][m]:.0f}" for m in modes)
     per_mode = ceilings[task].get("subsets", {})
-    if any(subset not in per_mode.get(mode, {}) for mode in ("input", "layered")):
+    if any(subset not in per_mode.get(mode, {}) for mode in modes):
         return "–"
-    return f"{per_mode['input'][subset]:.0f} / {per_mode['layered'][subset]:.0f}"
+    return " / ".join(f"{per_mode[m][subset]:.0f}" for m in modes)
 
 
 def docs_block(data: dict) -> str:
     """Markdown table: per variant and seed, each ceiling as input / layer 3."""
     head = " | ".join(f"{t}{': ' + s if s else ''}" for t, s in COLUMNS)
     lines = [
-        "LM ceilings with perfect object slots, **input / injected at layer 3** (percent; accuracy, ROUGE-L "
-        f"for difference and caption), {data['n']} held-out instances per task, each LM {data['steps']} steps:",
+        "LM ceilings with perfect object slots, **input / injected at layer 3**, and for the runs that "
+        "measured it **/ every slot empty** (the text-only control; percent; accuracy, ROUGE-L for difference "
+        f"and caption), {data['n']} held-out instances per task, each LM {data['steps']} steps:",
         "",
         f"| variant | seed | {head} |",
         "|---|---|" + "---|" * len(COLUMNS),

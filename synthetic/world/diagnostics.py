@@ -5,6 +5,8 @@
   (:func:`synthetic.world.backbones.slot_image`), either all at the input (``input``) or the small ones
   added at the input of layer :data:`~synthetic.world.backbones.INJECT_LAYER` (``layered``, the path
   VPG-C's residual takes). No VPG is involved: this is the best any visual prompt can do with this LM.
+  Its control (``blank``): the same prompts with every slot empty, the score this LM reaches from the
+  text alone; a ceiling counts as visual only by how far it rises above it.
 * :func:`vit_probe` — what the frozen ViT's tokens carry: an MLP probe (trained on 1500 scenes, tested
   on 500 others) predicts each object's colour and shape from the mean of the patch tokens in its grid
   cell, for salient and small objects separately.
@@ -28,9 +30,11 @@ from vpgkit.evaluation.metrics import choice_accuracy, rouge_l
 
 from .backbones import (
     BUILD_LAYOUT,
+    NUM_SLOTS,
     WORLD_SYSTEM,
     DocumentLayout,
     SlotBatch,
+    SlotImage,
     cell_pooling,
     encode_scenes,
     slot_injection,
@@ -51,7 +55,8 @@ __all__ = [
 ]
 
 DIAGNOSTICS_STREAM = 5500  # scene seeds no build stage and no mini-DEMON uses
-MODES = ("input", "layered")
+# perfect slots at the input / small objects at layer k / every slot empty (the text-only control)
+MODES = ("input", "layered", "blank")
 # ceilings also per question kind / changed or unchanged cloze pair / kind of edit in the named region
 SUBSET_TASKS = ("detail_question", "cloze", "difference")
 
@@ -93,7 +98,8 @@ def lm_answers(
 ) -> list[tuple[str, TaskInstance]]:
     """The LM's greedy answers to ``n`` held-out instances of ``task`` (evaluation wording, the diagnostics'
     own scenes) with perfect slots, all at the input (``mode="input"``) or the small objects added at layer
-    k (``"layered"``): (answer, instance) pairs. ``builder``: another builder of the task's instances from
+    k (``"layered"``), or with every slot empty (``"blank"``: the same prompts, no visual information):
+    (answer, instance) pairs. ``builder``: another builder of the task's instances from
     the same scenes and draws (e.g. an easier which-image form); default ``TASK_BUILDERS[task]``.
     ``layout``: how the prompts write the images (:class:`DocumentLayout`), as the LM was trained.
 
@@ -116,7 +122,10 @@ def lm_answers(
         for i in range(start, min(n, start + batch_size)):
             rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
             instance = builder(make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
-            images += layout.images(instance, rng, mode == "layered")
+            if mode == "blank":
+                images += [SlotImage([None] * NUM_SLOTS, [None] * NUM_SLOTS) for _ in instance.scenes]
+            else:
+                images += layout.images(instance, rng, mode == "layered")
             sample = Sample("d", [], [Turn("user", layout.user_text(instance))])
             prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
             instances.append(instance)
@@ -135,8 +144,8 @@ def answer_score(answer: str, instance: TaskInstance) -> float:
 def lm_ceilings(
     llm, tokenizer, n: int = 100, batch_size: int = 50, layout: DocumentLayout = BUILD_LAYOUT
 ) -> dict[str, dict[str, Any]]:
-    """Per task and mode (``input``, ``layered``): the LM's score (percent) with perfect slots
-    (:func:`lm_answers`, ``layout`` passed on); for tasks whose instances have subsets (a detail
+    """Per task and mode (:data:`MODES`): the LM's score (percent) with perfect slots, or with every slot
+    empty for ``blank`` (:func:`lm_answers`, ``layout`` passed on); for tasks whose instances have subsets (a detail
     question's kind, a cloze pair changed or not, a difference question's edit), also ``subsets`` → mode →
     subset → score."""
     scores: dict[str, dict[str, Any]] = {}
@@ -208,13 +217,16 @@ def vit_probe(vit, epochs: int = 30) -> dict[str, dict[str, float]]:
 
 def format_diagnostics(diagnostics: dict[str, Any]) -> str:
     """Markdown tables of :func:`lm_ceilings` and :func:`vit_probe` results."""
-    lines = ["| task (metric) | LM, perfect slots at the input | LM, small objects injected at layer k |",
-             "| --- | --- | --- |"]  # fmt: skip
+    lines = ["| task (metric) | LM, perfect slots at the input | LM, small objects injected at layer k | "
+             "LM, every slot empty (text only) |", "| --- | --- | --- | --- |"]  # fmt: skip
     for task, s in diagnostics["lm_ceilings"].items():
-        lines.append(f"| {task} ({TASK_INFO[task]['metric']}) | {s['input']:.1f} | {s['layered']:.1f} |")
+        # "–": a build from before the blank control, or a subset no instance fell into
+        cells = " | ".join(f"{s[mode]:.1f}" if mode in s else "–" for mode in MODES)
+        lines.append(f"| {task} ({TASK_INFO[task]['metric']}) | {cells} |")
         for name in s.get("subsets", {}).get("input", {}):
-            per_mode = [s["subsets"][mode][name] for mode in MODES]
-            lines.append(f"| &nbsp;&nbsp;{task}: {name} | {per_mode[0]:.1f} | {per_mode[1]:.1f} |")
+            per_mode = [s["subsets"].get(mode, {}).get(name) for mode in MODES]
+            cells = " | ".join("–" if v is None else f"{v:.1f}" for v in per_mode)
+            lines.append(f"| &nbsp;&nbsp;{task}: {name} | {cells} |")
     lines += ["", "| ViT probe (%) | salient objects | small objects | chance |", "| --- | --- | --- | --- |"]
     for name, r in diagnostics["vit_probe"].items():
         lines.append(f"| {name} | {r['salient']:.1f} | {r['small']:.1f} | {r['chance']:.1f} |")

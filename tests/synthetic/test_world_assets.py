@@ -130,3 +130,28 @@ def test_lm_answers_pose_a_given_builders_instances_on_the_ceilings_scenes():
         lm_answers(llm, tok, "which_image", "middle", n=1)
     with pytest.raises(ValueError, match="task must be one of"):
         lm_answers(llm, tok, "counting", "input", n=1)
+
+
+def test_the_blank_control_poses_the_same_prompts_with_every_slot_empty(monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from synthetic.world import diagnostics
+
+    llm = LlamaForCausalLM.from_pretrained(ROOT / "llm", dtype=torch.float32).eval()
+    tok = build_world_tokenizer()
+    shown: dict[str, tuple[list, list]] = {}
+    generate = diagnostics._generate
+
+    def recording(llm, tokenizer, prompts, images, *args):
+        shown[mode] = (prompts, images)
+        return generate(llm, tokenizer, prompts, images, *args)
+
+    monkeypatch.setattr(diagnostics, "_generate", recording)
+    answers = {}
+    for mode in ("input", "blank"):
+        answers[mode] = diagnostics.lm_answers(llm, tok, "difference", mode, n=4)
+    (prompts, images), (blank_prompts, blank_images) = shown["input"], shown["blank"]
+    assert blank_prompts == prompts and len(blank_images) == len(images) == 8  # two images per instance
+    assert any(o is not None for image in images for o in image.shown)
+    assert all(o is None for image in blank_images for o in image.at_input + image.at_layer)
+    assert [i.response for _, i in answers["blank"]] == [i.response for _, i in answers["input"]]
