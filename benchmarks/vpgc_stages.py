@@ -265,8 +265,9 @@ def reader_accuracy(reader: nn.Module, g_tr, q_tr: Questions, g_te, q_te: Questi
 
 @torch.no_grad()
 def trained_residual(run: Path, processor, n_train: int, n_test: int, train_seed: int) -> dict:
-    """What a trained run's VPG-C residual is, on detail questions: its norm relative to the hidden state at
-    the image slots, and how well a linear probe reads the asked attribute from it (mean over queries)."""
+    """What a trained run's VPG-C residual is: its norm relative to the hidden state at the image slots, and
+    what a linear probe reads from it (mean over queries) — on detail questions, the asked attribute; on
+    difference questions, per image, the colour of the object in the named region (or none)."""
     model, tok, cfg, _ = load_run(run)
     model.eval()
     prompts = sample_tokenizer(cfg.data, tok, model)
@@ -282,35 +283,54 @@ def trained_residual(run: Path, processor, n_train: int, n_test: int, train_seed
         lambda m, args, kwargs: seen.__setitem__("hidden", args[0] if args else kwargs["hidden_states"]),
         with_kwargs=True,
     )
+
+    def residual(inst) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T_img, D) each image's residual averaged over its queries, (T_img,) its norm / the hidden norm."""
+        t = len(inst.scenes)
+        s = Sample("q", [None] * t, [Turn("user", render_text(inst, lambda _: "<image>"))])
+        ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
+        model(
+            ids, pixel_values=processor([[render(sc)[0] for sc in inst.scenes]]), num_images=torch.tensor([t])
+        )
+        r = seen["residual"].reshape(t, -1, seen["residual"].shape[-1])
+        slots = (ids[0] == model.image_token_id).nonzero().flatten().view(t, -1)
+        before = seen["hidden"][0, slots] - r  # this hook runs after VPG-C's
+        return r.mean(1), r.norm(dim=-1).mean(1) / before.norm(dim=-1).mean(1)
+
     sets = {}
     for name, seed, n in (("train", train_seed, n_train), ("test", 0, n_test)):
-        rows: dict[str, list] = {"x": [], "y": [], "asked": [], "ratio": []}
+        rows: dict[str, list] = {"x": [], "y": [], "asked": [], "ratio": [], "dx": [], "dy": [], "dratio": []}
         for i in tqdm(range(n), desc=f"residuals ({run.name}, {name})", file=sys.stderr, leave=False):
             inst = mini_demon_instance("detail_question", i, seed)
-            if inst.subsets[0] not in ("position", "colour"):
-                continue
-            s = Sample("q", [None], [Turn("user", render_text(inst, lambda _: "<image>"))])
-            ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
-            model(ids, pixel_values=processor([[render(inst.scenes[0])[0]]]), num_images=torch.tensor([1]))
-            residual = seen["residual"].reshape(-1, seen["residual"].shape[-1])
-            slots = (ids[0] == model.image_token_id).nonzero().flatten()
-            before = seen["hidden"][0, slots] - residual  # this hook runs after VPG-C's
-            rows["ratio"].append(float(residual.norm(dim=-1).mean() / before.norm(dim=-1).mean()))
-            rows["x"].append(residual.mean(0))
-            rows["y"].append(attribute_class(inst.target, inst.subsets[0]))
-            rows["asked"].append(inst.subsets[0])
+            if inst.subsets[0] in ("position", "colour"):
+                x, ratio = residual(inst)
+                rows["x"].append(x[0])
+                rows["ratio"].append(float(ratio[0]))
+                rows["y"].append(attribute_class(inst.target, inst.subsets[0]))
+                rows["asked"].append(inst.subsets[0])
+            inst = mini_demon_instance("difference", i, seed)
+            x, ratio = residual(inst)
+            rows["dx"] += list(x)
+            rows["dratio"] += ratio.tolist()
+            rows["dy"] += [1 + list(COLOURS).index(f[0].colour) if f else 0 for f in inst.focus]
         sets[name] = rows
     handle.remove()
     out = {"norm_ratio": round(float(np.mean(sets["test"]["ratio"])), 3)}
-    for attribute in ("position", "colour"):
-        xs, ys = [], []
-        for name in ("train", "test"):
-            keep = [j for j, a in enumerate(sets[name]["asked"]) if a == attribute]
-            xs.append(torch.stack([sets[name]["x"][j] for j in keep]))
-            ys.append(torch.tensor([sets[name]["y"][j] - GROUPS[attribute][0] for j in keep]))
-        with torch.enable_grad():  # this function runs under no_grad; the probe trains
+    with torch.enable_grad():  # this function runs under no_grad; the probes train
+        for attribute in ("position", "colour"):
+            xs, ys = [], []
+            for name in ("train", "test"):
+                keep = [j for j, a in enumerate(sets[name]["asked"]) if a == attribute]
+                xs.append(torch.stack([sets[name]["x"][j] for j in keep]))
+                ys.append(torch.tensor([sets[name]["y"][j] - GROUPS[attribute][0] for j in keep]))
             accuracy = probe_accuracy(xs[0], ys[0], xs[1], ys[1], len(GROUPS[attribute]))
-        out[f"probe_{attribute}"] = round(accuracy, 1)
+            out[f"probe_{attribute}"] = round(accuracy, 1)
+        tr, te = sets["train"], sets["test"]
+        accuracy = probe_accuracy(torch.stack(tr["dx"]), torch.tensor(tr["dy"]), torch.stack(te["dx"]),
+                                  torch.tensor(te["dy"]), 1 + len(COLOURS))  # fmt: skip
+    out["difference_norm_ratio"] = round(float(np.mean(te["dratio"])), 3)
+    out["difference_probe_region_colour"] = round(accuracy, 1)
+    out["difference_majority"] = round(100 * float(np.bincount(te["dy"]).max() / len(te["dy"])), 1)
     return out
 
 
@@ -322,10 +342,10 @@ def _named(results: dict, layer: int) -> str:
     return " / ".join(f"{probe[f'{a}_question:{n}'][str(layer)]}" for a, n in NAMED.items())
 
 
-def _trained(results: dict, variant: str, key: str) -> float:
-    """A trained-residual measure of the (first) run of ``variant`` in ``results``."""
+def _trained(results: dict, variant: str, key: str) -> float | str:
+    """A trained-residual measure of the (first) run of ``variant`` in ``results``; "—" where not measured."""
     runs = results["trained_residual"]
-    return next(v[key] for k, v in runs.items() if Path(k).name.startswith(f"{variant}_"))
+    return next(v.get(key, "—") for k, v in runs.items() if Path(k).name.startswith(f"{variant}_"))
 
 
 def stage_table(results: dict[str, dict], layer: int = 3) -> str:
@@ -358,6 +378,15 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
     rows.append(("3. asked attribute read linearly from the trained residual: position / colour",
                  lambda r: "; ".join(f"({v}) {_trained(r, v, 'probe_position')} / {_trained(r, v, 'probe_colour')}"
                                      for v in ("c", "e"))))  # fmt: skip
+    rows.append(
+        (
+            "3. difference questions: trained (c) residual norm / hidden norm at the slots",
+            lambda r: str(_trained(r, "c", "difference_norm_ratio")),
+        )
+    )
+    rows.append(("3. ... each image's named-region colour (or none) read linearly from the residual: (c); (e) "
+                 "(majority)", lambda r: "; ".join(f"({v}) {_trained(r, v, 'difference_probe_region_colour')}"
+                                                   for v in ("c", "e")) + f" ({_trained(r, 'c', 'difference_majority')})"))  # fmt: skip
     lines = ["| stage | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
     lines += [
         f"| {title} | " + " | ".join(cell(results[label]) for label in labels) + " |" for title, cell in rows

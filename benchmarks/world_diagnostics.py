@@ -68,7 +68,8 @@ def main() -> None:
     )
     diagnostics = {"lm_ceilings": lm_ceilings(llm, tok, n=args.n), "vit_probe": vit_probe(vit)}
     manifest = json.loads((args.assets / "manifest.json").read_text())
-    result = {"command": f"python benchmarks/world_diagnostics.py --n {args.n}", "assets_command": manifest["command"],
+    assets = "" if args.assets == Path(asset_path("tiny_world")) else f" --assets {args.assets}"
+    result = {"command": f"python benchmarks/world_diagnostics.py --n {args.n}{assets}", "assets_command": manifest["command"],
               **({"assets_reused_from": manifest["reused_backbones_from"]} if "reused_backbones_from" in manifest else {}),
               "assets_sha256": {k: v["sha256"] for k, v in manifest["files"].items()}, **diagnostics}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

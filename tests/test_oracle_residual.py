@@ -1,0 +1,64 @@
+"""benchmarks/oracle_residual.py: the perfect residual goes where VPG-C's does, and only on the prompt."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from test_train import config
+
+from synthetic.world.mini_demon import mini_demon_instance
+from synthetic.world.tasks import render_text
+from vpgkit.data import Sample, Turn
+from vpgkit.training.build import build_model
+from vpgkit.training.datasets import sample_tokenizer
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_residual.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("bench_oracle_residual", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_oracle_adds_each_focus_object_to_its_images_first_slot_at_the_hidden_norm_on_the_prompt_only():
+    oracle = _script()
+    cfg = config()  # the default job: the tiny world's backbones
+    model, tok = build_model(cfg.model, cfg.seed)
+    prompts = sample_tokenizer(cfg.data, tok, model)
+    inst = next(
+        i for i in (mini_demon_instance("difference", n, 0) for n in range(50)) if i.subsets == ["add"]
+    )
+    assert not inst.focus[0] and inst.focus[1]  # an added object: image 1 shows none at the region
+    s = Sample("x", [None] * 2, [Turn("user", render_text(inst, lambda _: "<image>"))])
+    ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
+    slots = (ids[0] == model.image_token_id).nonzero().flatten().view(2, -1)[:, 0]
+    layer = model.llm.model.layers[3]
+    embeds = torch.randn(1, ids.shape[1], model.llm.config.hidden_size)
+
+    @torch.no_grad()
+    def layer_input(x: torch.Tensor) -> torch.Tensor:
+        """What layer 3 receives: recorded by a hook registered after any the oracle registered."""
+        seen = []
+        handle = layer.register_forward_pre_hook(
+            lambda m, a, k: seen.append(a[0] if a else k["hidden_states"]), with_kwargs=True
+        )
+        try:
+            model.llm(inputs_embeds=x)
+        finally:
+            handle.remove()
+        return seen[0]
+
+    base, step_without = layer_input(embeds), layer_input(embeds[:, :1])
+    with oracle.oracle_residual(model, tok, ids, inst, layer=3, scale=1.0):
+        added, step_with = layer_input(embeds), layer_input(embeds[:, :1])  # a cached step's length
+    delta = (added - base)[0]
+    changed = delta.norm(dim=-1).gt(0).nonzero().flatten().tolist()
+    assert changed == [int(slots[1])]  # image 2's first slot only: image 1 has no focus object
+    torch.testing.assert_close(delta[slots[1]].norm(), base[0, slots[1]].norm())
+    torch.testing.assert_close(step_with, step_without)
