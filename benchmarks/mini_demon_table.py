@@ -29,6 +29,8 @@ no-vision rule computed from the task files):
     (c2k), (e2k)              (c) and (e) with 2000 synthetic samples and 2000 steps: twice the default
                               job of world v6's first table; the same runs as (c), (e) now that the
                               default job is that long
+    (x), (xe)                 a diagnostic pair: the default job with difference questions as its only
+                              synthetic samples, with and without guidance
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
                               unless --scaling-seeds says otherwise)
 
@@ -80,6 +82,7 @@ FETCH = "trainer.fetch_loss_weight=1.0"  # the LM loss + the fetch loss (the def
 DETAIL_DATA = ["+data.prepare.tasks={detail_question:1.0}", "data.prepare.n_edits=4000", "optim.lr=1.0e-3",
                "trainer.max_steps=1000"]  # fmt: skip
 DETAIL_ONLY = [*DETAIL_DATA, LM_ONLY]
+DIFFERENCE_ONLY = "+data.prepare.tasks={difference:1.0}"  # the default job's size, lr and losses otherwise
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "a": ("(a) base VPG", []),
     "b": ("(b) VPG-C, captions only", ["data=tiny_world_captions"]),
@@ -126,9 +129,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "(e) with 2000 synthetic samples and 2000 steps",
         ["data.prepare.n_edits=2000", "trainer.max_steps=2000", "+model.vpgc_overrides.guidance=false"],
     ),
+    # A diagnostic pair: can VPG-C learn difference questions when they are all it is trained on?
+    "x": ("(x) VPG-C + difference synthetic only", [DIFFERENCE_ONLY]),
+    "xe": ("(xe) ... (x) with no guidance", [DIFFERENCE_ONLY, "+model.vpgc_overrides.guidance=false"]),
 }
 # The trained variants whose gain over the best no-vision rule the checks table reports.
-CHECKED = ("c", "f", "f3k", "h3k", "w3k", "sc", "c2k")
+CHECKED = ("c", "f", "f3k", "h3k", "w3k", "sc", "c2k", "x")
 # Data scaling of (c): synthetic samples as a multiple of the default job's (the recipe's data.prepare.n_edits).
 SCALING = {"x0.25": 0.25, "x0.5": 0.5, "x2": 2.0}
 # Results files written before the default job moved to 2000 samples and 2000 steps do not say its size.

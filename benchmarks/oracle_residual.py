@@ -53,14 +53,16 @@ def oracle_instances(tasks: tuple[str, ...], n: int, seed: int = 0):
 
 
 @contextlib.contextmanager
-def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: float):
+def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: float, every_slot: bool = False):
     """Add ``inst``'s focus objects, as unit slot vectors × ``scale`` × the hidden norm, to the first prompt
-    slot of each image at the input of decoder ``layer`` while the prompt ``ids`` (1, L) is processed."""
-    slots = (ids[0] == model.image_token_id).nonzero().flatten().view(len(inst.scenes), -1)[:, 0]
+    slot of each image (``every_slot``: to each of its prompt slots, as a residual spread over all of
+    VPG-C's queries is) at the input of decoder ``layer`` while the prompt ``ids`` (1, L) is processed."""
+    slots = (ids[0] == model.image_token_id).nonzero().flatten().view(len(inst.scenes), -1)  # (T_img, N_q)
+    slots = slots if every_slot else slots[:, :1]
     focus = [[f[0] if f else None] + [None] * (NUM_SLOTS - 1) for f in inst.focus]
     embed = model.llm.get_input_embeddings()
     unit = slot_vectors(embed, slot_word_ids(tok, focus)).view(len(inst.scenes), NUM_SLOTS, -1)[:, 0]
-    unit = unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # an image without a focus: 0
+    unit = (unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6))[:, None]  # (T_img, 1, D); none: 0
 
     def hook(module, args, kwargs):
         h = args[0] if args else kwargs["hidden_states"]
@@ -78,7 +80,9 @@ def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: floa
 
 
 @torch.no_grad()
-def scores(model, tok, prompts, layer: int, scale: float, tasks: tuple[str, ...], n: int) -> dict[str, float]:
+def scores(
+    model, tok, prompts, layer: int, scale: float, tasks: tuple[str, ...], n: int, every_slot: bool = False
+) -> dict[str, float]:
     """Per task (and, for difference, per edit kind ``difference: add`` …): accuracy or ROUGE-L, in points."""
     processor = ImageProcessor(size=model.vision.image_size)
     stops = STOP_STRINGS.get(prompts.template.name, ())
@@ -88,7 +92,7 @@ def scores(model, tok, prompts, layer: int, scale: float, tasks: tuple[str, ...]
         ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
         pixels = processor([[render(sc)[0] for sc in inst.scenes]])
         num_images = torch.tensor([len(inst.scenes)])
-        with oracle_residual(model, tok, ids, inst, layer, scale):
+        with oracle_residual(model, tok, ids, inst, layer, scale, every_slot):
             if task == "difference":
                 out = model.generate(ids, pixel_values=pixels, num_images=num_images, do_sample=False,
                                      num_beams=1, max_new_tokens=32, eos_token_id=tok.eos_token_id,
@@ -120,6 +124,9 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0])
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument(
+        "--every-slot", action="store_true", help="add the focus to every prompt slot of its image"
+    )
+    parser.add_argument(
         "--n", type=int, default=100, help="instances per task before keeping colour questions"
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -127,17 +134,27 @@ def main() -> None:
     model, tok, cfg, _ = load_run(args.run, base_only=True)
     prompts = sample_tokenizer(cfg.data, tok, model)
     tasks = tuple(args.tasks)
-    rows = {str(s): scores(model, tok, prompts, args.layer, s, tasks, args.n) for s in args.scales}
+    rows = {
+        str(s): scores(model, tok, prompts, args.layer, s, tasks, args.n, args.every_slot)
+        for s in args.scales
+    }
     keys = list(next(iter(rows.values())))
     print("| residual scale (x hidden norm) | " + " | ".join(keys) + " |\n|" + " --- |" * (len(keys) + 1))
     for s, r in rows.items():
         print(f"| {s} | " + " | ".join(f"{r[k]:.1f}" for k in keys) + " |")
     command = (f"python benchmarks/oracle_residual.py --run {args.run} --layer {args.layer} --tasks "
-               f"{' '.join(tasks)} --n {args.n} --out {args.out}")  # fmt: skip
+               f"{' '.join(tasks)} --n {args.n}{' --every-slot' * args.every_slot} --out {args.out}")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"command": command, "layer": args.layer, "assets": provenance(), "scores": rows}, indent=1
+            {
+                "command": command,
+                "layer": args.layer,
+                "every_slot": args.every_slot,
+                "assets": provenance(),
+                "scores": rows,
+            },
+            indent=1,
         )
         + "\n"
     )
