@@ -41,8 +41,10 @@ def docs_block(data: dict) -> str:
     return format_diagnostics(data) + f"\n\nMade by: `{data['command']}` (assets: {assets})"
 
 
-def write_docs_block(text: str, page: Path = ROOT / "docs" / "tiny_world.md") -> None:
-    write_block(page, "world-diagnostics", text)
+def write_docs_block(
+    text: str, page: Path = ROOT / "docs" / "tiny_world.md", name: str = "world-diagnostics"
+) -> None:
+    write_block(page, name, text)
 
 
 def main() -> None:
@@ -55,10 +57,13 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from --out"
     )
+    parser.add_argument(
+        "--block", default="world-diagnostics", help="with --docs: the block of docs/tiny_world.md to rewrite"
+    )
     args = parser.parse_args()
     if args.docs:
         data = json.loads(args.out.read_text())
-        write_docs_block(docs_block(data))
+        write_docs_block(docs_block(data), name=args.block)
         return
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(args.assets / "llm", local_files_only=True)
