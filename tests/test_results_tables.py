@@ -70,6 +70,8 @@ def _script(name: str):
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics_compare_lm.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-compare-lm",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_compare_lm.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-compare-lm-difference-only",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_compare_lm_difference_only.json").read_text()))),
         ("job_times", "README.md", "job-times",
          lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
