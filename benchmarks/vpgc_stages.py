@@ -76,6 +76,9 @@ DOCS_COLUMNS = {
     "world v7 (shipped)": RESULTS.with_name("vpgc_stages_world_v7.json"),
     # the same recipe built with --seed 1 (not shipped; docs/tiny_world.md, "A second build of world v7's recipe")
     "world v7 recipe, seed 1": RESULTS.with_name("vpgc_stages_world_v7_seed1.json"),
+    # world v7's recipe with the LM's slot-relation loss (not shipped; docs/tiny_world.md, "A build with the
+    # comparison loss")
+    "comparison-loss build": RESULTS.with_name("vpgc_stages_compare_lm.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
@@ -348,6 +351,14 @@ def _trained(results: dict, variant: str, key: str) -> float | str:
     return next(v.get(key, "—") for k, v in runs.items() if Path(k).name.startswith(f"{variant}_"))
 
 
+def _difference_probe(results: dict) -> str:
+    """The difference-question probe's cell: (c); (e) (majority), or "—" where it was not measured."""
+    if _trained(results, "c", "difference_majority") == "—":
+        return "—"
+    probes = "; ".join(f"({v}) {_trained(results, v, 'difference_probe_region_colour')}" for v in ("c", "e"))
+    return f"{probes} ({_trained(results, 'c', 'difference_majority')})"
+
+
 def stage_table(results: dict[str, dict], layer: int = 3) -> str:
     """Markdown: one column per results file (label → its JSON), one row per measured stage."""
     labels = list(results)
@@ -385,8 +396,7 @@ def stage_table(results: dict[str, dict], layer: int = 3) -> str:
         )
     )
     rows.append(("3. ... each image's named-region colour (or none) read linearly from the residual: (c); (e) "
-                 "(majority)", lambda r: "; ".join(f"({v}) {_trained(r, v, 'difference_probe_region_colour')}"
-                                                   for v in ("c", "e")) + f" ({_trained(r, 'c', 'difference_majority')})"))  # fmt: skip
+                 "(majority)", _difference_probe))  # fmt: skip
     lines = ["| stage | " + " | ".join(labels) + " |", "| --- |" + " --- |" * len(labels)]
     lines += [
         f"| {title} | " + " | ".join(cell(results[label]) for label in labels) + " |" for title, cell in rows
