@@ -26,7 +26,7 @@ def _script():
     return module
 
 
-def test_the_oracle_adds_each_focus_object_to_its_images_first_slot_at_the_hidden_norm_on_the_prompt_only():
+def test_the_oracle_adds_each_focus_object_to_its_images_first_or_every_slot_at_the_hidden_norm_on_the_prompt_only():
     oracle = _script()
     cfg = config()  # the default job: the tiny world's backbones
     model, tok = build_model(cfg.model, cfg.seed)
@@ -37,7 +37,8 @@ def test_the_oracle_adds_each_focus_object_to_its_images_first_slot_at_the_hidde
     assert not inst.focus[0] and inst.focus[1]  # an added object: image 1 shows none at the region
     s = Sample("x", [None] * 2, [Turn("user", render_text(inst, lambda _: "<image>"))])
     ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
-    slots = (ids[0] == model.image_token_id).nonzero().flatten().view(2, -1)[:, 0]
+    every = (ids[0] == model.image_token_id).nonzero().flatten().view(2, -1)  # (T_img, N_q)
+    slots = every[:, 0]
     layer = model.llm.model.layers[3]
     embeds = torch.randn(1, ids.shape[1], model.llm.config.hidden_size)
 
@@ -62,3 +63,7 @@ def test_the_oracle_adds_each_focus_object_to_its_images_first_slot_at_the_hidde
     assert changed == [int(slots[1])]  # image 2's first slot only: image 1 has no focus object
     torch.testing.assert_close(delta[slots[1]].norm(), base[0, slots[1]].norm())
     torch.testing.assert_close(step_with, step_without)
+    with oracle.oracle_residual(model, tok, ids, inst, layer=3, scale=1.0, every_slot=True):
+        spread = layer_input(embeds)[0] - base[0]
+    assert spread.norm(dim=-1).gt(0).nonzero().flatten().tolist() == every[1].tolist()
+    torch.testing.assert_close(spread[every[1]].norm(dim=-1), base[0, every[1]].norm(dim=-1))
