@@ -21,7 +21,8 @@ questions (train: instances of seed ``--train-seed``; test: mini-DEMON's own ins
    relative to the hidden state's norm at the image slots (compare with ``benchmarks/oracle_residual.py``:
    the LM reads a perfect residual fully only near 1x), and a linear probe of the asked attribute from the
    residual (mean over its queries): if the residual holds the answer and the scores do not move, the
-   LM does not read it; if it does not, VPG-C never fetched it.
+   LM does not read it; if it does not, VPG-C never fetched it. The same on mini-DEMON's difference
+   questions: the norm, and each image's named-region colour (or that the region is empty) by a probe.
 
     python benchmarks/vpgc_stages.py --run outputs/vpgc --layer 3
 
