@@ -60,16 +60,17 @@ import time
 from pathlib import Path
 from typing import IO
 
-from doc_blocks import write_block
-from results_file import write_results
-
-from synthetic.world.build import built_by, provenance
-
 ROOT = Path(__file__).resolve().parents[1]
+# The runs start in ROOT (`python -m vpgkit.train`) and so load this checkout; this process must read the
+# same world and recipes, not those of an installed vpgkit that may be another checkout.
+sys.path.insert(0, str(ROOT))
+
+from doc_blocks import write_block  # noqa: E402
+from results_file import write_results  # noqa: E402
+
+from synthetic.world.build import built_by, provenance  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "mini_demon.json"
-# The runs start in ROOT (`python -m vpgkit.train`), so they load this checkout's world, whichever vpgkit
-# this process imported (an installed one may be another checkout's).
-ASSETS = ROOT / "vpgkit" / "assets" / "tiny_world"
 TASKS = ("caption", "difference", "which_image", "detail_question", "cloze")
 DETAIL = ("difference", "which_image", "detail_question", "cloze")
 # The question kinds the evaluator scores apart (instance subsets) that the tables show per variant.
@@ -503,7 +504,7 @@ def main() -> None:
     command = "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:])
     if "command" in old:  # a merge: both invocations made the file
         command = f"{old['command']}; {command}"
-    data = {"command": command, "jobs": args.jobs, "assets": provenance(ASSETS), "default_job": default_job(),
+    data = {"command": command, "jobs": args.jobs, "assets": provenance(), "default_job": default_job(),
             "runs": {**old["runs"], **runs}}  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.results, data, indent=1)

@@ -8,8 +8,8 @@ hidden state's norm there: the form the LM's pre-training injected
 
 - colour questions (mini-DEMON's detail questions about a colour, and cloze): scored by the first answer
   token's logit among the options;
-- difference questions: a greedy answer (the hook acts on the prompt; later tokens read it from the KV
-  cache), scored by ROUGE-L against the reference, overall and per edit in the named region.
+- difference questions: a greedy answer of the evaluator's length, cut as it cuts answers (the hook acts on
+  the prompt; later tokens read it from the KV cache), scored by ROUGE-L against the reference, overall and per edit in the named region.
 
     python benchmarks/oracle_residual.py --run outputs/vpgc --layer 3 --scales 0 0.1 0.3 1
 
@@ -19,7 +19,6 @@ Writes ``benchmarks/results/oracle_residual.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from synthetic.world.backbones import NUM_SLOTS, slot_vectors, slot_word_ids
+from synthetic.world.backbones import NUM_SLOTS, norm_scaled_addition, slot_vectors, slot_word_ids
 from synthetic.world.build import provenance
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import render
@@ -35,7 +34,7 @@ from synthetic.world.tasks import render_text
 from vpgkit.backbones import ImageProcessor
 from vpgkit.data import Sample, Turn
 from vpgkit.evaluate import load_run
-from vpgkit.evaluation import STOP_STRINGS
+from vpgkit.evaluation import STOP_STRINGS, answer_text
 from vpgkit.evaluation.metrics import rouge_l
 from vpgkit.training.datasets import sample_tokenizer
 
@@ -52,36 +51,32 @@ def oracle_instances(tasks: tuple[str, ...], n: int, seed: int = 0):
                 yield task, inst
 
 
-@contextlib.contextmanager
 def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: float, every_slot: bool = False):
-    """Add ``inst``'s focus objects, as unit slot vectors × ``scale`` × the hidden norm, to the first prompt
-    slot of each image (``every_slot``: to each of its prompt slots, as a residual spread over all of
-    VPG-C's queries is) at the input of decoder ``layer`` while the prompt ``ids`` (1, L) is processed."""
+    """A context: ``inst``'s focus objects, as unit slot vectors × ``scale`` × the hidden norm, added to the
+    first prompt slot of each image (``every_slot``: to each of its prompt slots, as a residual spread over all
+    of VPG-C's queries is) at the input of decoder ``layer`` while the prompt ``ids`` (1, L) is processed."""
     slots = (ids[0] == model.image_token_id).nonzero().flatten().view(len(inst.scenes), -1)  # (T_img, N_q)
     slots = slots if every_slot else slots[:, :1]
     focus = [[f[0] if f else None] + [None] * (NUM_SLOTS - 1) for f in inst.focus]
     embed = model.llm.get_input_embeddings()
     unit = slot_vectors(embed, slot_word_ids(tok, focus)).view(len(inst.scenes), NUM_SLOTS, -1)[:, 0]
-    unit = (unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6))[:, None]  # (T_img, 1, D); none: 0
-
-    def hook(module, args, kwargs):
-        h = args[0] if args else kwargs["hidden_states"]
-        if h.shape[1] != ids.shape[1]:  # a cached decoding step: the slots lie in the cache
-            return args, kwargs
-        h = h.clone()
-        h[0, slots] = h[0, slots] + scale * unit * h[0, slots].norm(dim=-1, keepdim=True)
-        return ((h, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": h})
-
-    handle = model.llm.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+    unit = unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # (T_img, D); an image without a focus: 0
+    injected = torch.zeros(1, ids.shape[1], unit.shape[-1])
+    injected[0, slots] = scale * unit[:, None]
+    return norm_scaled_addition(model.llm, layer, injected)
 
 
 @torch.no_grad()
 def scores(
-    model, tok, prompts, layer: int, scale: float, tasks: tuple[str, ...], n: int, every_slot: bool = False
+    model,
+    tok,
+    prompts,
+    layer: int,
+    scale: float,
+    tasks: tuple[str, ...],
+    n: int,
+    every_slot: bool = False,
+    max_new_tokens: int = 24,
 ) -> dict[str, float]:
     """Per task (and, for difference, per edit kind ``difference: add`` …): accuracy or ROUGE-L, in points."""
     processor = ImageProcessor(size=model.vision.image_size)
@@ -95,15 +90,13 @@ def scores(
         with oracle_residual(model, tok, ids, inst, layer, scale, every_slot):
             if task == "difference":
                 out = model.generate(ids, pixel_values=pixels, num_images=num_images, do_sample=False,
-                                     num_beams=1, max_new_tokens=32, eos_token_id=tok.eos_token_id,
+                                     num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
                                      pad_token_id=tok.pad_token_id)  # fmt: skip
             else:
                 logits = model(ids, pixel_values=pixels, num_images=num_images).logits[0, -1]
         if task == "difference":
-            answer = tok.decode(out[0], skip_special_tokens=True)
-            for stop in stops:
-                answer = answer.split(stop, 1)[0]
-            score = 100 * rouge_l(answer.strip(), inst.response)
+            answer = answer_text(out[0], tok, {tok.eos_token_id}, stops)
+            score = 100 * rouge_l(answer, inst.response)
             hits.setdefault(f"{task}: {inst.subsets[0]}", []).append(score)
         else:
             options = [tok(c, add_special_tokens=False)["input_ids"][0] for c in inst.choices]
@@ -135,7 +128,9 @@ def main() -> None:
     prompts = sample_tokenizer(cfg.data, tok, model)
     tasks = tuple(args.tasks)
     rows = {
-        str(s): scores(model, tok, prompts, args.layer, s, tasks, args.n, args.every_slot)
+        str(s): scores(
+            model, tok, prompts, args.layer, s, tasks, args.n, args.every_slot, cfg.evaluate.max_new_tokens
+        )  # the evaluator's answer length
         for s in args.scales
     }
     keys = list(next(iter(rows.values())))

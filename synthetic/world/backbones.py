@@ -77,6 +77,7 @@ __all__ = [
     "lm_batch",
     "lm_document",
     "lm_example",
+    "norm_scaled_addition",
     "object_slot_words",
     "slot_image",
     "slot_injection",
@@ -512,19 +513,35 @@ def slot_injection(llm: LlamaForCausalLM, batch: SlotBatch, image_token_id: int,
     layer_slots = slot_vectors(embed, batch.layer_words)
     layer_slots = layer_slots / layer_slots.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # unit (empty: 0)
     injected = torch.zeros_like(x).masked_scatter(positions, layer_slots.to(x.dtype))
+    with norm_scaled_addition(llm, layer, injected):
+        yield x
+
+
+@contextlib.contextmanager
+def norm_scaled_addition(llm: LlamaForCausalLM, layer: int, injected: torch.Tensor):
+    """While active, a forward pre-hook adds ``injected`` (B, L, D) times the hidden state's norm at each
+    position to the input of decoder ``layer`` — a unit vector there becomes as large as the hidden state;
+    zero rows leave positions as they are. Cached decoding steps (another length than L) pass unchanged:
+    the positions lie in the cache.
+
+    Example (shapes only)::
+
+        with norm_scaled_addition(llm, 3, injected):  # injected: (1, L, D)
+            logits = llm(inputs_embeds=embeds).logits  # embeds: (1, L, D)
+    """
 
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        if hidden.shape[1] != injected.shape[1]:  # a cached decoding step: the slots lie in the cache
+        if hidden.shape[1] != injected.shape[1]:  # a cached decoding step
             return args, kwargs
-        hidden = hidden + injected * hidden.norm(dim=-1, keepdim=True)  # as large as the hidden state
+        hidden = hidden + injected * hidden.norm(dim=-1, keepdim=True)
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
     handle = llm.model.layers[layer].register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        yield x
+        yield
     finally:
         handle.remove()
 

@@ -26,7 +26,7 @@ from .metrics import (
     unigram_f1,
 )
 from .pipeline import evaluate_demon, format_table, load_tasks
-from .runner import STOP_STRINGS, PredictionStore, generate_answers
+from .runner import STOP_STRINGS, PredictionStore, answer_text, generate_answers
 
 __all__ = [
     "CATEGORIES",
@@ -39,6 +39,7 @@ __all__ = [
     "PredictionStore",
     "TaskScore",
     "aggregate",
+    "answer_text",
     "choice_accuracy",
     "evaluate_demon",
     "find_task_files",

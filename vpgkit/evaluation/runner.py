@@ -132,7 +132,9 @@ def _prompts(items: Sequence[tuple[str, Sample]], sample_tokenizer: SampleTokeni
     return prompts
 
 
-def _answer(ids: torch.Tensor, tokenizer: Any, stop_ids: set[int], stop_strings: tuple[str, ...]) -> str:
+def answer_text(ids: torch.Tensor, tokenizer: Any, stop_ids: set[int], stop_strings: tuple[str, ...]) -> str:
+    """The answer in generated ``ids`` (new_tokens,): cut at the first stop id, decoded, cut at the first
+    stop string, stripped — as the evaluator scores it."""
     ids = ids.tolist()
     for k, token in enumerate(ids):
         if token in stop_ids:
@@ -218,7 +220,7 @@ def generate_answers(
                 )
                 store.add(
                     [
-                        (task, sample.id, _answer(row, tokenizer, stop_ids, stop_strings))
+                        (task, sample.id, answer_text(row, tokenizer, stop_ids, stop_strings))
                         for (task, sample), row in zip(batch, out.cpu(), strict=True)
                     ]
                 )
