@@ -232,14 +232,14 @@ class FreeReader(nn.Module):
 class VPGCReader(nn.Module):
     """VPG-C's trainable parts over the (frozen or trainable) Q-Former; a linear head on the mean residual."""
 
-    def __init__(self, model, guidance: bool, train_qformer: bool):
+    def __init__(self, model, guidance: bool, train_qformer: bool, classes: int = NUM_CLASSES):
         super().__init__()
         config = copy.deepcopy(model.vpgc.config)
         config.guidance = guidance
         self.qformer = copy.deepcopy(model.vpg).requires_grad_(train_qformer)
         self.vpgc = VPGC.from_qformer(self.qformer, config)
         nn.init.normal_(self.vpgc.output_proj.weight, std=0.01)  # zero init would block the head's gradient
-        self.head = nn.Linear(config.llm_width, NUM_CLASSES)
+        self.head = nn.Linear(config.llm_width, classes)
 
     def forward(self, guidance: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
         return self.head(self.vpgc(guidance, vision, self.qformer)[:, 0].mean(1))

@@ -62,6 +62,7 @@ __all__ = [
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
     "SLOT_RELATIONS",
+    "QUESTION_TASKS",
     "SUMMARY_TASKS",
     "QuestionSummaryHead",
     "SlotBatch",
@@ -106,6 +107,8 @@ LAYERED_SHARE = 0.5  # share of LM documents whose small objects are injected at
 WORLD_SYSTEM = ""
 # The tasks whose questions name one object (the question-summary head's documents, by default).
 SUMMARY_TASKS = ("detail_question", "which_image", "cloze")
+# Every task whose question names what it asks about: difference questions name a region (its position only).
+QUESTION_TASKS = (*SUMMARY_TASKS, "difference")
 
 LM_TASK_WEIGHTS = {
     "caption": 0.15,
@@ -334,10 +337,11 @@ def asked_labels(instance: TaskInstance, tasks: tuple[str, ...] = SUMMARY_TASKS)
     """Per :data:`ASKED_ATTRIBUTES` entry, the index of the asked object's value if the question names it,
     else -100: what the last prompt token can know about the object from the text alone.
 
-    The asked object is ``instance.target`` for the ``tasks`` that have one (default :data:`SUMMARY_TASKS`:
-    detail questions, which-image and cloze; difference questions name a region, captions nothing: all
-    -100). Only the question (the context, not the options) counts, so a colour question's answer is never
-    a label.
+    The asked object is ``instance.named`` (``target`` but for difference questions) for the ``tasks`` that
+    have one (default :data:`SUMMARY_TASKS`: detail questions, which-image and cloze; captions name nothing:
+    all -100; difference questions, in :data:`QUESTION_TASKS`, name only the region of their ``named``
+    object). Only the question (the context, not the options) counts, so a colour question's answer is
+    never a label.
 
     Example:
         >>> import numpy as np
@@ -347,7 +351,7 @@ def asked_labels(instance: TaskInstance, tasks: tuple[str, ...] = SUMMARY_TASKS)
         >>> all(label >= 0 for label in asked_labels(t))  # "a small red square in the top left": all named
         True
     """
-    obj = instance.target
+    obj = instance.named
     if obj is None or instance.task not in tasks:
         return [-100] * len(ASKED_ATTRIBUTES)
     words = set(re.findall(r"[a-z]+", instance.context.lower()))
@@ -355,7 +359,8 @@ def asked_labels(instance: TaskInstance, tasks: tuple[str, ...] = SUMMARY_TASKS)
         "size": obj.size in words,
         "colour": obj.colour in words,
         "shape": obj.shape in words,
-        "position": located(obj.position) in instance.context,
+        # a difference question is written from its named object's cell ("in the top left of the image")
+        "position": located(obj.position) in instance.context or instance.task == "difference",
     }
     values = {"size": obj.size, "colour": obj.colour, "shape": obj.shape, "position": obj.position}
     return [ASKED_ATTRIBUTES[a].index(values[a]) if named[a] else -100 for a in ASKED_ATTRIBUTES]

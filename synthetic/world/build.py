@@ -32,6 +32,7 @@ import torch
 
 from ..storage import atomic_write_json
 from .backbones import (
+    QUESTION_TASKS,
     SUMMARY_TASKS,
     check_grounding_weight,
     train_language_model,
@@ -301,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "at the input of layer 3 (VPG-C's guidance), with this loss weight (0: off; the shipped build uses 0.1)",
     )  # fmt: skip
     parser.add_argument(
-        "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=SUMMARY_TASKS,
+        "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=QUESTION_TASKS,
         metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
     )  # fmt: skip
     parser.add_argument(
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         "as shipped; docs/tiny_world.md)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    summary_tasks = tuple(t for t in SUMMARY_TASKS if t in args.lm_question_summary_tasks)
+    summary_tasks = tuple(t for t in QUESTION_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
     try:

@@ -21,7 +21,7 @@ from synthetic.world.language import (
     noun_phrase,
     salient_caption,
 )
-from synthetic.world.scene import BACKGROUND, COLOURS, IMAGE_SIZE, make_scene, render
+from synthetic.world.scene import BACKGROUND, COLOURS, IMAGE_SIZE, POSITIONS, make_scene, render
 from synthetic.world.tasks import TASK_BUILDERS, render_text
 from vpgkit.modules import VPGCConfig
 
@@ -256,7 +256,7 @@ def test_slot_injection_puts_input_slots_in_the_embeddings_and_adds_layer_slots_
 
 
 def test_asked_labels_name_only_what_the_question_says_about_its_object():
-    from synthetic.world.backbones import ASKED_ATTRIBUTES, asked_labels
+    from synthetic.world.backbones import ASKED_ATTRIBUTES, QUESTION_TASKS, asked_labels
 
     named = {a: 0 for a in ASKED_ATTRIBUTES}
     for i in range(200):
@@ -265,8 +265,13 @@ def test_asked_labels_name_only_what_the_question_says_about_its_object():
             labels = dict(zip(ASKED_ATTRIBUTES, asked_labels(t), strict=True))
             # --lm-question-summary-tasks: a task left out gets no labels (worlds v5 and v6 leave out which-image)
             assert set(asked_labels(t, tuple(x for x in TASK_BUILDERS if x != task))) == {-100}
-            if task in ("caption", "difference"):
+            if task in ("caption", "difference"):  # not in the default tasks
                 assert set(labels.values()) == {-100}
+            if task == "difference":  # asked for: the region it names (its named object's), nothing else
+                region = dict(zip(ASKED_ATTRIBUTES, asked_labels(t, QUESTION_TASKS), strict=True))
+                assert region == {"size": -100, "colour": -100, "shape": -100, "position": t.named.cell}
+                assert POSITIONS[t.named.cell] in t.context
+            if task in ("caption", "difference"):
                 continue
             assert labels["shape"] >= 0 and labels["size"] >= 0  # every such question names its object
             for a, label in labels.items():
