@@ -19,6 +19,7 @@ guidance is what lacks it; a trained adapter's residual cannot hold more than th
 (``vpgc_stages.py``, stage 3, measures that residual).
 
     python benchmarks/difference_fetch.py --out benchmarks/results/difference_fetch.json
+    python benchmarks/difference_fetch.py --docs      # docs/tiny_world.md's block from DOCS_COLUMNS
 
 CPU, one thread: about 4 minutes.
 """
@@ -26,6 +27,7 @@ CPU, one thread: about 4 minutes.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -34,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from doc_blocks import ROOT, write_block
 from results_file import write_results
 from tqdm import tqdm
 from vpgc_stages import VPGCReader, probe_accuracy
 
-from synthetic.world.build import provenance
+from synthetic.world.build import built_by, provenance
 from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING, Wording
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import COLOURS, POSITIONS, render
@@ -48,8 +51,15 @@ from vpgkit.data import Sample, Turn
 from vpgkit.training.datasets import sample_tokenizer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "difference_fetch.json"
+# The docs table's columns: the world each results file was measured on.
+DOCS_COLUMNS = {
+    "world v7 (shipped)": RESULTS.with_name("difference_fetch_world_v7.json"),
+    "comparison-loss build": RESULTS.with_name("difference_fetch_compare_lm.json"),
+    "+ summary of difference questions": RESULTS.with_name("difference_fetch_summary_difference.json"),
+}
 # The readers' classes: the named region is empty in that image, or holds an object of one of the colours.
 REGION_CLASSES = ("empty", *COLOURS)
+EDITS = ("add", "delete", "modify", "unchanged")  # a difference question's edit in its named region
 
 
 @dataclass
@@ -86,7 +96,9 @@ def base_model():
 
 
 @torch.no_grad()
-def collect(model, prompts, processor, seed: int, n: int, wording: Wording = EVAL_WORDING) -> DifferenceQuestions:
+def collect(
+    model, prompts, processor, seed: int, n: int, wording: Wording = EVAL_WORDING
+) -> DifferenceQuestions:
     """Run the base model over ``n`` difference instances of ``seed`` (both images), keeping each layer's
     input at the last prompt token."""
     inputs: dict[int, torch.Tensor] = {}
@@ -124,8 +136,8 @@ def collect(model, prompts, processor, seed: int, n: int, wording: Wording = EVA
 
 def region_probe(tr: DifferenceQuestions, te: DifferenceQuestions) -> dict[str, float]:
     """Stage 1: per layer, a linear probe's test accuracy (%) on the named cell from the guidance."""
-    questions = slice(None, None, 2)  # one row per question: both images share the guidance
-    x_tr, y_tr, x_te, y_te = tr.guidance[questions], tr.cell[questions], te.guidance[questions], te.cell[questions]
+    one = slice(None, None, 2)  # a row per question: both images share the guidance
+    x_tr, y_tr, x_te, y_te = tr.guidance[one], tr.cell[one], te.guidance[one], te.cell[one]
     majority = 100 * float(np.bincount(y_te.numpy()).max() / len(y_te))
     return {"majority": round(majority, 1)} | {
         str(k): round(probe_accuracy(x_tr[:, k], y_tr, x_te[:, k], y_te, len(POSITIONS)), 1)
@@ -133,12 +145,18 @@ def region_probe(tr: DifferenceQuestions, te: DifferenceQuestions) -> dict[str, 
     }
 
 
-def region_reader(model, tr: DifferenceQuestions, te: DifferenceQuestions, source: str, layer: int, steps: int) -> dict:
+def region_reader(
+    model, tr: DifferenceQuestions, te: DifferenceQuestions, source: str, layer: int, steps: int
+) -> dict:
     """Stage 2: a supervised VPG-C reader over the frozen Q-Former with ``source`` guidance; its test
     accuracy (%) on the named region's content, overall and per edit kind."""
     torch.manual_seed(0)
     reader = VPGCReader(model, guidance=source != "none", train_qformer=False, classes=len(REGION_CLASSES))
-    pick = {"layer": lambda q: q.guidance[:, layer], "oracle_cell": lambda q: q.oracle, "none": lambda q: q.oracle}
+    pick = {
+        "layer": lambda q: q.guidance[:, layer],
+        "oracle_cell": lambda q: q.oracle,
+        "none": lambda q: q.oracle,
+    }
     g_tr, g_te = pick[source](tr), pick[source](te)  # "none": ignored, the VPG-C holds its guidance at zero
     opt = torch.optim.Adam([p for p in reader.parameters() if p.requires_grad], 1e-3)
     gen = torch.Generator().manual_seed(0)
@@ -166,7 +184,7 @@ def measure(train: int, test: int, train_seed: int, steps: int) -> dict:
     te = collect(model, prompts, processor, 0, test)
     results: dict = {"layer": layer, "train_questions": train, "test_questions": test}
     results["guidance_region_probe"] = region_probe(tr, te)
-    print("1. the named cell from the last prompt token, per layer:", results["guidance_region_probe"], flush=True)
+    print("1. the named cell from the last prompt token, per layer:", results["guidance_region_probe"])
     majority = 100 * float(np.bincount(te.label.numpy()).max() / len(te.label))
     readers: dict = {"majority": round(majority, 1), "classes": list(REGION_CLASSES)}
     for source in ("layer", "oracle_cell", "none"):
@@ -176,15 +194,49 @@ def measure(train: int, test: int, train_seed: int, steps: int) -> dict:
     return results
 
 
+def docs_block(columns: dict[str, Path] = DOCS_COLUMNS) -> str:
+    """Markdown: one column per results file, a row per stage, and the commands that made them."""
+    data = {label: json.loads(path.read_text()) for label, path in columns.items()}
+    first = next(iter(data.values()))
+    layer = first["layer"]
+
+    def reader(source: str):
+        def cell(r: dict) -> str:
+            by = r["region_readers"][source]["by_edit"]
+            return f"{r['region_readers'][source]['accuracy']} ({' / '.join(str(by[e]) for e in EDITS)})"
+
+        return cell
+
+    rows = [
+        (f"1. the named cell from the last prompt token at layer {layer} (majority)",
+         lambda r: f"{r['guidance_region_probe'][str(layer)]} ({r['guidance_region_probe']['majority']})"),
+        (f"2. VPG-C over the frozen Q-Former, layer-{layer} guidance: region content per image "
+         f"({' / '.join(EDITS)})", reader("layer")),
+        ("2. ... oracle guidance (a one-hot of the named cell)", reader("oracle_cell")),
+        ("2. ... no guidance (majority)",
+         lambda r: f"{reader('none')(r)} ({r['region_readers']['majority']})"),
+    ]  # fmt: skip
+    lines = ["| stage | " + " | ".join(data) + " |", "| --- |" + " --- |" * len(data)]
+    lines += [f"| {title} | " + " | ".join(cell(r) for r in data.values()) + " |" for title, cell in rows]
+    commands = "; ".join(f"{label}: `{d['command']}` on {built_by(d['assets'])}" for label, d in data.items())
+    return "\n".join(lines) + f"\n\nMade by: {commands}"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--train", type=int, default=2000, help="training questions (two images each)")
     parser.add_argument("--test", type=int, default=300, help="mini-DEMON difference questions (seed 0)")
     parser.add_argument("--train-seed", type=int, default=7)
     parser.add_argument("--steps", type=int, default=2000, help="reader training steps (batch 64)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, recorded")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--docs", action="store_true", help="only rewrite docs/tiny_world.md's block")
     args = parser.parse_args()
+    if args.docs:
+        write_block(ROOT / "docs" / "tiny_world.md", "difference-fetch", docs_block())
+        return
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     results = measure(args.train, args.test, args.train_seed, args.steps)

@@ -17,7 +17,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def _script():
     sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules
     try:
-        spec = importlib.util.spec_from_file_location("bench_difference_fetch", BENCHMARKS / "difference_fetch.py")
+        spec = importlib.util.spec_from_file_location(
+            "bench_difference_fetch", BENCHMARKS / "difference_fetch.py"
+        )
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
