@@ -72,6 +72,7 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_compare_lm.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-compare-lm-difference-only",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_compare_lm_difference_only.json").read_text()))),
+        ("difference_fetch", "docs/tiny_world.md", "difference-fetch", lambda m: m.docs_block()),
         ("job_times", "README.md", "job-times",
          lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
