@@ -73,6 +73,8 @@ def _script(name: str):
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-compare-lm-difference-only",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_compare_lm_difference_only.json").read_text()))),
         ("difference_fetch", "docs/tiny_world.md", "difference-fetch", lambda m: m.docs_block()),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-summary-difference",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_summary_difference.json").read_text()))),
         ("job_times", "README.md", "job-times",
          lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
