@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--lm-question-summary-tasks", nargs="+", default=list(SUMMARY_TASKS), choices=QUESTION_TASKS,
-        metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)})",
+        metavar="TASK", help=f"the documents whose questions the summary reads (default: {' '.join(SUMMARY_TASKS)}; "
+        "difference: the region its question names)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-compare", type=float, default=0.0, metavar="WEIGHT",
