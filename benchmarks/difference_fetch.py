@@ -35,11 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from doc_blocks import ROOT, write_block
 from results_file import write_results
 from tqdm import tqdm
-from vpgc_stages import VPGCReader, probe_accuracy
+from vpgc_stages import VPGCReader, probe_accuracy, train_reader
 
 from synthetic.world.build import built_by, provenance
 from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING, Wording
@@ -159,19 +158,12 @@ def region_reader(
         "none": lambda q: q.oracle,
     }
     g_tr, g_te = pick[source](tr), pick[source](te)  # "none": ignored, the VPG-C holds its guidance at zero
-    opt = torch.optim.Adam([p for p in reader.parameters() if p.requires_grad], 1e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        idx = torch.randint(0, len(tr.label), (64,), generator=gen)
-        loss = F.cross_entropy(reader(g_tr[idx], tr.vision[idx]), tr.label[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    loss = train_reader(reader, g_tr, tr.vision, tr.label, steps)
     with torch.no_grad():
         right = (reader(g_te, te.vision).argmax(-1) == te.label).float()
     edits = np.array(te.edit)
     return {
-        "train_loss": round(loss.item(), 3),
+        "train_loss": round(loss, 3),
         "accuracy": round(100 * float(right.mean()), 1),
         "by_edit": {e: round(100 * float(right[edits == e].mean()), 1) for e in sorted(set(te.edit))},
     }
