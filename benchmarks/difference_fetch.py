@@ -38,7 +38,7 @@ import torch
 from doc_blocks import ROOT, write_block
 from results_file import write_results
 from tqdm import tqdm
-from vpgc_stages import VPGCReader, probe_accuracy, train_reader
+from vpgc_stages import VPGCReader, every_layer_input, probe_accuracy, train_reader
 
 from synthetic.world.build import built_by, provenance
 from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING, Wording
@@ -101,33 +101,27 @@ def collect(
 ) -> DifferenceQuestions:
     """Run the base model over ``n`` difference instances of ``seed`` (both images), keeping each layer's
     input at the last prompt token."""
-    inputs: dict[int, torch.Tensor] = {}
-    handles = [
-        layer.register_forward_pre_hook(
-            lambda m, a, kw, k=k: inputs.__setitem__(k, a[0] if a else kw["hidden_states"]), with_kwargs=True
-        )
-        for k, layer in enumerate(model.llm.model.layers)
-    ]
     rows: dict[str, list] = {k: [] for k in ("guidance", "oracle", "vision", "cell", "label", "edit")}
     width = model.llm.config.hidden_size
-    for i in tqdm(range(n), desc=f"difference questions (seed {seed})", file=sys.stderr, leave=False):
-        inst = mini_demon_instance("difference", i, seed, wording)
-        sample = Sample("q", [None, None], [Turn("user", render_text(inst, lambda _: "<image>"))])
-        ids = torch.as_tensor(prompts.prompt(sample)["input_ids"]).view(1, -1)
-        vision = model.vision(processor([[render(scene)[0] for scene in inst.scenes]]))  # (1, 2, N_v, D_v)
-        model(ids, vision_features=vision, num_images=torch.tensor([2]))
-        guidance = torch.stack([inputs[k][0, -1] for k in sorted(inputs)])
-        oracle = torch.zeros(width)
-        oracle[inst.named.cell] = 10.0
-        for t, shown in enumerate(inst.focus):  # what the named region holds in image t (nothing: [])
-            rows["guidance"].append(guidance)
-            rows["oracle"].append(oracle)
-            rows["vision"].append(vision[0, t : t + 1])
-            rows["cell"].append(inst.named.cell)
-            rows["label"].append(REGION_CLASSES.index(shown[0].colour) if shown else 0)
-            rows["edit"].append(inst.subsets[0])
-    for handle in handles:
-        handle.remove()
+    with every_layer_input(model) as inputs:
+        for i in tqdm(range(n), desc=f"difference questions (seed {seed})", file=sys.stderr, leave=False):
+            inst = mini_demon_instance("difference", i, seed, wording)
+            sample = Sample("q", [None, None], [Turn("user", render_text(inst, lambda _: "<image>"))])
+            ids = torch.as_tensor(prompts.prompt(sample)["input_ids"]).view(1, -1)
+            vision = model.vision(
+                processor([[render(scene)[0] for scene in inst.scenes]])
+            )  # (1, 2, N_v, D_v)
+            model(ids, vision_features=vision, num_images=torch.tensor([2]))
+            guidance = torch.stack([inputs[k][0, -1] for k in sorted(inputs)])
+            oracle = torch.zeros(width)
+            oracle[inst.named.cell] = 10.0
+            for t, shown in enumerate(inst.focus):  # what the named region holds in image t (nothing: [])
+                rows["guidance"].append(guidance)
+                rows["oracle"].append(oracle)
+                rows["vision"].append(vision[0, t : t + 1])
+                rows["cell"].append(inst.named.cell)
+                rows["label"].append(REGION_CLASSES.index(shown[0].colour) if shown else 0)
+                rows["edit"].append(inst.subsets[0])
     return DifferenceQuestions(
         torch.stack(rows["guidance"]), torch.stack(rows["oracle"]), torch.stack(rows["vision"]),
         torch.tensor(rows["cell"]), torch.tensor(rows["label"]), rows["edit"],
@@ -152,12 +146,11 @@ def region_reader(
     accuracy (%) on the named region's content, overall and per edit kind."""
     torch.manual_seed(0)
     reader = VPGCReader(model, guidance=source != "none", train_qformer=False, classes=len(REGION_CLASSES))
-    pick = {
-        "layer": lambda q: q.guidance[:, layer],
-        "oracle_cell": lambda q: q.oracle,
-        "none": lambda q: q.oracle,
-    }
-    g_tr, g_te = pick[source](tr), pick[source](te)  # "none": ignored, the VPG-C holds its guidance at zero
+
+    def pick(q: DifferenceQuestions) -> torch.Tensor:  # "none": ignored, VPG-C holds its guidance at zero
+        return q.guidance[:, layer] if source == "layer" else q.oracle
+
+    g_tr, g_te = pick(tr), pick(te)
     loss = train_reader(reader, g_tr, tr.vision, tr.label, steps)
     with torch.no_grad():
         right = (reader(g_te, te.vision).argmax(-1) == te.label).float()

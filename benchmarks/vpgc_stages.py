@@ -32,6 +32,7 @@ Writes ``benchmarks/results/vpgc_stages.json`` (``--out``). CPU, one thread: abo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -128,6 +129,24 @@ class Questions:
     asked: list[str]
 
 
+@contextlib.contextmanager
+def every_layer_input(model):
+    """Yields a dict that, after each forward pass of ``model``, maps every decoder layer's index to its
+    (B, T, D) input hidden states (the guidance VPG-C would get at that layer is the last prompt token's)."""
+    inputs: dict[int, torch.Tensor] = {}
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda m, a, kw, k=k: inputs.__setitem__(k, a[0] if a else kw["hidden_states"]), with_kwargs=True
+        )
+        for k, layer in enumerate(model.llm.model.layers)
+    ]
+    try:
+        yield inputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.no_grad()
 def collect(model, prompts, processor, seed: int, n: int, wording: Wording = EVAL_WORDING) -> Questions:
     """Run the base model over ``n`` detail-question instances of ``seed``, keeping colour/position ones.
@@ -138,33 +157,25 @@ def collect(model, prompts, processor, seed: int, n: int, wording: Wording = EVA
         k: [] for k in ("guidance", "question", "oracle", "vision", "label", "shape", "asked")
     }
     width = model.llm.config.hidden_size
-    inputs: dict[int, torch.Tensor] = {}
-    handles = [
-        layer.register_forward_pre_hook(
-            lambda m, a, kw, k=k: inputs.__setitem__(k, a[0] if a else kw["hidden_states"]), with_kwargs=True
-        )
-        for k, layer in enumerate(model.llm.model.layers)
-    ]
-    for i in tqdm(range(n), desc=f"questions (seed {seed})", file=sys.stderr, leave=False):
-        inst = mini_demon_instance("detail_question", i, seed, wording)
-        asked = inst.subsets[0]
-        if asked not in ("position", "colour"):
-            continue
-        s = Sample("q", [None], [Turn("user", render_text(inst, lambda _: "<image>"))])
-        ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
-        vision = model.vision(processor([[render(inst.scenes[0])[0]]]))
-        model(ids, vision_features=vision, num_images=torch.tensor([1]))
-        target = inst.target
-        rows["guidance"].append(torch.stack([inputs[k][0, -1] for k in sorted(inputs)]))
-        after_image = int((ids[0] == model.image_token_id).nonzero().max()) + 1
-        rows["question"].append(torch.stack([inputs[k][0, after_image:].mean(0) for k in sorted(inputs)]))
-        rows["oracle"].append(oracle_guidance(target, asked, width))
-        rows["vision"].append(vision[0])
-        rows["label"].append(attribute_class(target, asked))
-        rows["shape"].append(SHAPES.index(target.shape))
-        rows["asked"].append(asked)
-    for handle in handles:
-        handle.remove()
+    with every_layer_input(model) as inputs:
+        for i in tqdm(range(n), desc=f"questions (seed {seed})", file=sys.stderr, leave=False):
+            inst = mini_demon_instance("detail_question", i, seed, wording)
+            asked = inst.subsets[0]
+            if asked not in ("position", "colour"):
+                continue
+            s = Sample("q", [None], [Turn("user", render_text(inst, lambda _: "<image>"))])
+            ids = torch.as_tensor(prompts.prompt(s)["input_ids"]).view(1, -1)
+            vision = model.vision(processor([[render(inst.scenes[0])[0]]]))
+            model(ids, vision_features=vision, num_images=torch.tensor([1]))
+            target = inst.target
+            rows["guidance"].append(torch.stack([inputs[k][0, -1] for k in sorted(inputs)]))
+            after_image = int((ids[0] == model.image_token_id).nonzero().max()) + 1
+            rows["question"].append(torch.stack([inputs[k][0, after_image:].mean(0) for k in sorted(inputs)]))
+            rows["oracle"].append(oracle_guidance(target, asked, width))
+            rows["vision"].append(vision[0])
+            rows["label"].append(attribute_class(target, asked))
+            rows["shape"].append(SHAPES.index(target.shape))
+            rows["asked"].append(asked)
     return Questions(
         torch.stack(rows["guidance"]), torch.stack(rows["question"]), torch.stack(rows["oracle"]), torch.stack(rows["vision"]),
         torch.tensor(rows["label"]), torch.tensor(rows["shape"]), rows["asked"],
