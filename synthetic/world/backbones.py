@@ -390,6 +390,41 @@ class SlotBatch:
     asked: torch.Tensor | None = None
     relations: torch.Tensor | None = None
 
+    def by_length(self, groups: int, image_token_id: int, pad_token_id: int) -> list[SlotBatch]:
+        """The batch as ``groups`` sub-batches of documents of similar length, each cut to its longest
+        document: the same tokens with less padding (the world LM's 64-document step in 4 groups: 0.40 s
+        instead of 0.48 s, quiet machine, 2 threads). Documents keep their slots, ``asked`` and
+        ``relations``; the order is by length.
+
+        Example:
+            >>> ids = torch.tensor([[1, 5, 0, 0], [1, 5, 6, 7]])
+            >>> b = SlotBatch(ids, ids.clone(), torch.zeros(0, NUM_SLOTS, 6), torch.zeros(0, NUM_SLOTS, 6))
+            >>> [g.input_ids.tolist() for g in b.by_length(2, image_token_id=9, pad_token_id=0)]
+            [[[1, 5]], [[1, 5, 6, 7]]]
+        """
+        lengths = (self.input_ids != pad_token_id).sum(1)
+        per_doc = (self.input_ids == image_token_id).sum(1) // NUM_SLOTS  # images of each document
+        first_image = torch.cumsum(per_doc, 0) - per_doc
+        out = []
+        for docs in torch.tensor_split(torch.argsort(lengths, stable=True), groups):
+            if len(docs) == 0:
+                continue
+            images = torch.cat(
+                [torch.arange(first_image[d], first_image[d] + per_doc[d]) for d in docs.tolist()]
+            )
+            width = int(lengths[docs].max())
+            out.append(
+                SlotBatch(
+                    self.input_ids[docs, :width],
+                    self.labels[docs, :width],
+                    self.input_words[images],
+                    self.layer_words[images],
+                    None if self.asked is None else self.asked[docs],
+                    None if self.relations is None else self.relations[images],
+                )
+            )
+        return out
+
 
 def lm_batch(
     tokenizer,
@@ -622,6 +657,7 @@ def train_language_model(
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
     compare: float = 0.0,
+    length_groups: int = 1,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -640,7 +676,9 @@ def train_language_model(
     (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
     (:class:`DocumentLayout`; the build uses the default). ``compare`` > 0 adds, with that weight,
     :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
-    (none in the build; ``benchmarks/lm_variants.py`` tries it).
+    (none in the build; ``benchmarks/lm_variants.py`` tries it). ``length_groups`` > 1 runs each step's
+    documents in that many groups of similar length (:meth:`SlotBatch.by_length`): the same loss up to float
+    rounding, ~17% faster with 4 (less padding); 1 (whole batches) rebuilds the shipped LM bit for bit.
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -649,13 +687,12 @@ def train_language_model(
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
     relation = SlotRelationHead(model.config.hidden_size) if compare > 0 else None
 
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch = lm_batch(
-            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
-            layout,
-        )  # fmt: skip
+    def group_forward(batch: SlotBatch, answer_tokens: int | None) -> tuple[torch.Tensor, list, list]:
+        """Answer CE of ``batch`` summed / ``answer_tokens`` (None: the mean) and its captured states
+        (summary, slots)."""
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         slots = batch.input_ids == image_token_id
+        states, slot_states = [], []
         with contextlib.ExitStack() as stack:
             if summary is not None:
                 states = stack.enter_context(last_prompt_states(model, batch.labels, INJECT_LAYER))
@@ -664,13 +701,33 @@ def train_language_model(
                     layer_input_states(model, COMPARE_LAYER, lambda h: h[slots])
                 )
             embeds = stack.enter_context(slot_injection(model, batch, image_token_id))
-            loss = model(inputs_embeds=embeds, attention_mask=mask, labels=batch.labels).loss
+            loss = model(
+                inputs_embeds=embeds,
+                attention_mask=mask,
+                labels=batch.labels,
+                num_items_in_batch=answer_tokens,
+            ).loss
+        return loss, states, slot_states
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+        batch = lm_batch(
+            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
+            layout,
+        )  # fmt: skip
+        groups, answer_tokens = [batch], None  # whole: HF's mean, as the shipped build computed it
+        if length_groups > 1:  # the same mean over all the batch's answer tokens (HF shifts labels by one)
+            groups = batch.by_length(length_groups, image_token_id, tokenizer.pad_token_id)
+            answer_tokens = int((batch.labels[:, 1:] != -100).sum())
+        runs = [group_forward(g, answer_tokens) for g in groups]
+        loss = sum(r[0] for r in runs)
         note = ""
         if summary is not None:
-            aux = summary.loss(states[0], batch.asked)
+            aux = summary.loss(torch.cat([r[1][0] for r in runs]), torch.cat([g.asked for g in groups]))
             loss, note = loss + question_summary * aux, f" summary {aux.item():.3f}"
-        if relation is not None:  # the slots in the order slot_injection fills them: batch.relations' order
-            aux, first, second = relation.loss(slot_states[0], batch.relations.reshape(-1))
+        if relation is not None:  # the slots in the order slot_injection fills them: the relations' order
+            aux, first, second = relation.loss(
+                torch.cat([r[2][0] for r in runs]), torch.cat([g.relations.reshape(-1) for g in groups])
+            )
             loss = loss + compare * aux
             note += f" compare {aux.item():.3f} first {first:.2f} second {second:.2f}"
         return loss, note

@@ -162,6 +162,7 @@ def build(
     question_summary: float = 0.0,
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     compare: float = 0.0,
+    length_groups: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -173,7 +174,8 @@ def build(
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
-    in the shipped build).
+    in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
+    similar length (1: whole batches, as the shipped build; 4: the same loss ~17% faster, other bits).
     """
     import timm
     import transformers
@@ -201,6 +203,7 @@ def build(
             question_summary=question_summary,
             summary_tasks=summary_tasks,
             compare=compare,
+            length_groups=length_groups,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -253,6 +256,7 @@ def build(
         **({"lm_question_summary": question_summary} if question_summary else {}),
         **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
         **({"lm_compare": compare} if compare else {}),
+        **({"lm_length_groups": length_groups} if length_groups != 1 else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -312,7 +316,14 @@ def main(argv: list[str] | None = None) -> int:
         "second image: new, changed or the same there) at the input of layer 5, with this loss weight (0: off, "
         "as shipped; docs/tiny_world.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lm-length-groups", type=int, default=1, metavar="N",
+        help="run each LM step's documents in N groups of similar length: the same loss with less padding, "
+        "~17%% faster with 4, but other bits than whole batches (default 1, as the shipped build)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.lm_length_groups < 1:
+        parser.error(f"--lm-length-groups: expected a positive number of groups, got {args.lm_length_groups}")
     summary_tasks = tuple(t for t in QUESTION_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
@@ -323,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (
         ("--lm-question-summary", args.lm_question_summary),
         ("--lm-compare", args.lm_compare),
+        ("--lm-length-groups", args.lm_length_groups != 1),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -331,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
-        compare=args.lm_compare,
+        compare=args.lm_compare, length_groups=args.lm_length_groups,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -347,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append("--lm-question-summary-tasks " + " ".join(summary_tasks))
     if args.lm_compare:
         cmd.append(f"--lm-compare {args.lm_compare:g}")
+    if args.lm_length_groups != 1:
+        cmd.append(f"--lm-length-groups {args.lm_length_groups}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

@@ -472,6 +472,13 @@ def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "w"), "--lm-compare", "1", "--reuse-backbones", str(tmp_path)])
     assert "--lm-compare trains the LM" in capsys.readouterr().err
+    for argv, message in (
+        (["--lm-length-groups", "0"], "expected a positive number of groups, got 0"),
+        (["--lm-length-groups", "4", "--reuse-backbones", str(tmp_path)], "--lm-length-groups trains the LM"),
+    ):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "w"), *argv])
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
 
 
@@ -616,3 +623,50 @@ def test_most_position_questions_need_the_colour_to_pick_their_object():
             need.append(sum(x.shape == o.shape and x.size == o.size for x in scene.objects) > 1)
             assert o.colour in t.context  # the position question names the colour
     assert 0.6 < np.mean(need) < 0.8, np.mean(need)
+
+
+def test_length_groups_split_documents_with_their_slots_and_keep_the_step_loss():
+    from synthetic.world.backbones import NUM_SLOTS, lm_batch, train_language_model
+
+    tok = build_world_tokenizer()
+    image, pad = tok.convert_tokens_to_ids("<image>"), tok.pad_token_id
+    batch = lm_batch(tok, 0, 0, 10, summary_tasks=("detail_question", "cloze", "difference"))
+    groups = batch.by_length(3, image, pad)
+    assert [len(g.input_ids) for g in groups] == [4, 3, 3]
+    lengths = [int(n) for g in groups for n in (g.input_ids != pad).sum(1)]
+    assert lengths == sorted(lengths) and sum(lengths) == int((batch.input_ids != pad).sum())
+    # each group is cut to its longest document, and carries exactly its documents' slot images
+    for g in groups:
+        assert int((g.input_ids != pad).sum(1).max()) == g.input_ids.shape[1]
+        assert (
+            int((g.input_ids == image).sum())
+            == len(g.input_words) * NUM_SLOTS
+            == len(g.layer_words) * NUM_SLOTS
+        )
+        assert g.relations.shape == (len(g.input_words), NUM_SLOTS) and len(g.asked) == len(g.input_ids)
+
+    # documents are matched to their own rows: every (document, slot words) pair of the whole batch reappears
+    def pairs(b):
+        rows, out, k = (b.input_ids == image).sum(1) // NUM_SLOTS, [], 0
+        for d, n in enumerate(rows.tolist()):
+            key = tuple(b.input_ids[d][b.input_ids[d] != pad].tolist())
+            out.append(
+                (
+                    key,
+                    b.input_words[k : k + n].tolist(),
+                    b.layer_words[k : k + n].tolist(),
+                    b.asked[d].tolist(),
+                    b.relations[k : k + n].tolist(),
+                )
+            )
+            k += n
+        return sorted(out)
+
+    assert sorted(p for g in groups for p in pairs(g)) == pairs(batch)
+    # the step loss is the same mean over all answer tokens (and the summary/compare losses the same means)
+    kw = dict(batch_size=8, question_summary=0.1, compare=1.0, log=lambda _: None)
+    whole = train_language_model(tok, 0, 2, **kw)
+    grouped = train_language_model(tok, 0, 2, length_groups=3, **kw)
+    assert grouped[1].losses == pytest.approx(whole[1].losses, rel=1e-5)
+    for (name, a), b in zip(whole[0].state_dict().items(), grouped[0].state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
