@@ -27,6 +27,7 @@ Three stages, each a function of (seed, steps) on scenes generated on the fly:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import math
@@ -184,6 +185,36 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 def _scene(seed: int, stream: int, i: int) -> Scene:
     return make_scene(seed * 1000 + stream, i)
+
+
+class Prefetcher:
+    """``make(step)`` for steps 0 … ``steps`` - 1, each next one made in a background thread while the caller
+    trains on the current one (the world's batches are Python work — scenes, tokenizing — that would
+    otherwise wait for the step). ``make`` must be a pure function of ``step``: the values are the same as
+    calling it directly. Use as a context manager, which stops the thread.
+
+    Example:
+        >>> with (batches := Prefetcher(lambda s: s * s, 3)):
+        ...     [batches(s) for s in range(3)]
+        [0, 1, 4]
+    """
+
+    def __init__(self, make: Callable[[int], object], steps: int):
+        self.make, self.steps = make, steps
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self.pending: dict[int, concurrent.futures.Future] = {}
+
+    def __call__(self, step: int):
+        future = self.pending.pop(step, None) or self.pool.submit(self.make, step)
+        if step + 1 < self.steps and step + 1 not in self.pending:
+            self.pending[step + 1] = self.pool.submit(self.make, step + 1)
+        return future.result()
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------- language
@@ -444,17 +475,22 @@ def lm_batch(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
         )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows, images, asked, relations = [], [], [], []
+    documents, images, asked, relations = [], [], [], []
     for d in range(first_doc, first_doc + size):
-        ids, labels = [bos], [-100]
         segments, doc_images, doc_asked = _lm_document(
             seed, d, summary_tasks, task_weights, which_forms, layout
         )
+        documents.append(segments)
         images += doc_images
         asked.append(doc_asked)
         relations += slot_relations(doc_images)
-        for text, loss in segments:
-            piece = tokenizer(text, add_special_tokens=False)["input_ids"] + ([eos] if loss else [])
+    # one tokenizer call for the whole batch: the same ids as one call per segment, without its overhead
+    pieces = iter(tokenizer([t for s in documents for t, _ in s], add_special_tokens=False)["input_ids"])
+    rows = []
+    for segments in documents:
+        ids, labels = [bos], [-100]
+        for _, loss in segments:
+            piece = next(pieces) + ([eos] if loss else [])
             ids += piece
             labels += piece if loss else [-100] * len(piece)
         rows.append((ids, labels))
@@ -509,16 +545,11 @@ def slot_relations(images: list[SlotImage]) -> list[list[int]]:
 
 def slot_word_ids(tokenizer, images: list[list[WorldObject | None]]) -> torch.Tensor:
     """(S, NUM_SLOTS, W) word ids of each image's slot objects (0 = padding; None → an empty slot)."""
-    words = [
-        [
-            [] if o is None else tokenizer(object_slot_words(o), add_special_tokens=False)["input_ids"]
-            for o in image
-        ]
-        for image in images
-    ]
+    shown = [(n, j, object_slot_words(o)) for n, image in enumerate(images) for j, o in enumerate(image) if o]
     out = torch.zeros(len(images), NUM_SLOTS, 6, dtype=torch.long)
-    for n, image in enumerate(words):
-        for j, ids in enumerate(image):
+    if shown:  # one tokenizer call for all slots
+        words = tokenizer([w for _, _, w in shown], add_special_tokens=False)["input_ids"]
+        for (n, j, _), ids in zip(shown, words, strict=True):
             out[n, j, : len(ids)] = torch.tensor(ids)
     return out
 
@@ -709,11 +740,16 @@ def train_language_model(
             ).loss
         return loss, states, slot_states
 
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch = lm_batch(
+    def make_batch(step: int) -> SlotBatch:
+        return lm_batch(
             tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
             layout,
         )  # fmt: skip
+
+    batches = Prefetcher(make_batch, steps)
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+        batch = batches(step)
         groups, answer_tokens = [batch], None  # whole: HF's mean, as the shipped build computed it
         if length_groups > 1:  # the same mean over all the batch's answer tokens (HF shifts labels by one)
             groups = batch.by_length(length_groups, image_token_id, tokenizer.pad_token_id)
@@ -734,7 +770,8 @@ def train_language_model(
 
     heads = [h for h in (summary, relation) if h is not None]
     params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
-    result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    with batches:
+        result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.eval().requires_grad_(False)
     return model, result
 
@@ -875,20 +912,25 @@ def train_vision_encoder(
     token_classes = [len(COLOURS), len(SHAPES), len(SIZES), 9]
     processor = ImageProcessor(size=config.image_size)
 
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+    def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
-        tokens = vit.encode_images(_pixels(scenes, processor))
-        loss, accs = cell_loss(head(tokens), cell_labels(scenes))
-        token_loss, token_accs = attribute_loss(
-            token_head(tokens), token_labels(scenes, config.patch_size), token_classes
-        )
+        return _pixels(scenes, processor), cell_labels(scenes), token_labels(scenes, config.patch_size)
+
+    batches = Prefetcher(make_batch, steps)
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+        pixels, cells, patches = batches(step)
+        tokens = vit.encode_images(pixels)
+        loss, accs = cell_loss(head(tokens), cells)
+        token_loss, token_accs = attribute_loss(token_head(tokens), patches, token_classes)
         return loss + token_loss, (
             " cell acc presence/colour/shape/size " + "/".join(f"{a:.2f}" for a in accs.tolist())
             + " token acc colour/shape/size/cell " + "/".join(f"{a:.2f}" for a in token_accs.tolist())
         )  # fmt: skip
 
     params = [*vit.parameters(), *head.parameters(), *token_head.parameters()]
-    result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
+    with batches:
+        result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     vit._freeze()
     return vit, result
 
@@ -998,7 +1040,8 @@ def train_qformer(
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     embed = llm.get_input_embeddings()
 
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+    def make_batch(step: int) -> tuple[dict, tuple | None]:
+        """The step's caption batch and, with grounding, (scene indices, phrase vectors, targets)."""
         rng = np.random.default_rng([seed, QFORMER_STREAM, step])
         idx = rng.integers(num_images, size=batch_size)
         items = []
@@ -1009,22 +1052,30 @@ def train_qformer(
             item = st(Sample(f"q{i}", [None], turns))
             item["vision_features"] = features[i]
             items.append(item)
-        batch = collate(items)
-        out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
-                    vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
         if head is None:
-            return out.loss, ""
+            return collate(items), None
         named = [scenes[i].objects[int(rng.integers(len(scenes[i].objects)))] for i in idx]
-        phrases = phrase_vectors(
+        phrases = phrase_vectors(  # the LM's frozen embeddings: safe to read beside the training step
             embed, tokenizer, [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
         )
-        targets = torch.stack([object_targets(o) for o in named])
+        return collate(items), (idx, phrases, torch.stack([object_targets(o) for o in named]))
+
+    batches = Prefetcher(make_batch, steps)
+
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+        batch, grounded = batches(step)
+        out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
+                    vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
+        if grounded is None:
+            return out.loss, ""
+        idx, phrases, targets = grounded
         loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
         return out.loss + grounding_weight * loss, " grounding " + "/".join(
             f"{100 * a:.0f}" for a in accuracy
         )
 
-    result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
+    with batches:
+        result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
     model.remove_hooks()
     qformer.eval().requires_grad_(False)
     return qformer, result
