@@ -11,7 +11,8 @@ the GEMM rate measured in the same run. The full build's time is projected from 
     python benchmarks/world_build_speed.py --config "before=/tmp/before" --config "now=." \\
         --config "now, 4 length groups=.:--lm-length-groups 4"
 
-Writes ``benchmarks/results/world_build_speed.json`` (``--out``).
+Writes ``benchmarks/results/world_build_speed.json`` (``--out``); ``--docs`` rewrites the block
+``world-build-speed`` of docs/tiny_world.md from it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -31,8 +33,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from doc_blocks import write_block  # noqa: E402
 from gemm_rate import gemm_gflops  # noqa: E402
-from measure import print_table  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
 # the summary-difference recipe (docs/tiny_world.md): the build whose time is over budget
@@ -82,10 +84,38 @@ def short_build(checkout: Path, extra: list[str], steps: dict[str, int]) -> dict
     return per_step
 
 
+def docs_block(data: dict) -> str:
+    """The Markdown table (per-step medians, projected full build, ratio to the first configuration) of a
+    results file."""
+    configs = data["configs"]
+    first = next(iter(configs.values()))["projected_full_build_seconds"]
+    lines = [
+        "| code | LM s/step | ViT s/step | Q-Former s/step | projected full build (s) | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in configs.items():
+        m, total = c["median"], c["projected_full_build_seconds"]
+        lines.append(
+            f"| {name} | {m['language_model']:.3f} | {m['vision_encoder']:.3f} | {m['qformer']:.3f} "
+            f"| {total:.0f} | {first / total:.2f}x |"
+        )
+    steps, load = data["short_build_steps"], data["load_before"][0]
+    lines += [
+        "",
+        f"Medians of {data['repeats']} alternating short builds per row ({steps['language_model']} LM, "
+        f"{steps['vision_encoder']} ViT, {steps['qformer']} Q-Former steps; 2 threads); projected = "
+        f"2000 / 800 / 600 steps at those rates + the short build's diagnostics and writing. Load average "
+        f"before the run {load:.2f}; fp32 GEMM {data['gemm_fp32_gflops']['wall']:.0f} GFLOP/s in the same run.",
+        "",
+        f"Made by: `{data['command']}`",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--config", type=parse_config, action="append", required=True, metavar="NAME=CHECKOUT[:FLAGS]"
+        "--config", type=parse_config, action="append", default=[], metavar="NAME=CHECKOUT[:FLAGS]"
     )
     parser.add_argument("--lm-steps", type=int, default=40)
     parser.add_argument("--vit-steps", type=int, default=30)
@@ -94,7 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "world_build_speed.json"
     )
+    parser.add_argument(
+        "--docs", action="store_true", help="only rewrite docs/tiny_world.md's block from --out"
+    )
     args = parser.parse_args(argv)
+    if args.docs:
+        data = json.loads(args.out.read_text(encoding="utf-8"))
+        write_block(ROOT / "docs" / "tiny_world.md", "world-build-speed", docs_block(data))
+        return 0
+    if not args.config:
+        parser.error("--config NAME=CHECKOUT[:FLAGS]: give at least one")
     steps = {"language_model": args.lm_steps, "vision_encoder": args.vit_steps, "qformer": args.qformer_steps}
     torch.set_num_threads(2)
     start, load_before, gemm = time.perf_counter(), os.getloadavg(), gemm_gflops(torch.float32)
@@ -107,24 +146,20 @@ def main(argv: list[str] | None = None) -> int:
                 + json.dumps({k: round(v, 3) for k, v in runs[name][-1].items()}),
                 flush=True,
             )
-    rows, configs = [], {}
+    configs = {}
     for name, checkout, extra in args.config:
         median = {k: statistics.median(run[k] for run in runs[name]) for k in runs[name][0]}
         projected = sum(FULL_STEPS[s] * median[s] for s in FULL_STEPS) + median["rest_seconds"]
         configs[name] = {"checkout_commit": git_commit(checkout), "extra_flags": extra, "runs": runs[name],
                          "median": median, "projected_full_build_seconds": round(projected, 1)}  # fmt: skip
-        rows.append({"config": name, **{f"{s} s/step": round(median[s], 3) for s in FULL_STEPS},
-                     "projected full build (s)": round(projected)})  # fmt: skip
-    first = rows[0]["projected full build (s)"]
-    for row in rows:
-        row[f"vs {rows[0]['config']}"] = f"{first / row['projected full build (s)']:.2f}x"
-    print_table(rows, list(rows[0]))
-    write_results(args.out, {
-        "command": "python benchmarks/world_build_speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    data = {
+        "command": "python benchmarks/world_build_speed.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "recipe": RECIPE, "short_build_steps": steps, "threads": 2, "repeats": args.repeats,
         "load_before": load_before, "load_after": os.getloadavg(), "gemm_fp32_gflops": gemm,
         "wall_seconds": round(time.perf_counter() - start, 1), "configs": configs,
-    })  # fmt: skip
+    }  # fmt: skip
+    write_results(args.out, data)
+    print(docs_block(data))
     return 0
 
 
