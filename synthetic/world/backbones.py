@@ -545,7 +545,12 @@ def slot_relations(images: list[SlotImage]) -> list[list[int]]:
 
 def slot_word_ids(tokenizer, images: list[list[WorldObject | None]]) -> torch.Tensor:
     """(S, NUM_SLOTS, W) word ids of each image's slot objects (0 = padding; None → an empty slot)."""
-    shown = [(n, j, object_slot_words(o)) for n, image in enumerate(images) for j, o in enumerate(image) if o]
+    shown = [
+        (n, j, object_slot_words(o))
+        for n, image in enumerate(images)
+        for j, o in enumerate(image)
+        if o is not None
+    ]
     out = torch.zeros(len(images), NUM_SLOTS, 6, dtype=torch.long)
     if shown:  # one tokenizer call for all slots
         words = tokenizer([w for _, _, w in shown], add_special_tokens=False)["input_ids"]
