@@ -423,8 +423,8 @@ class SlotBatch:
 
     def by_length(self, groups: int, image_token_id: int, pad_token_id: int) -> list[SlotBatch]:
         """The batch as ``groups`` sub-batches of documents of similar length, each cut to its longest
-        document: the same tokens with less padding (whether that is faster depends on the machine's
-        state: ``benchmarks/world_build_speed.py``). Documents keep their slots, ``asked`` and
+        document: the same tokens with less padding (but four forward passes: in the build, 4 groups were
+        slower, ``benchmarks/results/world_build_speed.json``). Documents keep their slots, ``asked`` and
         ``relations``; the order is by length.
 
         Example:
@@ -714,7 +714,8 @@ def train_language_model(
     :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
     (none in the build; ``benchmarks/lm_variants.py`` tries it). ``length_groups`` > 1 runs each step's
     documents in that many groups of similar length (:meth:`SlotBatch.by_length`): the same loss up to float
-    rounding, less padding (measured speed: ``benchmarks/world_build_speed.py``); 1 (whole batches)
+    rounding, less padding, not faster in the build (``benchmarks/results/world_build_speed.json``): a
+    rounding perturbation for checking that a recipe's result is not one build's; 1 (whole batches)
     rebuilds the shipped LM bit for bit.
     """
     torch.manual_seed(seed)

@@ -175,7 +175,7 @@ def build(
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
     in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
-    similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other bits).
+    similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other bits, not faster).
     """
     import timm
     import transformers
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lm-length-groups", type=int, default=1, metavar="N",
         help="run each LM step's documents in N groups of similar length: the same loss with less padding, "
-        "but other bits than whole batches (default 1, as the shipped build)",
+        "other bits than whole batches, and not faster (default 1, as the shipped build)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.lm_length_groups < 1:
