@@ -175,7 +175,8 @@ def build(
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
     in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
-    similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other bits, not faster).
+    similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other
+    bits, not faster).
     """
     import timm
     import transformers
