@@ -27,7 +27,6 @@ Three stages, each a function of (seed, steps) on scenes generated on the fly:
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import math
@@ -185,36 +184,6 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 def _scene(seed: int, stream: int, i: int) -> Scene:
     return make_scene(seed * 1000 + stream, i)
-
-
-class Prefetcher:
-    """``make(step)`` for steps 0 … ``steps`` - 1, each next one made in a background thread while the caller
-    trains on the current one (the world's batches are Python work — scenes, tokenizing — that would
-    otherwise wait for the step). ``make`` must be a pure function of ``step``: the values are the same as
-    calling it directly. Use as a context manager, which stops the thread.
-
-    Example:
-        >>> with (batches := Prefetcher(lambda s: s * s, 3)):
-        ...     [batches(s) for s in range(3)]
-        [0, 1, 4]
-    """
-
-    def __init__(self, make: Callable[[int], object], steps: int):
-        self.make, self.steps = make, steps
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self.pending: dict[int, concurrent.futures.Future] = {}
-
-    def __call__(self, step: int):
-        future = self.pending.pop(step, None) or self.pool.submit(self.make, step)
-        if step + 1 < self.steps and step + 1 not in self.pending:
-            self.pending[step + 1] = self.pool.submit(self.make, step + 1)
-        return future.result()
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------- language
@@ -747,16 +716,11 @@ def train_language_model(
             ).loss
         return loss, states, slot_states
 
-    def make_batch(step: int) -> SlotBatch:
-        return lm_batch(
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
+        batch = lm_batch(
             tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
             layout,
         )  # fmt: skip
-
-    batches = Prefetcher(make_batch, steps)
-
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch = batches(step)
         groups, answer_tokens = [batch], None  # whole: HF's mean, as the shipped build computed it
         if length_groups > 1:  # the same mean over all the batch's answer tokens (HF shifts labels by one)
             groups = batch.by_length(length_groups, image_token_id, tokenizer.pad_token_id)
@@ -777,8 +741,7 @@ def train_language_model(
 
     heads = [h for h in (summary, relation) if h is not None]
     params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
-    with batches:
-        result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.eval().requires_grad_(False)
     return model, result
 
@@ -919,25 +882,20 @@ def train_vision_encoder(
     token_classes = [len(COLOURS), len(SHAPES), len(SIZES), 9]
     processor = ImageProcessor(size=config.image_size)
 
-    def make_batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
-        return _pixels(scenes, processor), cell_labels(scenes), token_labels(scenes, config.patch_size)
-
-    batches = Prefetcher(make_batch, steps)
-
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        pixels, cells, patches = batches(step)
-        tokens = vit.encode_images(pixels)
-        loss, accs = cell_loss(head(tokens), cells)
-        token_loss, token_accs = attribute_loss(token_head(tokens), patches, token_classes)
+        scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
+        tokens = vit.encode_images(_pixels(scenes, processor))
+        loss, accs = cell_loss(head(tokens), cell_labels(scenes))
+        token_loss, token_accs = attribute_loss(
+            token_head(tokens), token_labels(scenes, config.patch_size), token_classes
+        )
         return loss + token_loss, (
             " cell acc presence/colour/shape/size " + "/".join(f"{a:.2f}" for a in accs.tolist())
             + " token acc colour/shape/size/cell " + "/".join(f"{a:.2f}" for a in token_accs.tolist())
         )  # fmt: skip
 
     params = [*vit.parameters(), *head.parameters(), *token_head.parameters()]
-    with batches:
-        result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
+    result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
     vit._freeze()
     return vit, result
 
@@ -1047,8 +1005,7 @@ def train_qformer(
     params = [p for p in model.parameters() if p.requires_grad] + (list(head.parameters()) if head else [])
     embed = llm.get_input_embeddings()
 
-    def make_batch(step: int) -> tuple[dict, tuple | None]:
-        """The step's caption batch and, with grounding, (scene indices, phrase vectors, targets)."""
+    def step_loss(step: int) -> tuple[torch.Tensor, str]:
         rng = np.random.default_rng([seed, QFORMER_STREAM, step])
         idx = rng.integers(num_images, size=batch_size)
         items = []
@@ -1059,30 +1016,22 @@ def train_qformer(
             item = st(Sample(f"q{i}", [None], turns))
             item["vision_features"] = features[i]
             items.append(item)
-        if head is None:
-            return collate(items), None
-        named = [scenes[i].objects[int(rng.integers(len(scenes[i].objects)))] for i in idx]
-        phrases = phrase_vectors(  # the LM's frozen embeddings: safe to read beside the training step
-            embed, tokenizer, [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
-        )
-        return collate(items), (idx, phrases, torch.stack([object_targets(o) for o in named]))
-
-    batches = Prefetcher(make_batch, steps)
-
-    def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        batch, grounded = batches(step)
+        batch = collate(items)
         out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
                     vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
-        if grounded is None:
+        if head is None:
             return out.loss, ""
-        idx, phrases, targets = grounded
+        named = [scenes[i].objects[int(rng.integers(len(scenes[i].objects)))] for i in idx]
+        phrases = phrase_vectors(
+            embed, tokenizer, [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
+        )
+        targets = torch.stack([object_targets(o) for o in named])
         loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
         return out.loss + grounding_weight * loss, " grounding " + "/".join(
             f"{100 * a:.0f}" for a in accuracy
         )
 
-    with batches:
-        result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
+    result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
     model.remove_hooks()
     qformer.eval().requires_grad_(False)
     return qformer, result

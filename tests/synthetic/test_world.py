@@ -670,25 +670,3 @@ def test_length_groups_split_documents_with_their_slots_and_keep_the_step_loss()
     assert grouped[1].losses == pytest.approx(whole[1].losses, rel=1e-5)
     for (name, a), b in zip(whole[0].state_dict().items(), grouped[0].state_dict().values(), strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
-
-
-def test_prefetcher_gives_what_make_gives_raises_its_errors_and_stops_its_thread():
-    import threading
-
-    from synthetic.world.backbones import Prefetcher
-
-    made: list[int] = []
-
-    def make(step: int) -> int:
-        made.append(step)
-        if step == 3:
-            raise ValueError("bad step 3")
-        return step * 10
-
-    with (batches := Prefetcher(make, 5)):
-        assert [batches(s) for s in range(3)] == [0, 10, 20]
-        assert made[:3] == [0, 1, 2]  # each step made once: the next one ahead, never twice
-        with pytest.raises(ValueError, match="bad step 3"):
-            batches(3)
-    assert made[:4] == [0, 1, 2, 3] and made[4:] in ([], [4])  # step 4 was queued; exit may cancel it
-    assert not any(t.name.startswith("prefetch") for t in threading.enumerate())
