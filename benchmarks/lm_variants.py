@@ -38,6 +38,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 # world v6's LM recipe (the summary loss at weight 0.1 on detail-question and cloze documents), and the task
 # mix with which-image at 40% of the documents (25% in the build; the others scaled down)
 SUMMARY_W01: dict[str, Any] = {"question_summary": 0.1, "summary_tasks": ("detail_question", "cloze")}
+SUMMARY_DIFFERENCE: dict[str, Any] = {
+    "question_summary": 0.1,
+    "summary_tasks": ("detail_question", "cloze", "difference"),
+    "compare": 1.0,
+}
 WHICH40 = {"caption": 0.12, "detail_question": 0.16, "difference": 0.16, "which_image": 0.4, "cloze": 0.16}
 # name → (description, train_language_model keyword arguments). "summary" is world v5's recipe, "summary_w01"
 # the shipped world v6's.
@@ -118,6 +123,24 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_w01_compare, with the slot-relation loss at weight 3",
         SUMMARY_W01 | {"compare": 3.0},
     ),
+    "summary_difference": (
+        "the summary-difference build's recipe: the summary loss (0.1) on detail-question, cloze and difference "
+        "documents, the slot-relation loss at weight 1",
+        SUMMARY_DIFFERENCE,
+    ),
+    # Its builds' which-image ceilings were 79 / 56 / 61: the answer loss alone does not reliably find the
+    # two-step circuit (read the asked object's colour in each image, compare it with the question's). Here a
+    # head on the last prompt token at layer 5 must name that colour in each image, so only the comparison is
+    # left to the answer's loss.
+    "summary_difference_colours": (
+        "as summary_difference, with a pair-colour loss (weight 1): the asked object's colour in each image, "
+        "read from the last prompt token at layer 5",
+        SUMMARY_DIFFERENCE | {"pair_colours": 1.0},
+    ),
+    "summary_difference_colours_groups4": (
+        "as summary_difference_colours, each step in 4 length groups (same loss, other rounding)",
+        SUMMARY_DIFFERENCE | {"pair_colours": 1.0, "length_groups": 4},
+    ),
 }
 COLUMNS = [
     ("which_image", None),
@@ -170,6 +193,7 @@ def run_one(
         "threads": threads,
         "ceilings": lm_ceilings(llm, tokenizer, n=n, layout=layout),
         **({"relation_head": _relation_head(reports[-5:])} if kwargs.get("compare") else {}),
+        **({"pair_colour_head": _pair_colour_head(reports[-5:])} if kwargs.get("pair_colours") else {}),
     }
 
 
@@ -183,6 +207,13 @@ def _relation_head(reports: list[str]) -> dict[str, float]:
         "first_accuracy": round(means[1], 3),
         "second_accuracy": round(means[2], 3),
     }
+
+
+def _pair_colour_head(reports: list[str]) -> dict[str, float]:
+    """The pair-colour head's loss and accuracy on the training batches of the last reports, averaged."""
+    values = [re.search(r"colours (\S+) right (\S+)", line).groups() for line in reports]
+    means = np.mean(np.array(values, dtype=float), axis=0)
+    return {"loss": round(means[0], 4), "accuracy": round(means[1], 3)}
 
 
 def _cell(ceilings: dict, task: str, subset: str | None) -> str:

@@ -61,9 +61,11 @@ __all__ = [
     "INJECT_LAYER",
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
+    "PAIR_COLOUR_TASKS",
     "QUESTION_TASKS",
     "SLOT_RELATIONS",
     "SUMMARY_TASKS",
+    "PairColourHead",
     "QuestionSummaryHead",
     "SlotBatch",
     "SlotImage",
@@ -80,6 +82,7 @@ __all__ = [
     "lm_example",
     "norm_scaled_addition",
     "object_slot_words",
+    "pair_colour_labels",
     "slot_image",
     "slot_injection",
     "slot_relations",
@@ -276,7 +279,7 @@ def lm_example(seed: int, i: int) -> tuple[list[tuple[str, bool]], list[SlotImag
     ``</Img>`` (half the time before the instruction, as the captions data writes it); the answer carries
     loss; no system prompt (:data:`WORLD_SYSTEM`).
     """
-    segments, images, _ = _lm_document(seed, i)
+    segments, images, *_ = _lm_document(seed, i)
     return segments, images
 
 
@@ -287,8 +290,8 @@ def _lm_document(
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
-) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int]]:
-    """:func:`lm_example` plus the document's :func:`asked_labels`; ``task_weights``: how often each task
+) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int], list[int]]:
+    """:func:`lm_example` plus the document's :func:`asked_labels` and :func:`pair_colour_labels`; ``task_weights``: how often each task
     is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
     easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
@@ -321,6 +324,7 @@ def _lm_document(
         [(seg.text, seg.loss) for seg in template.segments(sample)],
         images,
         asked_labels(instance, summary_tasks),
+        pair_colour_labels(instance),
     )
 
 
@@ -366,6 +370,32 @@ def asked_labels(instance: TaskInstance, tasks: tuple[str, ...] = SUMMARY_TASKS)
     return [ASKED_ATTRIBUTES[a].index(values[a]) if named[a] else -100 for a in ASKED_ATTRIBUTES]
 
 
+# The two-image tasks whose answer compares the asked object with its counterpart in the other image (the
+# pair-colour head's documents).
+PAIR_COLOUR_TASKS = ("which_image", "cloze", "difference")
+
+
+def pair_colour_labels(instance: TaskInstance) -> list[int]:
+    """Per image of a two-image :data:`PAIR_COLOUR_TASKS` document, the index in COLOURS of the colour of the
+    object its answer depends on there (its ``focus``), else -100 (no such object, or another task).
+
+    A recoloured which-image pair's answer is "first" exactly when the first image's colour is the one the
+    question names, so these labels split the task into reading a colour per image and one comparison.
+
+    Example:
+        >>> import numpy as np
+        >>> from synthetic.world.language import EVAL_WORDING
+        >>> from synthetic.world.scene import make_scene
+        >>> t = TASK_BUILDERS["which_image"](make_scene(0, 2), np.random.default_rng(0), EVAL_WORDING)
+        >>> first, second = pair_colour_labels(t)
+        >>> (list(COLOURS)[first] == t.target.colour) == (t.response == "first"), first != second
+        (True, True)
+    """
+    if instance.task not in PAIR_COLOUR_TASKS or len(instance.focus) != 2:
+        return [-100, -100]
+    return [list(COLOURS).index(f[0].colour) if f else -100 for f in instance.focus]
+
+
 def lm_document(seed: int, i: int) -> str:
     """Training document ``i`` as plain text (see :func:`lm_example`)."""
     return "".join(text for text, _ in lm_example(seed, i)[0])
@@ -381,6 +411,7 @@ class SlotBatch:
             and at :data:`INJECT_LAYER` (0 = padding; an all-padding row is an empty slot).
         asked: (B, len(ASKED_ATTRIBUTES)) :func:`asked_labels` of each document, or None.
         relations: (S, NUM_SLOTS) :func:`slot_relations` of each slot image, or None.
+        colours: (B, 2) :func:`pair_colour_labels` of each document, or None.
     """
 
     input_ids: torch.Tensor
@@ -389,6 +420,7 @@ class SlotBatch:
     layer_words: torch.Tensor
     asked: torch.Tensor | None = None
     relations: torch.Tensor | None = None
+    colours: torch.Tensor | None = None
 
     def by_length(self, groups: int, image_token_id: int, pad_token_id: int) -> list[SlotBatch]:
         """The batch as ``groups`` sub-batches of documents of similar length, each cut to its longest
@@ -421,6 +453,7 @@ class SlotBatch:
                     self.layer_words[images],
                     None if self.asked is None else self.asked[docs],
                     None if self.relations is None else self.relations[images],
+                    None if self.colours is None else self.colours[docs],
                 )
             )
         return out
@@ -444,14 +477,15 @@ def lm_batch(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
         )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    documents, images, asked, relations = [], [], [], []
+    documents, images, asked, relations, colours = [], [], [], [], []
     for d in range(first_doc, first_doc + size):
-        segments, doc_images, doc_asked = _lm_document(
+        segments, doc_images, doc_asked, doc_colours = _lm_document(
             seed, d, summary_tasks, task_weights, which_forms, layout
         )
         documents.append(segments)
         images += doc_images
         asked.append(doc_asked)
+        colours.append(doc_colours)
         relations += slot_relations(doc_images)
     # one tokenizer call for the whole batch: the same ids as one call per segment, without its overhead
     pieces = iter(tokenizer([t for s in documents for t, _ in s], add_special_tokens=False)["input_ids"])
@@ -476,6 +510,7 @@ def lm_batch(
         slot_word_ids(tokenizer, [im.at_layer for im in images]),
         torch.tensor(asked, dtype=torch.long),
         torch.tensor(relations, dtype=torch.long).reshape(len(images), NUM_SLOTS),
+        torch.tensor(colours, dtype=torch.long),
     )
 
 
@@ -625,6 +660,24 @@ class SlotRelationHead(nn.Module):
         return F.cross_entropy(logits, relations, ignore_index=-100), *accuracy
 
 
+class PairColourHead(nn.Module):
+    """Linear reads, from the last prompt token's hidden state, of the asked object's colour in the first and
+    in the second image (:func:`pair_colour_labels`); trained with the LM when ``pair_colours`` is on, then
+    discarded."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(width, len(COLOURS)) for _ in range(2))
+
+    def loss(self, hidden: torch.Tensor, colours: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """hidden (B, D), colours (B, 2) labels (-100: none) → (mean CE over the labelled images, accuracy)."""
+        logits = torch.stack([head(hidden) for head in self.heads], 1).flatten(0, 1)
+        labels = colours.reshape(-1)
+        known = labels >= 0
+        right = float((logits.argmax(-1) == labels)[known].float().mean()) if known.any() else 0.0
+        return F.cross_entropy(logits, labels, reduction="sum") / known.sum().clamp(min=1), right
+
+
 @contextlib.contextmanager
 def layer_input_states(llm: LlamaForCausalLM, layer: int, select: Callable[[torch.Tensor], torch.Tensor]):
     """Yields a list that, after a forward pass, holds ``select(hidden)`` of the (B, L, D) hidden states at
@@ -663,6 +716,7 @@ def train_language_model(
     layout: DocumentLayout = BUILD_LAYOUT,
     compare: float = 0.0,
     length_groups: int = 1,
+    pair_colours: float = 0.0,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -685,7 +739,9 @@ def train_language_model(
     documents in that many groups of similar length (:meth:`SlotBatch.by_length`): the same loss up to float
     rounding, less padding, not faster in the build (``benchmarks/results/world_build_speed.json``): a
     rounding perturbation for checking that a recipe's result is not one build's; 1 (whole batches)
-    rebuilds the shipped LM bit for bit.
+    rebuilds the shipped LM bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s
+    loss on the last prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the
+    asked object's colour in each image), so that a which-image answer is one comparison away.
     """
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
@@ -693,16 +749,19 @@ def train_language_model(
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
     relation = SlotRelationHead(model.config.hidden_size) if compare > 0 else None
+    colour = PairColourHead(model.config.hidden_size) if pair_colours > 0 else None
 
-    def group_forward(batch: SlotBatch, answer_tokens: int | None) -> tuple[torch.Tensor, list, list]:
+    def group_forward(batch: SlotBatch, answer_tokens: int | None) -> tuple[torch.Tensor, list, list, list]:
         """Answer CE of ``batch`` summed / ``answer_tokens`` (None: the mean) and its captured states
-        (summary, slots)."""
+        (summary, slots, pair colours)."""
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         slots = batch.input_ids == image_token_id
-        states, slot_states = [], []
+        states, slot_states, colour_states = [], [], []
         with contextlib.ExitStack() as stack:
             if summary is not None:
                 states = stack.enter_context(last_prompt_states(model, batch.labels, INJECT_LAYER))
+            if colour is not None:
+                colour_states = stack.enter_context(last_prompt_states(model, batch.labels, COMPARE_LAYER))
             if relation is not None:
                 slot_states = stack.enter_context(
                     layer_input_states(model, COMPARE_LAYER, lambda h: h[slots])
@@ -714,7 +773,7 @@ def train_language_model(
                 labels=batch.labels,
                 num_items_in_batch=answer_tokens,
             ).loss
-        return loss, states, slot_states
+        return loss, states, slot_states, colour_states
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
@@ -737,9 +796,15 @@ def train_language_model(
             )
             loss = loss + compare * aux
             note += f" compare {aux.item():.3f} first {first:.2f} second {second:.2f}"
+        if colour is not None:
+            aux, right = colour.loss(
+                torch.cat([r[3][0] for r in runs]), torch.cat([g.colours for g in groups])
+            )
+            loss = loss + pair_colours * aux
+            note += f" colours {aux.item():.3f} right {right:.2f}"
         return loss, note
 
-    heads = [h for h in (summary, relation) if h is not None]
+    heads = [h for h in (summary, relation, colour) if h is not None]
     params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
     result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     model.eval().requires_grad_(False)

@@ -196,7 +196,7 @@ def test_which_image_easier_forms_lack_the_object_in_the_other_image_and_leave_t
         """Per LM document: how many of its two images show an object where the named object is."""
         counts = []
         for d in range(12):
-            segments, images, _ = _lm_document(
+            segments, images, *_ = _lm_document(
                 0, d, task_weights={"which_image": 1.0}, which_forms=which_forms
             )
             question = segments[-2][0]  # the user turn, before the answer
