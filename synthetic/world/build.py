@@ -163,6 +163,7 @@ def build(
     summary_tasks: tuple[str, ...] = SUMMARY_TASKS,
     compare: float = 0.0,
     length_groups: int = 1,
+    pair_colours: float = 0.0,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -176,7 +177,8 @@ def build(
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
     in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
     similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other
-    bits, not faster).
+    bits, not faster). ``pair_colours``: weight of the LM's :class:`~synthetic.world.backbones.PairColourHead`
+    loss (0: off, as in the shipped build).
     """
     import timm
     import transformers
@@ -205,6 +207,7 @@ def build(
             summary_tasks=summary_tasks,
             compare=compare,
             length_groups=length_groups,
+            pair_colours=pair_colours,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
@@ -258,6 +261,7 @@ def build(
         **({"lm_question_summary_tasks": list(summary_tasks)} if summary_tasks != SUMMARY_TASKS else {}),
         **({"lm_compare": compare} if compare else {}),
         **({"lm_length_groups": length_groups} if length_groups != 1 else {}),
+        **({"lm_pair_colours": pair_colours} if pair_colours else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -322,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run each LM step's documents in N groups of similar length: the same loss with less padding, "
         "other bits than whole batches, and not faster (default 1, as the shipped build)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lm-pair-colours", type=float, default=0.0, metavar="WEIGHT",
+        help="the LM also learns to name, at the last prompt token at the input of layer 5, the colour of the "
+        "asked object in each image of a two-image question, with this loss weight (0: off, as shipped; "
+        "docs/tiny_world.md)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.lm_length_groups < 1:
         parser.error(f"--lm-length-groups: expected a positive number of groups, got {args.lm_length_groups}")
@@ -336,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lm-question-summary", args.lm_question_summary),
         ("--lm-compare", args.lm_compare),
         ("--lm-length-groups", args.lm_length_groups != 1),
+        ("--lm-pair-colours", args.lm_pair_colours),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -344,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = build(
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
-        compare=args.lm_compare, length_groups=args.lm_length_groups,
+        compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -362,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-compare {args.lm_compare:g}")
     if args.lm_length_groups != 1:
         cmd.append(f"--lm-length-groups {args.lm_length_groups}")
+    if args.lm_pair_colours:
+        cmd.append(f"--lm-pair-colours {args.lm_pair_colours:g}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

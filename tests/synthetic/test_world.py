@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from synthetic.discriminative.captions import DifferenceCaptioner, color_name, position_words
 from synthetic.world.edits import edit_scene
@@ -475,6 +476,7 @@ def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
     for argv, message in (
         (["--lm-length-groups", "0"], "expected a positive number of groups, got 0"),
         (["--lm-length-groups", "4", "--reuse-backbones", str(tmp_path)], "--lm-length-groups trains the LM"),
+        (["--lm-pair-colours", "1", "--reuse-backbones", str(tmp_path)], "--lm-pair-colours trains the LM"),
     ):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "w"), *argv])
@@ -595,6 +597,69 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
     assert set(lm_variants._relation_head(reports)) == {"loss", "first_accuracy", "second_accuracy"}
 
 
+def test_pair_colour_labels_split_which_image_into_a_colour_per_image_and_one_comparison():
+    """A recoloured which-image pair's answer is "first" exactly when the first image's label is the question's
+    colour; a cloze pair's second label is its answer; one-image documents carry none."""
+    from synthetic.world.backbones import pair_colour_labels
+    from synthetic.world.tasks import which_image_task
+
+    colours = list(COLOURS)
+    for d in range(40):
+        rng = np.random.default_rng(d)
+        which = TASK_BUILDERS["which_image"](make_scene(2, d), rng, TRAIN_WORDING)
+        first, second = pair_colour_labels(which)
+        assert first != second and min(first, second) >= 0
+        assert (colours[first] == which.target.colour) == (which.response == "first"), d
+        cloze = TASK_BUILDERS["cloze"](make_scene(2, d), rng, TRAIN_WORDING)
+        assert colours[pair_colour_labels(cloze)[1]] == cloze.response
+        one = TASK_BUILDERS["detail_question"](make_scene(2, d), rng, TRAIN_WORDING)
+        assert pair_colour_labels(one) == [-100, -100]
+    alone = which_image_task(make_scene(2, 0), np.random.default_rng(0), TRAIN_WORDING, form="alone")
+    assert sorted(pair_colour_labels(alone))[0] == -100  # the empty image has nothing to name
+
+
+def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer():
+    from synthetic.world.backbones import (
+        COMPARE_LAYER,
+        PairColourHead,
+        last_prompt_states,
+        lm_batch,
+        slot_injection,
+        train_language_model,
+    )
+
+    tok, llm = _untrained_world_lm()
+    batch = lm_batch(tok, 0, 0, 6, task_weights={"which_image": 1.0, "caption": 1.0})
+    with (
+        torch.no_grad(),
+        last_prompt_states(llm, batch.labels, COMPARE_LAYER) as states,
+        slot_injection(llm, batch, tok.convert_tokens_to_ids("<image>")) as embeds,
+    ):
+        out = llm(inputs_embeds=embeds, output_hidden_states=True)
+    first_label = [int((row != -100).nonzero()[0]) for row in batch.labels]
+    expected = torch.stack([out.hidden_states[COMPARE_LAYER][b, p - 1] for b, p in enumerate(first_label)])
+    torch.testing.assert_close(states[0], expected)
+    head = PairColourHead(llm.config.hidden_size)
+    with torch.no_grad():
+        loss, right = head.loss(states[0], batch.colours)
+        logits = torch.stack([h(states[0]) for h in head.heads], 1)
+    known = batch.colours >= 0
+    assert bool(known.any()) and bool((~known).any())  # caption documents carry no labels
+    assert right == float((logits.argmax(-1) == batch.colours)[known].float().mean())
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.colours[known])))
+    # the loss shapes the LM itself (not only its discarded head), and lm_variants reads what it logs
+    reports: list[str] = []
+    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, pair_colours=1.0)[0].state_dict()
+    off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None)[0].state_dict()
+    assert any(not torch.equal(on[k], off[k]) for k in off)
+    spec = importlib.util.spec_from_file_location(
+        "lm_variants", Path(__file__).resolve().parents[2] / "benchmarks" / "lm_variants.py"
+    )
+    lm_variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lm_variants)
+    assert set(lm_variants._pair_colour_head(reports)) == {"loss", "accuracy"}
+
+
 def test_the_lm_document_stream_is_pinned():
     """The build's LM documents (first 64, seed 0): unchanged since before ``which_forms`` (sha256 measured at
     8429c17 and after). A change here changes what the shipped LM was trained on: rebuild the world."""
@@ -657,6 +722,7 @@ def test_length_groups_split_documents_with_their_slots_and_keep_the_step_loss()
                     b.layer_words[k : k + n].tolist(),
                     b.asked[d].tolist(),
                     b.relations[k : k + n].tolist(),
+                    b.colours[d].tolist(),
                 )
             )
             k += n
@@ -664,7 +730,7 @@ def test_length_groups_split_documents_with_their_slots_and_keep_the_step_loss()
 
     assert sorted(p for g in groups for p in pairs(g)) == pairs(batch)
     # the step loss is the same mean over all answer tokens (and the summary/compare losses the same means)
-    kw = dict(batch_size=8, question_summary=0.1, compare=1.0, log=lambda _: None)
+    kw = dict(batch_size=8, question_summary=0.1, compare=1.0, pair_colours=1.0, log=lambda _: None)
     whole = train_language_model(tok, 0, 2, **kw)
     grouped = train_language_model(tok, 0, 2, length_groups=3, **kw)
     assert grouped[1].losses == pytest.approx(whole[1].losses, rel=1e-5)
