@@ -79,6 +79,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_summary_difference_length_groups.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-pair-colours",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_pair_colours.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-pair-colours-build",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_pair_colours_build.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed",
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed.json").read_text()))),
         ("job_times", "README.md", "job-times",
