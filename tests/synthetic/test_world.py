@@ -561,7 +561,6 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
         layer_input_states,
         lm_batch,
         slot_injection,
-        train_language_model,
     )
 
     tok, llm = _untrained_world_lm()
@@ -584,9 +583,17 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
         float(right[relations > 0].float().mean()),
     )
     assert float(loss) > 0
-    # the loss shapes the LM itself (not only its discarded head), and lm_variants reads what it logs
+    reports, lm_variants = _auxiliary_loss_reports(tok, compare=0.3)
+    assert set(lm_variants._relation_head(reports)) == {"loss", "first_accuracy", "second_accuracy"}
+
+
+def _auxiliary_loss_reports(tok, **loss_weight):
+    """Two LM steps with an auxiliary loss on: checks it shapes the LM itself (not only its discarded head)
+    and returns the training log lines with ``benchmarks/lm_variants.py``, which parses them."""
+    from synthetic.world.backbones import train_language_model
+
     reports: list[str] = []
-    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, compare=0.3)[0].state_dict()
+    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, **loss_weight)[0].state_dict()
     off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None)[0].state_dict()
     assert any(not torch.equal(on[k], off[k]) for k in off)
     spec = importlib.util.spec_from_file_location(
@@ -594,7 +601,7 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
     )
     lm_variants = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(lm_variants)
-    assert set(lm_variants._relation_head(reports)) == {"loss", "first_accuracy", "second_accuracy"}
+    return reports, lm_variants
 
 
 def test_pair_colour_labels_split_which_image_into_a_colour_per_image_and_one_comparison():
@@ -625,7 +632,6 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer()
         last_prompt_states,
         lm_batch,
         slot_injection,
-        train_language_model,
     )
 
     tok, llm = _untrained_world_lm()
@@ -647,16 +653,7 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer()
     assert bool(known.any()) and bool((~known).any())  # caption documents carry no labels
     assert right == float((logits.argmax(-1) == batch.colours)[known].float().mean())
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.colours[known])))
-    # the loss shapes the LM itself (not only its discarded head), and lm_variants reads what it logs
-    reports: list[str] = []
-    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, pair_colours=1.0)[0].state_dict()
-    off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None)[0].state_dict()
-    assert any(not torch.equal(on[k], off[k]) for k in off)
-    spec = importlib.util.spec_from_file_location(
-        "lm_variants", Path(__file__).resolve().parents[2] / "benchmarks" / "lm_variants.py"
-    )
-    lm_variants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lm_variants)
+    reports, lm_variants = _auxiliary_loss_reports(tok, pair_colours=1.0)
     assert set(lm_variants._pair_colour_head(reports)) == {"loss", "accuracy"}
 
 
