@@ -625,7 +625,8 @@ def test_pair_colour_labels_split_which_image_into_a_colour_per_image_and_one_co
     assert sorted(pair_colour_labels(alone))[0] == -100  # the empty image has nothing to name
 
 
-def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer():
+def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(monkeypatch):
+    from synthetic.world import backbones
     from synthetic.world.backbones import (
         COMPARE_LAYER,
         PairColourHead,
@@ -655,6 +656,16 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer()
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.colours[known])))
     reports, lm_variants = _auxiliary_loss_reports(tok, pair_colours=1.0)
     assert set(lm_variants._pair_colour_head(reports)) == {"loss", "accuracy"}
+    # training captures its states where this test read them
+    layers: list[int] = []
+    real = backbones.last_prompt_states
+    monkeypatch.setattr(
+        backbones,
+        "last_prompt_states",
+        lambda llm, labels, layer: layers.append(layer) or real(llm, labels, layer),
+    )
+    backbones.train_language_model(tok, 0, 1, batch_size=4, log=lambda _: None, pair_colours=1.0)
+    assert layers == [COMPARE_LAYER]
 
 
 def test_the_lm_document_stream_is_pinned():
