@@ -291,9 +291,9 @@ def _lm_document(
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int], list[int]]:
-    """:func:`lm_example` plus the document's :func:`asked_labels` and :func:`pair_colour_labels`; ``task_weights``: how often each task
-    is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the share of which-image documents in each
-    easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
+    """:func:`lm_example` plus the document's :func:`asked_labels` and :func:`pair_colour_labels`;
+    ``task_weights``: how often each task is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the
+    share of which-image documents in each easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
     ``layout``: how the images are written (:class:`DocumentLayout`)."""
     rng = np.random.default_rng([seed, LM_STREAM, i])
