@@ -64,6 +64,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v6_1k.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v6-seed1",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v6_seed1.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v7",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v7.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v7-seed1",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v7_seed1.json").read_text()))),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics-compare-lm",
