@@ -1051,7 +1051,7 @@ def train_qformer(
     With ``grounding``, each step also trains :class:`GroundingHead`'s objective on the same scenes (one
     random object named per scene): the stand-in for BLIP-2's stage 1, which is what makes a real
     Q-Former's queries follow text — and so lets VPG-C steer the frozen Q-Former at all.
-    ``grounding_weight`` scales that loss against the caption loss (world v7 uses 4: at 1, VPG-C's parts
+    ``grounding_weight`` scales that loss against the caption loss (4 since world v7: at 1, VPG-C's parts
     read position through the frozen Q-Former at ~45–53% even with oracle guidance, at 4 at ~63–70%).
     """
     check_grounding_weight(grounding, grounding_weight)

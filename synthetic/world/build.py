@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--qformer-grounding-weight", type=float, default=1.0, metavar="WEIGHT",
-        help="weight of the grounding loss against the caption loss (default 1; the shipped world v7 uses 4)",
+        help="weight of the grounding loss against the caption loss (default 1; worlds v7 and v8, the shipped one, use 4)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
