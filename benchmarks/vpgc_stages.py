@@ -75,7 +75,7 @@ DOCS_COLUMNS = {
     # the same recipe built with --seed 1 (not shipped; docs/tiny_world.md, "A second build")
     "world v6 recipe, seed 1": RESULTS.with_name("vpgc_stages_world_v6_seed1.json"),
     # world v6's ViT and LM, the Q-Former's grounding loss weighted 4 (docs/tiny_world.md, "World v7")
-    "world v7 (shipped)": RESULTS.with_name("vpgc_stages_world_v7.json"),
+    "world v7": RESULTS.with_name("vpgc_stages_world_v7.json"),
     # the same recipe built with --seed 1 (not shipped; docs/tiny_world.md, "A second build of world v7's recipe")
     "world v7 recipe, seed 1": RESULTS.with_name("vpgc_stages_world_v7_seed1.json"),
     # world v7's recipe with the LM's slot-relation loss (not shipped; docs/tiny_world.md, "A build with the
