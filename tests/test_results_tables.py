@@ -81,8 +81,6 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_summary_difference_length_groups.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-pair-colours",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_pair_colours.json").read_text()))),
-        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-pair-colours-build",
-         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_pair_colours_build.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-difference-only",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_difference_only.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-difference60",
