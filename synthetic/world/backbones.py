@@ -33,7 +33,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from vpgkit.model import VisionLanguageModel
 from vpgkit.modules import QFormer, QFormerConfig
 
 from ..discriminative.captions import located
+from .data_parallel import ONE_PROCESS, Shard, run_data_parallel
 from .language import TRAIN_WORDING, noun_phrase, salient_caption
 from .scene import COLOURS, POSITIONS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, TaskInstance, render_text, which_image_task
@@ -151,10 +152,12 @@ def _optimise(
     steps: int,
     step_loss: Callable[[int], tuple[torch.Tensor, str]],
     log: Callable[[str], None],
+    shard: Shard = ONE_PROCESS,
     **adamw,
 ) -> StageResult:
     """AdamW + warmup/cosine, clipping at 1.0, through vpgkit's optimisation core
-    (:func:`vpgkit.training.optim.optimise`); ``step_loss(step)`` returns (loss, extra log text)."""
+    (:func:`vpgkit.training.optim.optimise`); ``step_loss(step)`` returns (loss, extra log text) of this
+    ``shard``'s rows, whose gradients are averaged over the data-parallel processes."""
     from vpgkit.training.optim import optimise
 
     start, warmup = time.perf_counter(), max(1, steps // 20)
@@ -174,6 +177,7 @@ def _optimise(
         max_grad_norm=1.0,
         schedule=lambda s: _cosine(s, steps, warmup),
         on_step=report,
+        reduce=shard.reduce if shard.world > 1 else None,
         **adamw,
     )
     return StageResult(steps, float(np.mean(losses[-20:])), time.perf_counter() - start, losses)
@@ -717,6 +721,7 @@ def train_language_model(
     compare: float = 0.0,
     length_groups: int = 1,
     pair_colours: float = 0.0,
+    processes: int = 1,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -742,7 +747,63 @@ def train_language_model(
     rebuilds the shipped LM bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s
     loss on the last prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the
     asked object's colour in each image), so that a which-image answer is one comparison away.
+    ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread
+    and ``batch_size / processes`` documents of each batch): the mean of the processes' losses, other bits
+    than one process.
     """
+    options = dict(
+        tokenizer=tokenizer, seed=seed, steps=steps, batch_size=batch_size, lr=lr, log=log,
+        question_summary=question_summary, summary_tasks=summary_tasks, task_weights=task_weights,
+        which_forms=which_forms, layout=layout, compare=compare, length_groups=length_groups,
+        pair_colours=pair_colours,
+    )  # fmt: skip
+    fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer)))
+    model, result = _run_stage(_train_language_model, processes, fresh, **options)
+    return model.eval().requires_grad_(False), result
+
+
+def _run_stage(
+    train: Callable[..., tuple[nn.Module, StageResult]],
+    processes: int,
+    fresh: Callable[[], nn.Module],
+    **options,
+) -> tuple[nn.Module, StageResult]:
+    """``train(shard, **options)`` in one process, or data-parallel in ``processes``: then process 0's
+    weights are loaded into ``fresh()``."""
+    if processes == 1:
+        return train(ONE_PROCESS, **options)
+    start = time.perf_counter()
+    state, result = run_data_parallel(_stage_process, processes, train=train, **options)
+    module = fresh()
+    module.load_state_dict(state)
+    # the wall time includes starting the processes
+    return module, StageResult(**{**result, "seconds": time.perf_counter() - start})
+
+
+def _stage_process(shard: Shard, train: Callable[..., tuple[nn.Module, StageResult]], **options):
+    module, result = train(shard, **options)
+    return module, asdict(result)
+
+
+def _train_language_model(
+    shard: Shard,
+    tokenizer,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    log: Callable[[str], None],
+    question_summary: float,
+    summary_tasks: tuple[str, ...],
+    task_weights: dict[str, float],
+    which_forms: dict[str, float] | None,
+    layout: DocumentLayout,
+    compare: float,
+    length_groups: int,
+    pair_colours: float,
+) -> tuple[LlamaForCausalLM, StageResult]:
+    """:func:`train_language_model` on this ``shard``'s documents of each batch."""
+    offset, count = shard.rows(batch_size)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
     model.train()
@@ -777,7 +838,7 @@ def train_language_model(
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
-            tokenizer, seed, step * batch_size, batch_size, summary_tasks, task_weights, which_forms,
+            tokenizer, seed, step * batch_size + offset, count, summary_tasks, task_weights, which_forms,
             layout,
         )  # fmt: skip
         groups, answer_tokens = [batch], None  # whole: HF's mean, as the shipped build computed it
@@ -806,7 +867,9 @@ def train_language_model(
 
     heads = [h for h in (summary, relation, colour) if h is not None]
     params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
-    result = _optimise("lm", params, steps, step_loss, log, lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    result = _optimise(
+        "lm", params, steps, step_loss, log, shard, lr=lr, weight_decay=0.01, betas=(0.9, 0.98)
+    )
     model.eval().requires_grad_(False)
     return model, result
 
@@ -935,9 +998,22 @@ def train_vision_encoder(
     batch_size: int = 64,
     lr: float = 2e-3,
     log: Callable[[str], None] = print,
+    processes: int = 1,
 ) -> tuple[TimmEvaEncoder, StageResult]:
     """Supervised training of the ``tiny_world`` EVA: every object's colour, shape and size per grid cell
-    (:class:`CellHead`) and per patch it covers (:class:`TokenHead`)."""
+    (:class:`CellHead`) and per patch it covers (:class:`TokenHead`). ``processes`` > 1: data-parallel,
+    as :func:`train_language_model`."""
+    fresh = functools.partial(TimmEvaEncoder, EvaVisionConfig.preset("tiny_world"))
+    options = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, log=log)
+    vit, result = _run_stage(_train_vision_encoder, processes, fresh, **options)
+    vit._freeze()
+    return vit, result
+
+
+def _train_vision_encoder(
+    shard: Shard, seed: int, steps: int, batch_size: int, lr: float, log: Callable[[str], None]
+) -> tuple[TimmEvaEncoder, StageResult]:
+    offset, count = shard.rows(batch_size)
     torch.manual_seed(seed)
     config = EvaVisionConfig.preset("tiny_world")
     vit = TimmEvaEncoder(config)
@@ -948,7 +1024,7 @@ def train_vision_encoder(
     processor = ImageProcessor(size=config.image_size)
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
-        scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(batch_size)]
+        scenes = [_scene(seed, VIT_STREAM, step * batch_size + b) for b in range(offset, offset + count)]
         tokens = vit.encode_images(_pixels(scenes, processor))
         loss, accs = cell_loss(head(tokens), cell_labels(scenes))
         token_loss, token_accs = attribute_loss(
@@ -960,8 +1036,9 @@ def train_vision_encoder(
         )  # fmt: skip
 
     params = [*vit.parameters(), *head.parameters(), *token_head.parameters()]
-    result = _optimise("vit", params, steps, step_loss, log, lr=lr, weight_decay=0.05, betas=(0.9, 0.98))
-    vit._freeze()
+    result = _optimise(
+        "vit", params, steps, step_loss, log, shard, lr=lr, weight_decay=0.05, betas=(0.9, 0.98)
+    )
     return vit, result
 
 
@@ -1045,6 +1122,7 @@ def train_qformer(
     log: Callable[[str], None] = print,
     grounding: bool = False,
     grounding_weight: float = 1.0,
+    processes: int = 1,
 ) -> tuple[QFormer, StageResult]:
     """BLIP-2 stage 2 on salient captions: frozen ViT and LM, the whole Q-Former + projection trained.
 
@@ -1053,8 +1131,34 @@ def train_qformer(
     Q-Former's queries follow text — and so lets VPG-C steer the frozen Q-Former at all.
     ``grounding_weight`` scales that loss against the caption loss (4 since world v7: at 1, VPG-C's parts
     read position through the frozen Q-Former at ~45–53% even with oracle guidance, at 4 at ~63–70%).
+    ``processes`` > 1: data-parallel, as :func:`train_language_model`.
     """
     check_grounding_weight(grounding, grounding_weight)
+    fresh = functools.partial(QFormer, QFormerConfig.preset("tiny_world"))
+    options = dict(
+        vit=vit, llm=llm, tokenizer=tokenizer, seed=seed, steps=steps, batch_size=batch_size,
+        num_images=num_images, lr=lr, log=log, grounding=grounding, grounding_weight=grounding_weight,
+    )  # fmt: skip
+    qformer, result = _run_stage(_train_qformer, processes, fresh, **options)
+    return qformer.eval().requires_grad_(False), result
+
+
+def _train_qformer(
+    shard: Shard,
+    vit: TimmEvaEncoder,
+    llm: LlamaForCausalLM,
+    tokenizer,
+    seed: int,
+    steps: int,
+    batch_size: int,
+    num_images: int,
+    lr: float,
+    log: Callable[[str], None],
+    grounding: bool,
+    grounding_weight: float,
+) -> tuple[QFormer, StageResult]:
+    offset, count = shard.rows(batch_size)
+    mine = slice(offset, offset + count)
     torch.manual_seed(seed)
     qformer = QFormer(QFormerConfig.preset("tiny_world"))
     head = GroundingHead(llm.config.hidden_size, qformer.config.hidden_size) if grounding else None
@@ -1072,31 +1176,30 @@ def train_qformer(
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         rng = np.random.default_rng([seed, QFORMER_STREAM, step])
+        # the whole batch's random draws in their order, so that every shard sees the same batch
         idx = rng.integers(num_images, size=batch_size)
-        items = []
+        turns = []
         for i in idx:
             instruction = TRAIN_WORDING.caption[int(rng.integers(len(TRAIN_WORDING.caption)))]
             caption = salient_caption(scenes[i], rng)
-            turns = [Turn("user", f"<image> {instruction}"), Turn("assistant", caption)]
-            item = st(Sample(f"q{i}", [None], turns))
-            item["vision_features"] = features[i]
-            items.append(item)
+            turns.append([Turn("user", f"<image> {instruction}"), Turn("assistant", caption)])
+        items = []
+        for i, sample_turns in zip(idx[mine], turns[mine], strict=True):
+            items.append(st(Sample(f"q{i}", [None], sample_turns)) | {"vision_features": features[i]})
         batch = collate(items)
         out = model(batch["input_ids"], batch["attention_mask"], batch["labels"],
                     vision_features=batch["vision_features"], loss_only=True)  # fmt: skip
         if head is None:
             return out.loss, ""
         named = [scenes[i].objects[int(rng.integers(len(scenes[i].objects)))] for i in idx]
-        phrases = phrase_vectors(
-            embed, tokenizer, [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
-        )
-        targets = torch.stack([object_targets(o) for o in named])
-        loss, accuracy = head.loss(qformer, phrases, features[idx, 0], targets)
+        texts = [grounding_phrase(scenes[i], o, rng) for i, o in zip(idx, named, strict=True)]
+        phrases = phrase_vectors(embed, tokenizer, texts[mine])
+        targets = torch.stack([object_targets(o) for o in named[mine]])
+        loss, accuracy = head.loss(qformer, phrases, features[idx[mine], 0], targets)
         return out.loss + grounding_weight * loss, " grounding " + "/".join(
             f"{100 * a:.0f}" for a in accuracy
         )
 
-    result = _optimise("qformer", params, steps, step_loss, log, lr=lr, weight_decay=0.05)
+    result = _optimise("qformer", params, steps, step_loss, log, shard, lr=lr, weight_decay=0.05)
     model.remove_hooks()
-    qformer.eval().requires_grad_(False)
     return qformer, result

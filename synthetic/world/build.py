@@ -164,6 +164,7 @@ def build(
     compare: float = 0.0,
     length_groups: int = 1,
     pair_colours: float = 0.0,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
 
@@ -178,7 +179,9 @@ def build(
     in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
     similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other
     bits, not faster). ``pair_colours``: weight of the LM's :class:`~synthetic.world.backbones.PairColourHead`
-    loss (0: off, as in the shipped build).
+    loss (0: off, as in the shipped build). ``processes`` > 1: each stage trains data-parallel in that many
+    processes of one thread each (:mod:`synthetic.world.data_parallel`; other bits than 1, the shipped
+    build's one process of ``threads`` threads).
     """
     import timm
     import transformers
@@ -208,14 +211,17 @@ def build(
             compare=compare,
             length_groups=length_groups,
             pair_colours=pair_colours,
+            processes=processes,
         )
-        vit, trained["vision_encoder"] = train_vision_encoder(seed, steps["vit"], log=log)
+        vit, trained["vision_encoder"] = train_vision_encoder(
+            seed, steps["vit"], log=log, processes=processes
+        )
     # The Q-Former learns against the backbones exactly as shipped (fp16-rounded weights).
     round_to_fp16(vit)
     round_to_fp16(llm)
     qformer, trained["qformer"] = train_qformer(
         vit, llm, tokenizer, seed, steps["qformer"], log=log, grounding=grounding,
-        grounding_weight=grounding_weight,
+        grounding_weight=grounding_weight, processes=processes,
     )  # fmt: skip
     # What the frozen backbones can do alone, before any adapter claim (the weights as shipped).
     diagnostics = {"lm_ceilings": lm_ceilings(llm, tokenizer), "vit_probe": vit_probe(vit)}
@@ -233,6 +239,7 @@ def build(
         "command": f"python -m synthetic.world.build --seed {seed}",  # main() records the full command
         "seed": seed,
         "threads": threads,
+        **({"processes": processes} if processes > 1 else {}),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -332,7 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         "asked object in each image of a two-image question, with this loss weight (0: off, as shipped; "
         "docs/tiny_world.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--processes", type=int, default=1, metavar="N",
+        help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
+        "to the diagnostics; other bits than 1; default 1, as the shipped build)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error(f"--processes: expected a positive number of processes, got {args.processes}")
     if args.lm_length_groups < 1:
         parser.error(f"--lm-length-groups: expected a positive number of groups, got {args.lm_length_groups}")
     summary_tasks = tuple(t for t in QUESTION_TASKS if t in args.lm_question_summary_tasks)
@@ -356,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
         compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
+        processes=args.processes,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -375,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-length-groups {args.lm_length_groups}")
     if args.lm_pair_colours:
         cmd.append(f"--lm-pair-colours {args.lm_pair_colours:g}")
+    if args.processes != 1:
+        cmd.append(f"--processes {args.processes}")
     if args.reuse_backbones is not None:
         cmd.append("--reuse-backbones DIR")  # DIR: a build made by manifest["reused_backbones_from"]
     manifest["command"] = " ".join(cmd)

@@ -86,6 +86,7 @@ def optimise(
     min_ratio: float = 0.0,
     schedule: Callable[[int], float] | None = None,
     on_step: Callable[[int, list[float], str], None] | None = None,
+    reduce: Callable[[list[torch.nn.Parameter], torch.Tensor], float] | None = None,
     **adamw,
 ) -> list[float]:
     """A plain single-process loop: ``steps`` AdamW steps on ``step_loss(step) -> (loss, note)``.
@@ -97,6 +98,8 @@ def optimise(
         warmup_steps, min_ratio, schedule: the LR schedule (see :func:`adamw_warmup_cosine`).
         max_grad_norm: clip the global gradient norm (None: no clipping).
         on_step: called after each step with (step, losses so far, note), e.g. to log.
+        reduce: called after ``backward`` with (params, loss), e.g. to average the gradients over
+            data-parallel processes; returns the loss to record (None: ``loss.item()``).
         **adamw: AdamW arguments (``lr``, ``weight_decay``, ``betas`` …).
 
     Returns:
@@ -108,8 +111,9 @@ def optimise(
     for step in range(steps):
         loss, note = step_loss(step)
         loss.backward()
+        recorded = loss.item() if reduce is None else reduce(params, loss)
         optimizer_step(optimizer, scheduler, params, max_grad_norm)
-        losses.append(loss.item())
+        losses.append(recorded)
         if on_step is not None:
             on_step(step, losses, note)
     return losses
