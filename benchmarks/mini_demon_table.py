@@ -6,7 +6,7 @@ no-vision rule computed from the task files):
 
     (a) base VPG              the (c) runs' model without its adapter (VPG-C is exactly zero at init)
     (b) VPG-C, captions only  the paper's ablation: no synthetic data
-    (c) VPG-C + synthetic     the default job (2000 synthetic samples, 2000 steps; 1000 / 1000 in results
+    (c) VPG-C + synthetic     the default job (3000 synthetic samples, 2000 steps; 1000 / 1000 in results
                               files without ``default_job``): guidance and residual at the input of layer
                               k* = 3 of 6; since world v5 with the fetch loss (``trainer.fetch_loss_weight=1``, the recipe's
                               default; results files of earlier worlds: LM loss only)
@@ -27,8 +27,8 @@ no-vision rule computed from the task files):
                               about; not Cheetah's recipe — vpgkit.training.fetch): the same runs as (c),
                               (d), (e) since world v5, named apart in results of earlier builds
     (c2k), (e2k)              (c) and (e) with 2000 synthetic samples and 2000 steps: twice the default
-                              job of world v6's first table; the same runs as (c), (e) now that the
-                              default job is that long
+                              job of world v6's first table; the same runs as (c), (e) while the
+                              default job was that long (world v6's second table to world v8's)
     (x), (xe)                 a diagnostic pair: the default job with difference questions as its only
                               synthetic samples, with and without guidance
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
@@ -80,10 +80,10 @@ LM_ONLY = "trainer.fetch_loss_weight=0"  # Cheetah's recipe: the LM loss alone
 FETCH = "trainer.fetch_loss_weight=1.0"  # the LM loss + the fetch loss (the default job's, since world v5)
 # The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only, 1000 steps
 # (the default job's length when they were run; variants that name another length override it).
-DETAIL_DATA = ["+data.prepare.tasks={detail_question:1.0}", "data.prepare.n_edits=4000", "optim.lr=1.0e-3",
+DETAIL_DATA = ["++data.prepare.tasks={detail_question:1.0}", "data.prepare.n_edits=4000", "optim.lr=1.0e-3",
                "trainer.max_steps=1000"]  # fmt: skip
 DETAIL_ONLY = [*DETAIL_DATA, LM_ONLY]
-DIFFERENCE_ONLY = "+data.prepare.tasks={difference:1.0}"  # the default job's size, lr and losses otherwise
+DIFFERENCE_ONLY = "++data.prepare.tasks={difference:1.0}"  # the default job's size, lr and losses otherwise
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "a": ("(a) base VPG", []),
     "b": ("(b) VPG-C, captions only", ["data=tiny_world_captions"]),
@@ -121,7 +121,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         [FETCH, "+model.vpgc_overrides.guidance=false"],
     ),
     # World v6's first table: the default job (then 1000 samples, 1000 steps) twice as long, with and without
-    # guidance. Since the default job is this long, (c) and (e) are the same runs.
+    # guidance. While the default job was this long (to world v8's first table), (c) and (e) were the same runs.
     "c2k": (
         "(c) with 2000 synthetic samples and 2000 steps",
         ["data.prepare.n_edits=2000", "trainer.max_steps=2000"],

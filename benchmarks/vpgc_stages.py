@@ -70,7 +70,7 @@ DOCS_COLUMNS = {
     "+ question-summary LM": RESULTS.with_name("vpgc_stages_question_summary.json"),
     "world v5": RESULTS.with_name("vpgc_stages_world_v5.json"),
     "world v6, 1000 steps": RESULTS.with_name("vpgc_stages_world_v6.json"),
-    # the default job's runs since it trains 2000 steps on 2000 synthetic samples
+    # the default job's runs while it trained 2000 steps on 2000 synthetic samples
     "world v6, 2000 steps": RESULTS.with_name("vpgc_stages_world_v6_2k.json"),
     # the same recipe built with --seed 1 (not shipped; docs/tiny_world.md, "A second build")
     "world v6 recipe, seed 1": RESULTS.with_name("vpgc_stages_world_v6_seed1.json"),

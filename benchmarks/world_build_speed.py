@@ -103,7 +103,8 @@ def docs_block(data: dict) -> str:
     lines += [
         "",
         f"Medians of {data['repeats']} alternating short builds per row ({steps['language_model']} LM, "
-        f"{steps['vision_encoder']} ViT, {steps['qformer']} Q-Former steps; 2 threads); projected = "
+        f"{steps['vision_encoder']} ViT, {steps['qformer']} Q-Former steps; 2 threads, or with `--processes N` N "
+        f"processes of 1 thread); projected = "
         f"2000 / 800 / 600 steps at those rates + the short build's diagnostics and writing. Load average "
         f"before the run {load:.2f}; fp32 GEMM {data['gemm_fp32_gflops']['wall']:.0f} GFLOP/s in the same run.",
         "",

@@ -85,8 +85,12 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_difference_only.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-difference60",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_difference60.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-steps3000",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_steps3000.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed",
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed.json").read_text()))),
+        ("world_build_speed", "docs/tiny_world.md", "world-build-speed-processes",
+         lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed_processes.json").read_text()))),
         ("job_times", "README.md", "job-times",
          lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
@@ -121,13 +125,13 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
 ):
     table = _script("mini_demon_table")
     assert table.default_job() == {
-        "n_edits": 2000,
+        "n_edits": 3000,
         "max_steps": 2000,
     }  # what `python -m vpgkit.train` composes
     # the scaling runs are multiples of the default job's synthetic samples
     args = type("Args", (), {"seeds": [0], "variants": ["c"], "scaling": True, "scaling_seeds": [0]})
     assert sorted(o for tag, _, (o, *_) in [r for r in table._runs(args) if r[0] != "c"]) == [
-        "data.prepare.n_edits=1000", "data.prepare.n_edits=4000", "data.prepare.n_edits=500"
+        "data.prepare.n_edits=1500", "data.prepare.n_edits=6000", "data.prepare.n_edits=750"
     ]  # fmt: skip
     # a results file made with the 1000-sample default (no default_job recorded) is not merged into
     monkeypatch.setattr(table, "run_all", lambda args: pytest.fail("ran before checking the merge"))
