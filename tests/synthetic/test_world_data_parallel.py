@@ -11,6 +11,7 @@ from transformers import LlamaForCausalLM
 from synthetic.world import backbones
 from synthetic.world.data_parallel import Shard, run_data_parallel
 from synthetic.world.language import build_world_tokenizer
+from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
 from vpgkit.modules import QFormer, QFormerConfig
 
 
@@ -51,7 +52,7 @@ def _changed(module: torch.nn.Module, fresh: torch.nn.Module) -> bool:
 
 
 @pytest.mark.slow
-def test_each_stage_trains_data_parallel_on_the_mean_of_its_shards_losses():
+def test_the_lm_and_qformer_stages_train_data_parallel_on_the_mean_of_their_shards_losses():
     tok = build_world_tokenizer()
     # The LM: processes 0 and 1 read the two halves of each batch; the step's loss is their mean.
     lm = _options(backbones.train_language_model, tokenizer=tok, seed=0, steps=1, batch_size=8,
@@ -64,14 +65,10 @@ def test_each_stage_trains_data_parallel_on_the_mean_of_its_shards_losses():
     assert _changed(llm, LlamaForCausalLM(backbones.world_llama_config(len(tok))))
     assert not llm.training and not any(p.requires_grad for p in llm.parameters())
 
-    # The ViT (its per-cell means weigh the halves unequally: the mean of the halves is not the whole's).
-    vit_options = _options(backbones.train_vision_encoder, seed=0, steps=1, batch_size=4)
-    halves = _first_losses(backbones._train_vision_encoder, vit_options)
-    vit, result = backbones.train_vision_encoder(processes=2, **vit_options)
-    assert result.losses[0] == pytest.approx(sum(halves) / 2, rel=1e-5)
-    assert not any(p.requires_grad for p in vit.parameters())
-
-    # The Q-Former (on the untrained LM and ViT): every process draws the whole batch, then takes its half.
+    # (The ViT stage shards its scenes the same way, by rows: not run here, to keep the suite short.)
+    # The Q-Former (on the LM above and an untrained ViT): every process draws the whole batch, then takes
+    # its half.
+    vit = TimmEvaEncoder(EvaVisionConfig.preset("tiny_world"))
     qf = _options(backbones.train_qformer, vit=vit, llm=llm, tokenizer=tok, seed=0, steps=1, batch_size=4,
                   num_images=8, grounding=True, grounding_weight=4.0)  # fmt: skip
     halves = _first_losses(backbones._train_qformer, qf)
