@@ -64,6 +64,9 @@ def test_the_lm_and_qformer_stages_train_data_parallel_on_the_mean_of_their_shar
     torch.manual_seed(0)  # the stage's initial weights
     assert _changed(llm, LlamaForCausalLM(backbones.world_llama_config(len(tok))))
     assert not llm.training and not any(p.requires_grad for p in llm.parameters())
+    # a rerun makes the same bits (gloo's sum over two processes has one order)
+    again, rerun = backbones.train_language_model(processes=2, **lm)
+    assert rerun.losses == result.losses and not _changed(again, llm)
 
     # (The ViT stage shards its scenes the same way, by rows: not run here, to keep the suite short.)
     # The Q-Former (on the LM above and an untrained ViT): every process draws the whole batch, then takes
