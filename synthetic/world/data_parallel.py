@@ -1,8 +1,9 @@
 """Data parallelism for the world build's training stages: N processes on one machine, one thread each.
 
-At the tiny world's widths a training step is bound by per-op overhead, not FLOPs, so two processes
-that each run half of the batch on one thread beat one process on two threads (the LM stage: 0.49 s
-against 0.72 s per step on this 2-core machine, ``docs/tiny_world.md``). Each process holds the same
+At the tiny world's widths (128-wide matrices) two threads inside one matrix product gain little, so
+two processes that each run half of the batch on one thread beat one process on two threads (the LM
+stage: 0.50 s against 0.67 s per step on this 2-core machine,
+``benchmarks/results/world_build_speed_processes.json``). Each process holds the same
 model (the same seed, so the same initial weights), computes the loss on its share of the batch, and
 after ``backward`` the gradients (and the loss, for the log) are averaged over processes with one gloo
 all-reduce; every process then takes the same optimiser step, so the weights stay identical.
@@ -11,7 +12,8 @@ The loss is the mean of the processes' losses, not the loss of the whole batch c
 build with N processes makes other bits than a one-process build, and the same bits again when rerun
 with the same N on the same machine (gloo's sum over 2 processes is fixed in order).
 
-Example (a stage function takes a :class:`Shard` and returns ``(module, result)``):
+Example (a stage function, defined in an importable module, takes a :class:`Shard` and ``log`` and
+returns ``(module, result)``):
     >>> import torch
     >>> def fit(shard, log, target):
     ...     torch.manual_seed(0)
