@@ -85,6 +85,8 @@ def _script(name: str):
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_difference_only.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-difference60",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_difference60.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-12x12",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_12x12.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-steps3000",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_steps3000.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed",
