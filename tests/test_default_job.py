@@ -56,8 +56,9 @@ def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_image
     rise; with both images blank the guided model falls back (measured on world v7: detail questions 71.7
     against 23.3 without guidance and 31.7 blank; cloze 83.3 against 36.7 without guidance and 18.3 blank;
     on world v6: 48.3 / 21.7 / 20.0 and 41.7 / 28.3 / 33.3). One run of 60 items per task moves by several
-    points, so the margins are below the measured effect; the README's table, the full job (2000 samples,
-    2000 steps) on 3 seeds, measures its size. 1000 synthetic samples, as measured (and less to synthesise)."""
+    points, so the margins are below the measured effect; the README's table, the full job (3000 samples,
+    2000 steps) on 3 seeds, measures its size. 1000 synthetic samples, as measured (and less to synthesise);
+    passes with the default job's 60 / 20 / 20 mix and 6 + 18 rows per step too (scores not recorded)."""
     import os
     import subprocess
     import sys
