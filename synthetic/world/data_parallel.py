@@ -86,7 +86,7 @@ class Shard:
         offset = 0
         for p, g in zip(params, grads, strict=True):
             n = g.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
+            p.grad = flat[offset : offset + n].view_as(p)  # views of the fresh reduced buffer: no copy
             offset += n
         return float(flat[-1])
 

@@ -30,9 +30,11 @@ def _options(public, **given):
     return {k: v for k, v in defaults.items() if k != "processes"} | {"log": lambda _: None} | given
 
 
-def _first_losses(train, options) -> list[float]:
-    """Each half's first-step loss, as processes 0 and 1 of two compute it."""
-    return [train(_LocalShard(r, 2), **options)[1].losses[0] for r in range(2)]
+def _halves(train, options):
+    """Each half's (module after its own step, first-step loss), as processes 0 and 1 of two would get
+    them without averaging."""
+    runs = [train(_LocalShard(r, 2), **options) for r in range(2)]
+    return [m for m, _ in runs], [r.losses[0] for _, r in runs]
 
 
 def test_shard_rows_split_a_batch_and_refuse_an_uneven_split():
@@ -57,10 +59,12 @@ def test_the_lm_and_qformer_stages_train_data_parallel_on_the_mean_of_their_shar
     # The LM: processes 0 and 1 read the two halves of each batch; the step's loss is their mean.
     lm = _options(backbones.train_language_model, tokenizer=tok, seed=0, steps=1, batch_size=8,
                   question_summary=0.1, pair_colours=1.0)  # fmt: skip
-    halves = _first_losses(backbones._train_language_model, lm)
+    alone, halves = _halves(backbones._train_language_model, lm)
     assert halves[0] != halves[1]  # different documents
     llm, result = backbones.train_language_model(processes=2, **lm)
     assert result.losses[0] == pytest.approx(sum(halves) / 2, rel=1e-5)
+    # the step used the averaged gradient, not process 0's own
+    assert _changed(llm, alone[0]) and _changed(llm, alone[1])
     torch.manual_seed(0)  # the stage's initial weights
     assert _changed(llm, LlamaForCausalLM(backbones.world_llama_config(len(tok))))
     assert not llm.training and not any(p.requires_grad for p in llm.parameters())
@@ -74,10 +78,11 @@ def test_the_lm_and_qformer_stages_train_data_parallel_on_the_mean_of_their_shar
     vit = TimmEvaEncoder(EvaVisionConfig.preset("tiny_world"))
     qf = _options(backbones.train_qformer, vit=vit, llm=llm, tokenizer=tok, seed=0, steps=1, batch_size=4,
                   num_images=8, grounding=True, grounding_weight=4.0)  # fmt: skip
-    halves = _first_losses(backbones._train_qformer, qf)
+    alone, halves = _halves(backbones._train_qformer, qf)
     assert halves[0] != halves[1]
     qformer, result = backbones.train_qformer(processes=2, **qf)
     assert result.losses[0] == pytest.approx(sum(halves) / 2, rel=1e-5)
+    assert _changed(qformer, alone[0]) and _changed(qformer, alone[1])
     assert not qformer.training and not any(p.requires_grad for p in qformer.parameters())
     torch.manual_seed(0)
     assert _changed(qformer, QFormer(QFormerConfig.preset("tiny_world")))
