@@ -56,7 +56,7 @@ DOCS_COLUMNS = {
     "comparison-loss build": RESULTS.with_name("difference_fetch_compare_lm.json"),
     "+ summary of difference questions": RESULTS.with_name("difference_fetch_summary_difference.json"),
     "... with a 1400-step LM": RESULTS.with_name("difference_fetch_summary_difference_lm1400.json"),
-    "world v8 (shipped)": RESULTS.with_name("difference_fetch_world_v8.json"),
+    "world v8": RESULTS.with_name("difference_fetch_world_v8.json"),
 }
 # The readers' classes: the named region is empty in that image, or holds an object of one of the colours.
 REGION_CLASSES = ("empty", *COLOURS)
