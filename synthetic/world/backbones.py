@@ -740,11 +740,11 @@ def train_language_model(
     (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
     (:class:`DocumentLayout`; the build uses the default). ``compare`` > 0 adds, with that weight,
     :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
-    (none in the build; ``benchmarks/lm_variants.py`` tries it). ``length_groups`` > 1 runs each step's
-    documents in that many groups of similar length (:meth:`SlotBatch.by_length`): the same loss up to float
-    rounding, less padding, not faster in the build (``benchmarks/results/world_build_speed.json``): a
-    rounding perturbation for checking that a recipe's result is not one build's; 1 (whole batches)
-    rebuilds the shipped LM bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s
+    (worlds v8 and v9 use 1). ``length_groups`` > 1 runs each step's documents in that many groups of
+    similar length (:meth:`SlotBatch.by_length`): the same loss up to float rounding, less padding; faster
+    with one thread per process (world v9 uses 4 with ``processes=2``;
+    ``benchmarks/results/world_build_speed_length_groups.json``), slower with 2 threads in one process
+    (``benchmarks/results/world_build_speed.json``); 1 (whole batches) rebuilds world v8's LM bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s
     loss on the last prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the
     asked object's colour in each image), so that a which-image answer is one comparison away.
     ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread

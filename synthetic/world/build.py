@@ -175,13 +175,14 @@ def build(
     loss scaled by ``grounding_weight``.
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
-    ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off, as
-    in the shipped build). ``length_groups``: the LM's steps run in that many groups of documents of
-    similar length (1: whole batches, as the shipped build; N > 1: the same loss with less padding, other
-    bits, not faster). ``pair_colours``: weight of the LM's :class:`~synthetic.world.backbones.PairColourHead`
-    loss (0: off, as in the shipped build). ``processes`` > 1: each stage trains data-parallel in that many
-    processes of one thread each (:mod:`synthetic.world.data_parallel`; other bits than 1, the shipped
-    build's one process of ``threads`` threads).
+    ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off;
+    worlds v8 and v9 use 1). ``length_groups``: the LM's steps run in that many groups of documents of
+    similar length (1: whole batches; N > 1: the same loss with less padding, other bits; faster with
+    ``processes`` > 1, not with 2 threads in one process; world v9 uses 4). ``pair_colours``: weight of
+    the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 and v9 use 1).
+    ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
+    (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
+    uses 2).
     """
     import timm
     import transformers
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--qformer-grounding-weight", type=float, default=1.0, metavar="WEIGHT",
-        help="weight of the grounding loss against the caption loss (default 1; worlds v7 and v8, the shipped one, use 4)",
+        help="weight of the grounding loss against the caption loss (default 1; worlds v7 to v9 use 4)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
@@ -325,24 +326,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lm-compare", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns what each slot of a two-image document is to the other image (first image; "
-        "second image: new, changed or the same there) at the input of layer 5, with this loss weight (0: off, "
-        "as shipped; docs/tiny_world.md)",
+        "second image: new, changed or the same there) at the input of layer 5, with this loss weight (0: off; "
+        "worlds v8 and v9 use 1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-length-groups", type=int, default=1, metavar="N",
         help="run each LM step's documents in N groups of similar length: the same loss with less padding, "
-        "other bits than whole batches, and not faster (default 1, as the shipped build)",
+        "other bits than whole batches; faster with --processes, not with 2 threads in one process (default 1; "
+        "world v9 uses 4)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-pair-colours", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to name, at the last prompt token at the input of layer 5, the colour of the "
-        "asked object in each image of a two-image question, with this loss weight (0: off, as shipped; "
-        "docs/tiny_world.md)",
+        "asked object in each image of a two-image question, with this loss weight (0: off; worlds v8 and v9 use "
+        "1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
-        "to the diagnostics; other bits than 1; default 1, as the shipped build)",
+        "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.processes < 1:
