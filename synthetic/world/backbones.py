@@ -744,9 +744,10 @@ def train_language_model(
     similar length (:meth:`SlotBatch.by_length`): the same loss up to float rounding, less padding; faster
     with one thread per process (world v9 uses 4 with ``processes=2``;
     ``benchmarks/results/world_build_speed_length_groups.json``), slower with 2 threads in one process
-    (``benchmarks/results/world_build_speed.json``); 1 (whole batches) rebuilds world v8's LM bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s
-    loss on the last prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the
-    asked object's colour in each image), so that a which-image answer is one comparison away.
+    (``benchmarks/results/world_build_speed.json``); 1 (whole batches, one process) rebuilds world v8's LM
+    bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s loss on the last
+    prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the asked object's
+    colour in each image), so that a which-image answer is one comparison away.
     ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread
     and ``batch_size / processes`` documents of each batch): the mean of the processes' losses, other bits
     than one process.
