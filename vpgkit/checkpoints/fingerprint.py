@@ -13,8 +13,6 @@ from typing import Any
 
 from torch import nn
 
-from ..backbones.language import base_causal_lm
-
 # LLM config fields that define the shape of some weight or hidden state.
 LLM_SHAPE_FIELDS = (
     "model_type",
@@ -30,6 +28,9 @@ VISION_SHAPE_FIELDS = ("class", "width", "num_tokens", "image_size", "depth", "p
 
 def llm_description(llm: nn.Module) -> dict[str, Any]:
     """Shape fields of the LLM plus where it came from (name or path, commit hash when known)."""
+    # Here, not at the top: reading or publishing a checkpoint need not import transformers.
+    from ..backbones.language import base_causal_lm
+
     lm = base_causal_lm(llm)
     config = lm.config.get_text_config()
     desc: dict[str, Any] = {f: getattr(config, f, None) for f in LLM_SHAPE_FIELDS}

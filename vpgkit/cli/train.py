@@ -23,28 +23,33 @@ import signal
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import torch
 from omegaconf import DictConfig
 
-from ..backbones.language import max_positions
 from ..config import TrainConfig, register_schema, to_train_config
-from ..data.collation import Collator
 from ..threads import apply_thread_policy
-from ..training.build import build_model
-from ..training.datasets import build_datasets
-from ..training.loop import TrainResult, default_sampler, train
 from ..training.plot import save_loss_curve, smoothing_window
 from ..training.preflight import check_config, check_output_dir
 from ..training.runlog import TrainingStopped, close_run_logger
 
+if TYPE_CHECKING:
+    from ..training.loop import TrainResult
+
 
 def run(cfg: TrainConfig) -> TrainResult:
     """Build model and data from ``cfg``, train, and write the adapter to ``output_dir/adapter``."""
+    # Imported here, not at the top: ``--help`` and configuration mistakes answer without loading
+    # torch, transformers and timm (seconds per process).
+    import torch
     from accelerate import Accelerator
 
     from ..checkpoints import save_adapter
+    from ..data.collation import Collator
+    from ..training.build import build_model
+    from ..training.datasets import build_datasets
+    from ..training.loop import default_sampler, train
 
     t = cfg.trainer
     # Fail in the first second, before data synthesis or model building, on what would fail later.
@@ -89,6 +94,7 @@ def run(cfg: TrainConfig) -> TrainResult:
 
 def _evaluate(cfg: TrainConfig, model, tokenizer) -> dict:
     """Evaluate the trained model on the DEMON-format tasks of ``cfg.evaluate``; print and save the table."""
+    from ..backbones.language import max_positions
     from ..evaluation import evaluate_demon, format_table
     from ..training.datasets import sample_tokenizer
     from ..training.state import write_json_atomic
@@ -150,6 +156,7 @@ def _hydra_main(cfg: DictConfig) -> None:
         check_output_dir(config.output_dir)
     except (ValueError, OSError) as err:
         sys.exit(f"vpgkit.train: {err}")
+    apply_thread_policy()  # here, not in main(): --help and config mistakes need no torch
     try:
         run(config)
     except TrainingStopped as stopped:
@@ -161,7 +168,6 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """Console entry: register the schema, then let Hydra parse ``sys.argv``."""
-    apply_thread_policy()
     register_schema()
     _hydra_main()
 

@@ -1,0 +1,47 @@
+"""Package names load on first use: a bare ``import vpgkit`` or ``--help`` does not import the model libraries."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from vpgkit.lazy_exports import lazy_exports
+
+HEAVY = ("torch", "transformers", "timm")
+
+
+def _imported_after(code: str) -> list[str]:
+    """The heavy libraries in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint('imported:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    return out.splitlines()[-1].split()[1:]
+
+
+def test_import_vpgkit_and_its_packages_skips_the_model_libraries():
+    assert _imported_after("import vpgkit, vpgkit.backbones") == []
+    # The LM helpers need transformers, not timm or transformers' vision models.
+    assert "timm" not in _imported_after("import vpgkit.backbones.language")
+
+
+def test_train_help_does_not_import_torch():
+    probe = "import runpy, sys\nsys.argv = ['vpgkit.train', '--help']\ntry:\n    runpy.run_module('vpgkit.train', run_name='__main__')\nexcept SystemExit:\n    pass"
+    assert _imported_after(probe) == []
+
+
+@pytest.mark.parametrize("package", ["vpgkit", "vpgkit.backbones", "vpgkit.checkpoints"])
+def test_every_exported_name_resolves_and_is_listed(package):
+    module = importlib.import_module(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+        assert name in dir(module)
+        assert not isinstance(getattr(module, name), type(module)), f"{package}.{name} reads as a module"
+    with pytest.raises(AttributeError, match=f"{package}' has no attribute 'nope'"):
+        module.nope  # noqa: B018
+
+
+def test_a_name_equal_to_its_submodule_is_refused():
+    with pytest.raises(ValueError, match=r"\['card'\] share their submodule's name"):
+        lazy_exports("somepackage", {"card": ("card", "other")})
