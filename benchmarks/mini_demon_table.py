@@ -91,6 +91,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "d": ("(d) VPG-C + synthetic, k=0", ["model.vpgc_layer=0"]),
     "e": ("(e) VPG-C + synthetic, no guidance", ["+model.vpgc_overrides.guidance=false"]),
     "cl": ("(cl) (c) with the LM loss alone (Cheetah's recipe)", [LM_ONLY]),
+    # A learned no-vision baseline: the default job with every training image blank (the texts unchanged).
+    # What it scores with blank images is what this data teaches without vision, a fairer reference for
+    # (c)'s both-blank scores than the rules, which pick the best answer per file knowing the gold answers.
+    "n": ("(n) (c) trained on blank images", ["++data.prepare.blank_images=true"]),
     # A diagnostic pair, not the default job.
     "f": ("(f) VPG-C + detail-question synthetic only", DETAIL_ONLY),
     "g": ("(g) ... (f) with no guidance", [*DETAIL_ONLY, "+model.vpgc_overrides.guidance=false"]),
@@ -384,15 +388,21 @@ def tables(data: dict) -> str:
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",
                   "", "| check | " + " | ".join(TASKS) + " |", "|---" * (len(TASKS) + 1) + "|"]  # fmt: skip
 
-        def stats(v, k):
-            vals = _values(runs, v, lambda t, k=k: t[k]["score"])
+        def stats(v, k, get=lambda task: task["score"]):
+            vals = _values(runs, v, lambda t, k=k: get(t[k]))
             return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals)
+
+        def difference(one, other, k, get=lambda task: task["score"]) -> str:
+            c, o = stats(one, k, get), stats(other, k, get)
+            spread = f"2σ {2 * max(c[1], o[1]):.1f}" if min(c[2], o[2]) > 1 else "1 seed"
+            return f"{c[0] - o[0]:+.1f} ({spread})"
 
         pairs = (
             ("(c) − (a)", "c", "a"),
             ("(c) − (d)", "c", "d"),
             ("(c) − (e)", "c", "e"),
             ("(c) − (cl)", "c", "cl"),
+            ("(c) − (n)", "c", "n"),
             ("(f) − (g)", "f", "g"),
             ("(f3k) − (g3k)", "f3k", "g3k"),
             ("(f3k) − (d3k)", "f3k", "d3k"),
@@ -410,19 +420,17 @@ def tables(data: dict) -> str:
         for name, one, other in pairs:
             if one not in present or other not in present:
                 continue
-            cells = []
-            for k in TASKS:
-                c, o = stats(one, k), stats(other, k)
-                diff = c[0] - o[0]
-                spread = f"2σ {2 * max(c[1], o[1]):.1f}" if min(c[2], o[2]) > 1 else "1 seed"
-                cells.append(f"{diff:+.1f} ({spread})")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | " + " | ".join(difference(one, other, k) for k in TASKS) + " |")
         for v in CHECKED:
             if v in present:
                 gains = [
                     _mean_std(_values(runs, v, lambda t, k=k: t[k]["gain_over_no_vision"])) for k in TASKS
                 ]
                 lines.append(f"| ({v}) − best no-vision | " + " | ".join(gains) + " |")
+        if {"c", "n"} <= set(present):  # (c) without vision against what the data teaches without vision
+            blank = lambda task: task["variants"].get("both_blank")  # noqa: E731
+            cells = [difference("c", "n", k, blank) if k in DETAIL else "" for k in TASKS]
+            lines.append("| (c) both-blank − (n) both-blank | " + " | ".join(cells) + " |")
         paired = [(name, one, other) for name, one, other in pairs if one in present and other in present]
         if paired:
             lines += ["", "The same differences paired by seed (a seed fixes the training data and the evaluation "

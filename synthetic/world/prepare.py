@@ -134,6 +134,7 @@ def make_default_data(
     n_eval: int = 40,
     progress: bool = True,
     tasks: dict[str, float] | None = None,
+    blank_images: bool = False,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -148,6 +149,9 @@ def make_default_data(
         progress: show progress bars.
         tasks: the synthetic samples' task mix, task name → weight (default :data:`SYNTHETIC_TASKS`);
             e.g. ``{"detail_question": 1.0}`` for detail questions only.
+        blank_images: a control: every training image (captions and synthetic pairs) is drawn with its
+            objects removed, the texts unchanged, so a model trained on it learns what the text alone
+            teaches. mini-DEMON keeps its real images.
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -168,6 +172,8 @@ def make_default_data(
 
     # 1. scenes, annotations, captions
     wanted = {"version": FORMAT_VERSION, "seed": seed, "n_images": n_images}
+    if blank_images:  # only when set, so the default's record stays as it was and existing data is reused
+        wanted["blank_images"] = True
     if not _done(config_path, "captions", wanted, [out / "captions.jsonl", out / "annotations.json"]):
         from tqdm.auto import tqdm
 
@@ -177,6 +183,8 @@ def make_default_data(
         for i in tqdm(range(n_images), desc="world images", disable=not progress):
             scene = make_scene(seed * 1000 + PREPARE_STREAM, i)
             image, masks = render(scene)
+            if blank_images:
+                image = render(scene.with_objects(()))[0]
             name = f"{i:06d}.png"
             atomic_write_bytes(out / "images" / name, _png(image))
             rng = np.random.default_rng([seed, PREPARE_STREAM, i])
@@ -204,8 +212,10 @@ def make_default_data(
                   "assets": _assets_fingerprint()}  # fmt: skip
         if tasks != SYNTHETIC_TASKS:  # the default's record stays as it was, so existing data is reused
             wanted["tasks"] = tasks
+        if blank_images:
+            wanted["blank_images"] = True
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(out, seed, n_images, n_edits, progress, tasks)
+            _make_synthetic(out, seed, n_images, n_edits, progress, tasks, blank_images)
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -250,7 +260,13 @@ def object_attention(vpg, scenes: list[Scene], batch_size: int = 256) -> dict[in
 
 
 def _make_synthetic(
-    out: Path, seed: int, n_images: int, n_edits: int, progress: bool, tasks: dict[str, float]
+    out: Path,
+    seed: int,
+    n_images: int,
+    n_edits: int,
+    progress: bool,
+    tasks: dict[str, float],
+    blank_images: bool = False,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -272,7 +288,8 @@ def _make_synthetic(
                 images.append(f"images/{scene.index:06d}.png")
             else:
                 images.append(f"synthetic/{j:06d}_{k}.png")
-                atomic_write_bytes(out / images[-1], _png(render(shown)[0]))
+                drawn = shown.with_objects(()) if blank_images else shown
+                atomic_write_bytes(out / images[-1], _png(render(drawn)[0]))
         user = render_text(instance, lambda _: "<image>")
         box = [round(v / scene.size, 6) for v in instance.named.box]  # the object the instruction asks about
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],

@@ -161,3 +161,19 @@ def test_synthetic_task_mix_can_be_chosen(tmp_path):
     assert tasks == {"detail_question"}
     with pytest.raises(ValueError, match="tasks must map some of"):
         make_default_data(str(tmp_path), n_images=4, n_eval=1, tasks={"riddle": 1.0})
+
+
+def test_blank_images_control_keeps_every_text_and_draws_no_object(default_data, tmp_path):
+    out, paths = default_data
+    blank = make_default_data(str(tmp_path), seed=0, n_images=24, n_edits=12, n_eval=6, progress=False,
+                              blank_images=True)  # fmt: skip
+    for part in ("captions", "synthetic"):
+        real, drawn = read_samples_jsonl(paths[part]), read_samples_jsonl(blank[part])
+        assert drawn == real
+        for sample in drawn:
+            for name in sample.images:
+                assert (np.asarray(Image.open(tmp_path / name).convert("RGB")) == BACKGROUND).all(), name
+    # mini-DEMON is the real one
+    files = sorted(p.relative_to(out / "mini_demon") for p in (out / "mini_demon").rglob("*") if p.is_file())
+    for name in files:
+        assert (tmp_path / "mini_demon" / name).read_bytes() == (out / "mini_demon" / name).read_bytes()
