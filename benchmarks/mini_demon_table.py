@@ -428,7 +428,10 @@ def tables(data: dict) -> str:
                 ]
                 lines.append(f"| ({v}) − best no-vision | " + " | ".join(gains) + " |")
         if {"c", "n"} <= set(present):  # (c) without vision against what the data teaches without vision
-            blank = lambda task: task["variants"].get("both_blank")  # noqa: E731
+
+            def blank(task):
+                return task["variants"].get("both_blank")
+
             cells = [difference("c", "n", k, blank) if k in DETAIL else "" for k in TASKS]
             lines.append("| (c) both-blank − (n) both-blank | " + " | ".join(cells) + " |")
         paired = [(name, one, other) for name, one, other in pairs if one in present and other in present]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,19 @@ def test_every_exported_name_resolves_and_is_listed(package):
 def test_a_name_equal_to_its_submodule_is_refused():
     with pytest.raises(ValueError, match=r"\['card'\] share their submodule's name"):
         lazy_exports("somepackage", {"card": ("card", "other")})
+
+
+@pytest.mark.parametrize("package", ["vpgkit", "vpgkit.backbones", "vpgkit.checkpoints"])
+def test_the_type_checking_imports_name_exactly_the_lazy_exports(package):
+    """The names are written twice (for type checkers, and for the loader): the two lists must agree."""
+    module = importlib.import_module(package)
+    tree = ast.parse(Path(module.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    typed = {(node.module, alias.name) for node in block.body for alias in node.names}
+    eager = {
+        (n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) and n.level for a in n.names
+    }
+    exported = {name for name in module.__all__ if name != "__version__"}
+    assert {name for _, name in typed | eager} - {"lazy_exports", "prefer_passive_waiting"} == exported
+    for submodule, name in typed:  # and the loader reads each from the submodule the import names
+        assert getattr(module, name) is getattr(importlib.import_module(f"{package}.{submodule}"), name), name

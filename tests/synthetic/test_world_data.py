@@ -177,3 +177,17 @@ def test_blank_images_control_keeps_every_text_and_draws_no_object(default_data,
     files = sorted(p.relative_to(out / "mini_demon") for p in (out / "mini_demon").rglob("*") if p.is_file())
     for name in files:
         assert (tmp_path / "mini_demon" / name).read_bytes() == (out / "mini_demon" / name).read_bytes()
+
+
+def test_switching_blank_images_in_one_folder_redraws_the_images(tmp_path):
+    """The flag is part of the data's record: a folder prepared one way is not reused the other way."""
+
+    def drawn(blank: bool) -> bool:  # True when every training image is background only
+        paths = make_default_data(str(tmp_path), seed=0, n_images=6, n_edits=4, n_eval=1, progress=False,
+                                  blank_images=blank)  # fmt: skip
+        names = {
+            n for part in ("captions", "synthetic") for s in read_samples_jsonl(paths[part]) for n in s.images
+        }
+        return all((np.asarray(Image.open(tmp_path / n).convert("RGB")) == BACKGROUND).all() for n in names)
+
+    assert not drawn(False) and drawn(True) and not drawn(False)
