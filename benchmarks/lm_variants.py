@@ -141,6 +141,15 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_difference_colours, each step in 4 length groups (same loss, other rounding)",
         SUMMARY_DIFFERENCE | {"pair_colours": 1.0, "length_groups": 4},
     ),
+    # World v9's LM answers position questions at ~67% with perfect slots (300 questions), colour ones at
+    # ~93%; most misses drop or add a row or column word ("left" read as "top", "top left" as "top"). A slot
+    # is the mean of its words' embeddings, and a middle row or column is a word missing from it.
+    "summary_difference_colours_groups4_rowcol": (
+        "as summary_difference_colours_groups4, each slot naming a row and a column (`center left` for "
+        "`left`)",
+        SUMMARY_DIFFERENCE
+        | {"pair_colours": 1.0, "length_groups": 4, "layout": {"row_column_slots": True}},
+    ),
 }
 COLUMNS = [
     ("which_image", None),

@@ -53,7 +53,7 @@ from vpgkit.modules import QFormer, QFormerConfig
 from ..discriminative.captions import located
 from .data_parallel import ONE_PROCESS, Shard, run_data_parallel
 from .language import TRAIN_WORDING, noun_phrase, salient_caption
-from .scene import COLOURS, POSITIONS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
+from .scene import COLOURS, COLS, POSITIONS, ROWS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, TaskInstance, render_text, which_image_task
 
 __all__ = [
@@ -196,9 +196,26 @@ def _scene(seed: int, stream: int, i: int) -> Scene:
 # ---------------------------------------------------------------------------------------- language
 
 
-def object_slot_words(obj: WorldObject) -> str:
-    """The words whose embeddings make ``obj``'s slot: size, colour, shape, position (``small red square top left``)."""
-    return f"{obj.size} {obj.colour} {obj.shape} {obj.position}"
+def object_slot_words(obj: WorldObject, row_column: bool = False) -> str:
+    """The words whose embeddings make ``obj``'s slot: size, colour, shape, position (``small red square top left``).
+
+    ``row_column``: the position always as a row word and a column word, ``center`` for the middle one
+    (``center left`` for ``left``, ``center center`` for ``center``). A slot is the mean of its word
+    embeddings, so by default a middle row or column is a word *missing* from the mean, and the LM must read
+    "left" from a slot that holds no row word at all; here every slot holds two position words.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> from synthetic.world.scene import make_scene
+        >>> obj = replace(make_scene(0, 0).objects[0], cell=3, size="small", colour="red", shape="square")
+        >>> object_slot_words(obj), object_slot_words(obj, row_column=True)
+        ('small red square left', 'small red square center left')
+    """
+    where = obj.position
+    if row_column:
+        row, column = divmod(obj.cell, len(COLS))
+        where = f"{ROWS[row] or 'center'} {COLS[column] or 'center'}"
+    return f"{obj.size} {obj.colour} {obj.shape} {where}"
 
 
 @dataclass
@@ -254,10 +271,20 @@ class DocumentLayout:
         align_slots: one slot order for all images of a document, so the object a question is about sits in
             the same slot in both images (as one VPG query would find it in both); default: a random order
             per image.
+        row_column_slots: every slot names its object's row and column (:func:`object_slot_words`
+            ``row_column``); default: the position as the language names it (``left``, ``center``).
     """
 
     label_images: bool = False
     align_slots: bool = False
+    row_column_slots: bool = False
+
+    def slot_words(self, images: list[SlotImage], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, NUM_SLOTS, W) word ids of ``images``' objects at the input and at the layer (:func:`slot_word_ids`)."""
+        return tuple(
+            slot_word_ids(tokenizer, [getattr(im, part) for im in images], self.row_column_slots)
+            for part in ("at_input", "at_layer")
+        )
 
     def images(self, instance: TaskInstance, rng: np.random.Generator, layered: bool) -> list[SlotImage]:
         """The instance's images as slots (:func:`slot_image`), one per scene."""
@@ -510,8 +537,7 @@ def lm_batch(
     return SlotBatch(
         input_ids,
         target,
-        slot_word_ids(tokenizer, [im.at_input for im in images]),
-        slot_word_ids(tokenizer, [im.at_layer for im in images]),
+        *layout.slot_words(images, tokenizer),
         torch.tensor(asked, dtype=torch.long),
         torch.tensor(relations, dtype=torch.long).reshape(len(images), NUM_SLOTS),
         torch.tensor(colours, dtype=torch.long),
@@ -551,10 +577,13 @@ def slot_relations(images: list[SlotImage]) -> list[list[int]]:
     ]
 
 
-def slot_word_ids(tokenizer, images: list[list[WorldObject | None]]) -> torch.Tensor:
-    """(S, NUM_SLOTS, W) word ids of each image's slot objects (0 = padding; None → an empty slot)."""
+def slot_word_ids(
+    tokenizer, images: list[list[WorldObject | None]], row_column: bool = False
+) -> torch.Tensor:
+    """(S, NUM_SLOTS, W) word ids of each image's slot objects (0 = padding; None → an empty slot);
+    ``row_column``: positions as a row and a column word (:func:`object_slot_words`)."""
     shown = [
-        (n, j, object_slot_words(o))
+        (n, j, object_slot_words(o, row_column))
         for n, image in enumerate(images)
         for j, o in enumerate(image)
         if o is not None

@@ -38,7 +38,6 @@ from .backbones import (
     cell_pooling,
     encode_scenes,
     slot_injection,
-    slot_word_ids,
 )
 from .language import EVAL_WORDING
 from .scene import COLOURS, SHAPES, make_scene
@@ -63,9 +62,16 @@ SUBSET_TASKS = ("detail_question", "cloze", "difference")
 
 @torch.no_grad()
 def _generate(
-    llm, tokenizer, prompts: list[str], images: list, image_token_id: int, max_new_tokens: int
+    llm,
+    tokenizer,
+    prompts: list[str],
+    images: list,
+    image_token_id: int,
+    max_new_tokens: int,
+    layout: DocumentLayout = BUILD_LAYOUT,
 ) -> list[str]:
-    """Greedy answers to left-padded ``prompts`` whose ``<image>`` slots show ``images`` (SlotImages)."""
+    """Greedy answers to left-padded ``prompts`` whose ``<image>`` slots show ``images`` (SlotImages), their
+    slot words as ``layout`` writes them."""
     pad = tokenizer.pad_token_id
     rows = [[tokenizer.bos_token_id, *tokenizer(p, add_special_tokens=False)["input_ids"]] for p in prompts]
     length = max(map(len, rows))
@@ -74,12 +80,7 @@ def _generate(
     for b, row in enumerate(rows):
         ids[b, length - len(row) :] = torch.tensor(row)
         mask[b, length - len(row) :] = 1
-    batch = SlotBatch(
-        ids,
-        ids,
-        slot_word_ids(tokenizer, [i.at_input for i in images]),
-        slot_word_ids(tokenizer, [i.at_layer for i in images]),
-    )
+    batch = SlotBatch(ids, ids, *layout.slot_words(images, tokenizer))
     with slot_injection(llm, batch, image_token_id) as embeds:
         out = llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                            do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=pad)  # fmt: skip
@@ -129,7 +130,7 @@ def lm_answers(
             sample = Sample("d", [], [Turn("user", layout.user_text(instance))])
             prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
             instances.append(instance)
-        answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24)
+        answers = _generate(llm, tokenizer, prompts, images, image_token_id, 24, layout)
         out += list(zip(answers, instances, strict=True))
     return out
 
