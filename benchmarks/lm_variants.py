@@ -147,8 +147,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "summary_difference_colours_groups4_rowcol": (
         "as summary_difference_colours_groups4, each slot naming a row and a column (`center left` for "
         "`left`)",
-        SUMMARY_DIFFERENCE
-        | {"pair_colours": 1.0, "length_groups": 4, "layout": {"row_column_slots": True}},
+        SUMMARY_DIFFERENCE | {"pair_colours": 1.0, "length_groups": 4, "layout": {"row_column_slots": True}},
     ),
 }
 COLUMNS = [
