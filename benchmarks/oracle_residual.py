@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from synthetic.world.backbones import NUM_SLOTS, norm_scaled_addition, slot_vectors, slot_word_ids
-from synthetic.world.build import provenance
+from synthetic.world.build import provenance, slot_layout
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import render
 from synthetic.world.tasks import render_text
@@ -59,7 +59,8 @@ def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: floa
     slots = slots if every_slot else slots[:, :1]
     focus = [[f[0] if f else None] + [None] * (NUM_SLOTS - 1) for f in inst.focus]
     embed = model.llm.get_input_embeddings()
-    unit = slot_vectors(embed, slot_word_ids(tok, focus)).view(len(inst.scenes), NUM_SLOTS, -1)[:, 0]
+    words = slot_word_ids(tok, focus, slot_layout().row_column_slots)  # as the shipped LM learned slots
+    unit = slot_vectors(embed, words).view(len(inst.scenes), NUM_SLOTS, -1)[:, 0]
     unit = unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # (T_img, D); an image without a focus: 0
     injected = torch.zeros(1, ids.shape[1], unit.shape[-1])
     injected[0, slots] = scale * unit[:, None]

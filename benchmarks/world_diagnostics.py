@@ -23,7 +23,7 @@ from doc_blocks import write_block
 from results_file import write_results
 from transformers import AutoTokenizer
 
-from synthetic.world.build import built_by
+from synthetic.world.build import built_by, slot_layout
 from synthetic.world.diagnostics import format_diagnostics, lm_ceilings, vit_probe
 from vpgkit.assets import asset_path
 from vpgkit.backbones import EvaVisionConfig, TimmEvaEncoder
@@ -71,7 +71,8 @@ def main() -> None:
     vit = TimmEvaEncoder.from_checkpoint(
         args.assets / "eva.safetensors", EvaVisionConfig.preset("tiny_world")
     )
-    diagnostics = {"lm_ceilings": lm_ceilings(llm, tok, n=args.n), "vit_probe": vit_probe(vit)}
+    ceilings = lm_ceilings(llm, tok, n=args.n, layout=slot_layout(args.assets))
+    diagnostics = {"lm_ceilings": ceilings, "vit_probe": vit_probe(vit)}
     manifest = json.loads((args.assets / "manifest.json").read_text())
     assets = "" if args.assets == Path(asset_path("tiny_world")) else f" --assets {args.assets}"
     result = {"command": f"python benchmarks/world_diagnostics.py --n {args.n}{assets}", "assets_command": manifest["command"],

@@ -66,6 +66,7 @@ __all__ = [
     "QUESTION_TASKS",
     "SLOT_RELATIONS",
     "SUMMARY_TASKS",
+    "AskedCellHead",
     "PairColourHead",
     "QuestionSummaryHead",
     "SlotBatch",
@@ -73,6 +74,7 @@ __all__ = [
     "SlotRelationHead",
     "StageResult",
     "TokenHead",
+    "asked_cell_label",
     "asked_labels",
     "attribute_loss",
     "cell_labels",
@@ -321,8 +323,9 @@ def _lm_document(
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
-) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int], list[int]]:
-    """:func:`lm_example` plus the document's :func:`asked_labels` and :func:`pair_colour_labels`;
+) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int], list[int], int]:
+    """:func:`lm_example` plus the document's :func:`asked_labels`, :func:`pair_colour_labels` and
+    :func:`asked_cell_label`;
     ``task_weights``: how often each task is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the
     share of which-image documents in each easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
@@ -356,6 +359,7 @@ def _lm_document(
         images,
         asked_labels(instance, summary_tasks),
         pair_colour_labels(instance),
+        asked_cell_label(instance),
     )
 
 
@@ -427,6 +431,22 @@ def pair_colour_labels(instance: TaskInstance) -> list[int]:
     return [list(COLOURS).index(f[0].colour) if f else -100 for f in instance.focus]
 
 
+def asked_cell_label(instance: TaskInstance) -> int:
+    """The grid cell (0–8) of the object a detail question asks about, else -100 (the asked-cell head's
+    label): what the LM must find in the image to answer a position question, and where the object a colour
+    question names is.
+
+    Example:
+        >>> import numpy as np
+        >>> from synthetic.world.language import EVAL_WORDING
+        >>> from synthetic.world.scene import make_scene
+        >>> t = TASK_BUILDERS["detail_question"](make_scene(0, 2), np.random.default_rng(0), EVAL_WORDING)
+        >>> asked_cell_label(t) == t.target.cell
+        True
+    """
+    return instance.target.cell if instance.task == "detail_question" else -100
+
+
 def lm_document(seed: int, i: int) -> str:
     """Training document ``i`` as plain text (see :func:`lm_example`)."""
     return "".join(text for text, _ in lm_example(seed, i)[0])
@@ -443,6 +463,7 @@ class SlotBatch:
         asked: (B, len(ASKED_ATTRIBUTES)) :func:`asked_labels` of each document, or None.
         relations: (S, NUM_SLOTS) :func:`slot_relations` of each slot image, or None.
         colours: (B, 2) :func:`pair_colour_labels` of each document, or None.
+        cells: (B,) :func:`asked_cell_label` of each document, or None.
     """
 
     input_ids: torch.Tensor
@@ -452,6 +473,7 @@ class SlotBatch:
     asked: torch.Tensor | None = None
     relations: torch.Tensor | None = None
     colours: torch.Tensor | None = None
+    cells: torch.Tensor | None = None
 
     def by_length(self, groups: int, image_token_id: int, pad_token_id: int) -> list[SlotBatch]:
         """The batch as ``groups`` sub-batches of documents of similar length, each cut to its longest
@@ -485,6 +507,7 @@ class SlotBatch:
                     None if self.asked is None else self.asked[docs],
                     None if self.relations is None else self.relations[images],
                     None if self.colours is None else self.colours[docs],
+                    None if self.cells is None else self.cells[docs],
                 )
             )
         return out
@@ -508,15 +531,16 @@ def lm_batch(
             f"which_forms: shares of which-image documents must add up to at most 1, got {which_forms}"
         )
     bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    documents, images, asked, relations, colours = [], [], [], [], []
+    documents, images, asked, relations, colours, cells = [], [], [], [], [], []
     for d in range(first_doc, first_doc + size):
-        segments, doc_images, doc_asked, doc_colours = _lm_document(
+        segments, doc_images, doc_asked, doc_colours, doc_cell = _lm_document(
             seed, d, summary_tasks, task_weights, which_forms, layout
         )
         documents.append(segments)
         images += doc_images
         asked.append(doc_asked)
         colours.append(doc_colours)
+        cells.append(doc_cell)
         relations += slot_relations(doc_images)
     # one tokenizer call for the whole batch: the same ids as one call per segment, without its overhead
     pieces = iter(tokenizer([t for s in documents for t, _ in s], add_special_tokens=False)["input_ids"])
@@ -541,6 +565,7 @@ def lm_batch(
         torch.tensor(asked, dtype=torch.long),
         torch.tensor(relations, dtype=torch.long).reshape(len(images), NUM_SLOTS),
         torch.tensor(colours, dtype=torch.long),
+        torch.tensor(cells, dtype=torch.long),
     )
 
 
@@ -711,6 +736,23 @@ class PairColourHead(nn.Module):
         return F.cross_entropy(logits, labels, reduction="sum") / known.sum().clamp(min=1), right
 
 
+class AskedCellHead(nn.Module):
+    """A linear read, from the last prompt token's hidden state, of the grid cell of the object a detail
+    question asks about (:func:`asked_cell_label`); trained with the LM when ``asked_cells`` is on, then
+    discarded."""
+
+    def __init__(self, width: int, cells: int = len(POSITIONS)):
+        super().__init__()
+        self.out = nn.Linear(width, cells)
+
+    def loss(self, hidden: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """hidden (B, D), cells (B,) labels (-100: none) → (mean CE over the labelled documents, accuracy)."""
+        logits = self.out(hidden)
+        known = cells >= 0
+        right = float((logits.argmax(-1) == cells)[known].float().mean()) if known.any() else 0.0
+        return F.cross_entropy(logits, cells, reduction="sum") / known.sum().clamp(min=1), right
+
+
 @contextlib.contextmanager
 def layer_input_states(llm: LlamaForCausalLM, layer: int, select: Callable[[torch.Tensor], torch.Tensor]):
     """Yields a list that, after a forward pass, holds ``select(hidden)`` of the (B, L, D) hidden states at
@@ -750,6 +792,7 @@ def train_language_model(
     compare: float = 0.0,
     length_groups: int = 1,
     pair_colours: float = 0.0,
+    asked_cells: float = 0.0,
     processes: int = 1,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
@@ -776,7 +819,10 @@ def train_language_model(
     (``benchmarks/results/world_build_speed.json``); 1 (whole batches, one process) rebuilds world v8's LM
     bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s loss on the last
     prompt token at the input of :data:`COMPARE_LAYER` (two-image question documents: the asked object's
-    colour in each image), so that a which-image answer is one comparison away.
+    colour in each image), so that a which-image answer is one comparison away. ``asked_cells`` > 0 adds,
+    with that weight, :class:`AskedCellHead`'s loss at the same token and layer (detail-question documents:
+    the asked object's grid cell): binding the question's object to its slot, which position questions
+    need and which the answer loss alone learns poorly when several objects are shown.
     ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread
     and ``batch_size / processes`` documents of each batch): the mean of the processes' losses, other bits
     than one process.
@@ -785,7 +831,7 @@ def train_language_model(
         tokenizer=tokenizer, seed=seed, steps=steps, batch_size=batch_size, lr=lr, log=log,
         question_summary=question_summary, summary_tasks=summary_tasks, task_weights=task_weights,
         which_forms=which_forms, layout=layout, compare=compare, length_groups=length_groups,
-        pair_colours=pair_colours,
+        pair_colours=pair_colours, asked_cells=asked_cells,
     )  # fmt: skip
     fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer)))
     model, result = _run_stage(_train_language_model, processes, fresh, **options)
@@ -830,6 +876,7 @@ def _train_language_model(
     compare: float,
     length_groups: int,
     pair_colours: float,
+    asked_cells: float,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """:func:`train_language_model` on this ``shard``'s documents of each batch."""
     offset, count = shard.rows(batch_size)
@@ -840,18 +887,19 @@ def _train_language_model(
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
     relation = SlotRelationHead(model.config.hidden_size) if compare > 0 else None
     colour = PairColourHead(model.config.hidden_size) if pair_colours > 0 else None
+    cell = AskedCellHead(model.config.hidden_size) if asked_cells > 0 else None
 
     def group_forward(batch: SlotBatch, answer_tokens: int | None) -> tuple[torch.Tensor, list, list, list]:
         """Answer CE of ``batch`` summed / ``answer_tokens`` (None: the mean) and its captured states
-        (summary, slots, pair colours)."""
+        (summary, slots, the last prompt token at COMPARE_LAYER)."""
         mask = (batch.input_ids != tokenizer.pad_token_id).long()
         slots = batch.input_ids == image_token_id
-        states, slot_states, colour_states = [], [], []
+        states, slot_states, late_states = [], [], []
         with contextlib.ExitStack() as stack:
             if summary is not None:
                 states = stack.enter_context(last_prompt_states(model, batch.labels, INJECT_LAYER))
-            if colour is not None:
-                colour_states = stack.enter_context(last_prompt_states(model, batch.labels, COMPARE_LAYER))
+            if colour is not None or cell is not None:
+                late_states = stack.enter_context(last_prompt_states(model, batch.labels, COMPARE_LAYER))
             if relation is not None:
                 slot_states = stack.enter_context(
                     layer_input_states(model, COMPARE_LAYER, lambda h: h[slots])
@@ -863,7 +911,7 @@ def _train_language_model(
                 labels=batch.labels,
                 num_items_in_batch=answer_tokens,
             ).loss
-        return loss, states, slot_states, colour_states
+        return loss, states, slot_states, late_states
 
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
@@ -892,9 +940,13 @@ def _train_language_model(
             )
             loss = loss + pair_colours * aux
             note += f" colours {aux.item():.3f} right {right:.2f}"
+        if cell is not None:
+            aux, right = cell.loss(torch.cat([r[3][0] for r in runs]), torch.cat([g.cells for g in groups]))
+            loss = loss + asked_cells * aux
+            note += f" cells {aux.item():.3f} right {right:.2f}"
         return loss, note
 
-    heads = [h for h in (summary, relation, colour) if h is not None]
+    heads = [h for h in (summary, relation, colour, cell) if h is not None]
     params = list(model.parameters()) + [p for h in heads for p in h.parameters()]
     result = _optimise(
         "lm", params, steps, step_loss, log, shard, lr=lr, weight_decay=0.01, betas=(0.9, 0.98)

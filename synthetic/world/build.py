@@ -34,6 +34,7 @@ from ..storage import atomic_write_json
 from .backbones import (
     QUESTION_TASKS,
     SUMMARY_TASKS,
+    DocumentLayout,
     check_grounding_weight,
     train_language_model,
     train_qformer,
@@ -67,6 +68,18 @@ def built_by(assets: dict[str, Any]) -> str:
     ``--reuse-backbones DIR`` build, the command that made DIR, whose ViT and LM it kept."""
     reused = assets.get("reused_backbones_from")
     return f"`{assets['command']}`" + (f" (DIR: the build of `{reused}`)" if reused else "")
+
+
+def slot_layout(directory: Path | None = None) -> DocumentLayout:
+    """How the LM of the build in ``directory`` (default: the shipped one) was shown images: its manifest's
+    ``lm_row_column_slots``, so that diagnostics give it slots as it learned to read them.
+
+    Example:
+        >>> slot_layout() == DocumentLayout(row_column_slots=slot_layout().row_column_slots)
+        True
+    """
+    manifest = json.loads(((directory or default_out()) / "manifest.json").read_text(encoding="utf-8"))
+    return DocumentLayout(row_column_slots=bool(manifest.get("lm_row_column_slots", False)))
 
 
 def sha256(path: Path) -> str:
@@ -164,6 +177,7 @@ def build(
     compare: float = 0.0,
     length_groups: int = 1,
     pair_colours: float = 0.0,
+    row_column_slots: bool = False,
     processes: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
@@ -180,6 +194,9 @@ def build(
     similar length (1: whole batches; N > 1: the same loss with less padding, other bits; faster with
     ``processes`` > 1, not with 2 threads in one process; world v9 uses 4). ``pair_colours``: weight of
     the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 and v9 use 1).
+    ``row_column_slots``: the LM's object slots name a row and a column for every position
+    (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
+    :func:`slot_layout` finds it for the diagnostics.
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
     (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
     uses 2).
@@ -189,6 +206,7 @@ def build(
 
     check_grounding_weight(grounding, grounding_weight)  # before the ~17 minutes of the LM and ViT
     steps = {**DEFAULT_STEPS, **(steps or {})}
+    layout = DocumentLayout(row_column_slots=row_column_slots)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,6 +215,7 @@ def build(
     trained = {}  # stage name → StageResult
     if reuse is not None:
         vit, llm, tokenizer, previous = _load_backbones(reuse)
+        layout = slot_layout(reuse)
         reused = {k: previous["stages"][k] for k in ("language_model", "vision_encoder")}
         reused_command = previous.get("reused_backbones_from", previous["command"])
         log(f"reusing the ViT and LM of {reuse} (steps {steps['lm']}/{steps['vit']} not trained)")
@@ -212,6 +231,7 @@ def build(
             compare=compare,
             length_groups=length_groups,
             pair_colours=pair_colours,
+            layout=layout,
             processes=processes,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(
@@ -225,7 +245,7 @@ def build(
         grounding_weight=grounding_weight, processes=processes,
     )  # fmt: skip
     # What the frozen backbones can do alone, before any adapter claim (the weights as shipped).
-    diagnostics = {"lm_ceilings": lm_ceilings(llm, tokenizer), "vit_probe": vit_probe(vit)}
+    diagnostics = {"lm_ceilings": lm_ceilings(llm, tokenizer, layout=layout), "vit_probe": vit_probe(vit)}
     log(format_diagnostics(diagnostics))
     if reuse is None:
         _save_safetensors(out / "eva.safetensors", vit.state_dict())
@@ -270,6 +290,7 @@ def build(
         **({"lm_compare": compare} if compare else {}),
         **({"lm_length_groups": length_groups} if length_groups != 1 else {}),
         **({"lm_pair_colours": pair_colours} if pair_colours else {}),
+        **({"lm_row_column_slots": True} if layout.row_column_slots else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -342,6 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         "1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--lm-row-column-slots", action="store_true",
+        help="the LM's object slots name a row and a column for every position ('center left' for 'left'), "
+        "so that a middle row or column is a word in the slot, not a word missing from it",
+    )  # fmt: skip
+    parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
         "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
@@ -363,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lm-compare", args.lm_compare),
         ("--lm-length-groups", args.lm_length_groups != 1),
         ("--lm-pair-colours", args.lm_pair_colours),
+        ("--lm-row-column-slots", args.lm_row_column_slots),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -372,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
         compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
-        processes=args.processes,
+        row_column_slots=args.lm_row_column_slots, processes=args.processes,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -392,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-length-groups {args.lm_length_groups}")
     if args.lm_pair_colours:
         cmd.append(f"--lm-pair-colours {args.lm_pair_colours:g}")
+    if args.lm_row_column_slots:
+        cmd.append("--lm-row-column-slots")
     if args.processes != 1:
         cmd.append(f"--processes {args.processes}")
     if args.reuse_backbones is not None:

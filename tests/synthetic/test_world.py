@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -477,6 +478,10 @@ def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
         (["--lm-length-groups", "0"], "expected a positive number of groups, got 0"),
         (["--lm-length-groups", "4", "--reuse-backbones", str(tmp_path)], "--lm-length-groups trains the LM"),
         (["--lm-pair-colours", "1", "--reuse-backbones", str(tmp_path)], "--lm-pair-colours trains the LM"),
+        (
+            ["--lm-row-column-slots", "--reuse-backbones", str(tmp_path)],
+            "--lm-row-column-slots trains the LM",
+        ),
     ):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "w"), *argv])
@@ -520,6 +525,30 @@ def test_document_layouts_label_unlabelled_pairs_align_slots_and_leave_the_build
 
     assert all(a == b for a, b in focus_slots(DocumentLayout(align_slots=True)))  # recoloured pair: same slot
     assert sum(a == b for a, b in focus_slots(BUILD_LAYOUT)) < 30  # random per image: a third by chance
+
+
+def test_row_column_slots_write_a_row_and_a_column_for_every_position(tmp_path):
+    """With ``row_column_slots`` each slot holds two position words (the middle row or column as ``center``),
+    nine distinct pairs; the documents' text is unchanged; a build's manifest tells which slots its LM read."""
+    from synthetic.world.backbones import BUILD_LAYOUT, DocumentLayout, lm_batch, object_slot_words
+    from synthetic.world.build import slot_layout
+    from synthetic.world.scene import POSITIONS
+
+    objects = [replace(make_scene(0, 0).objects[0], cell=cell) for cell in range(len(POSITIONS))]
+    where = [object_slot_words(o, row_column=True).split()[3:] for o in objects]
+    assert all(len(w) == 2 for w in where) and len({tuple(sorted(w)) for w in where}) == 9
+    assert [" ".join(object_slot_words(o).split()[3:]) for o in objects] == list(POSITIONS)
+    tok = build_world_tokenizer()
+    layout = DocumentLayout(row_column_slots=True)
+    plain, rows = lm_batch(tok, 0, 0, 12), lm_batch(tok, 0, 0, 12, layout=layout)
+    assert torch.equal(plain.input_ids, rows.input_ids) and torch.equal(plain.labels, rows.labels)
+    centre = tok.convert_tokens_to_ids("center")
+    assert (rows.input_words == centre).sum() > (plain.input_words == centre).sum()
+    assert not torch.equal(rows.input_words != 0, plain.input_words != 0)  # some slots gained a word
+    (tmp_path / "manifest.json").write_text('{"lm_row_column_slots": true}')
+    assert slot_layout(tmp_path) == layout
+    (tmp_path / "manifest.json").write_text("{}")
+    assert slot_layout(tmp_path) == BUILD_LAYOUT
 
 
 def test_slot_relations_give_each_difference_answer_at_the_named_region():
