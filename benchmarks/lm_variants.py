@@ -284,18 +284,23 @@ def docs_block(data: dict) -> str:
             f"{r['relation_head']['second_accuracy']:.2f} (loss {r['relation_head']['loss']})"
             for r in heads
         ]
-    colour_heads = [r for r in data["runs"] if "pair_colour_head" in r]
-    if colour_heads:
-        lines += [
-            "",
+    for key, title in (
+        (
+            "pair_colour_head",
             "The pair-colour head's accuracy on its last training batches (both images' colours):",
-            "",
-        ]
-        lines += [
-            f"- {r['variant']} seed {r['seed']}: {r['pair_colour_head']['accuracy']:.2f} "
-            f"(loss {r['pair_colour_head']['loss']})"
-            for r in colour_heads
-        ]
+        ),
+        (
+            "asked_cell_head",
+            "The asked-cell head's accuracy on its last training batches (detail questions):",
+        ),
+    ):
+        runs = [r for r in data["runs"] if key in r]
+        if runs:
+            lines += ["", title, ""]
+            lines += [
+                f"- {r['variant']} seed {r['seed']}: {r[key]['accuracy']:.2f} (loss {r[key]['loss']})"
+                for r in runs
+            ]
     lines += ["", "Variants:", ""]
     lines += [
         f"- `{name}`: {VARIANTS[name][0]}" for name in dict.fromkeys(r["variant"] for r in data["runs"])

@@ -178,6 +178,7 @@ def build(
     length_groups: int = 1,
     pair_colours: float = 0.0,
     row_column_slots: bool = False,
+    asked_cells: float = 0.0,
     processes: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
@@ -196,7 +197,8 @@ def build(
     the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 and v9 use 1).
     ``row_column_slots``: the LM's object slots name a row and a column for every position
     (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
-    :func:`slot_layout` finds it for the diagnostics.
+    :func:`slot_layout` finds it for the diagnostics. ``asked_cells``: weight of the LM's
+    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off).
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
     (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
     uses 2).
@@ -232,6 +234,7 @@ def build(
             length_groups=length_groups,
             pair_colours=pair_colours,
             layout=layout,
+            asked_cells=asked_cells,
             processes=processes,
         )
         vit, trained["vision_encoder"] = train_vision_encoder(
@@ -291,6 +294,7 @@ def build(
         **({"lm_length_groups": length_groups} if length_groups != 1 else {}),
         **({"lm_pair_colours": pair_colours} if pair_colours else {}),
         **({"lm_row_column_slots": True} if layout.row_column_slots else {}),
+        **({"lm_asked_cells": asked_cells} if asked_cells else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -368,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         "so that a middle row or column is a word in the slot, not a word missing from it",
     )  # fmt: skip
     parser.add_argument(
+        "--lm-asked-cells", type=float, default=0.0, metavar="WEIGHT",
+        help="the LM also learns to name, at the last prompt token at the input of layer 5, the grid cell of "
+        "the object a detail question asks about, with this loss weight (0: off; docs/tiny_world.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
         "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
@@ -390,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lm-length-groups", args.lm_length_groups != 1),
         ("--lm-pair-colours", args.lm_pair_colours),
         ("--lm-row-column-slots", args.lm_row_column_slots),
+        ("--lm-asked-cells", args.lm_asked_cells),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -399,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
         compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
-        row_column_slots=args.lm_row_column_slots, processes=args.processes,
+        row_column_slots=args.lm_row_column_slots, asked_cells=args.lm_asked_cells, processes=args.processes,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -421,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--lm-pair-colours {args.lm_pair_colours:g}")
     if args.lm_row_column_slots:
         cmd.append("--lm-row-column-slots")
+    if args.lm_asked_cells:
+        cmd.append(f"--lm-asked-cells {args.lm_asked_cells:g}")
     if args.processes != 1:
         cmd.append(f"--processes {args.processes}")
     if args.reuse_backbones is not None:

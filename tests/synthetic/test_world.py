@@ -482,6 +482,7 @@ def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
             ["--lm-row-column-slots", "--reuse-backbones", str(tmp_path)],
             "--lm-row-column-slots trains the LM",
         ),
+        (["--lm-asked-cells", "1", "--reuse-backbones", str(tmp_path)], "--lm-asked-cells trains the LM"),
     ):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "w"), *argv])
@@ -694,6 +695,43 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(m
         lambda llm, labels, layer: layers.append(layer) or real(llm, labels, layer),
     )
     backbones.train_language_model(tok, 0, 1, batch_size=4, log=lambda _: None, pair_colours=1.0)
+    assert layers == [COMPARE_LAYER]
+
+
+def test_the_asked_cell_loss_reads_the_detail_questions_object_cell_at_the_compare_layer(monkeypatch):
+    """Detail-question documents are labelled with their asked object's cell, others not; the head reads the
+    last prompt token at the compare layer (one capture shared with the pair-colour head) and trains the LM."""
+    from synthetic.world import backbones
+    from synthetic.world.backbones import COMPARE_LAYER, AskedCellHead, lm_batch, train_language_model
+
+    tok = build_world_tokenizer()
+    batch = lm_batch(tok, 0, 0, 8, task_weights={"detail_question": 1.0, "caption": 1.0})
+    for d, label in enumerate(batch.cells.tolist()):
+        instance_cell = backbones._lm_document(0, d, task_weights={"detail_question": 1.0, "caption": 1.0})[4]
+        assert label == instance_cell
+    known = batch.cells >= 0
+    assert bool(known.any()) and bool((~known).any())
+    hidden = torch.randn(len(batch.cells), 128)
+    head = AskedCellHead(128)
+    with torch.no_grad():
+        loss, right = head.loss(hidden, batch.cells)
+        logits = head.out(hidden)
+    assert right == float((logits.argmax(-1) == batch.cells)[known].float().mean())
+    assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.cells[known])))
+    detail = {"detail_question": 1.0}
+    reports: list[str] = []
+    on = train_language_model(tok, 0, 2, 4, log=reports.append, task_weights=detail, asked_cells=1.0)
+    off = train_language_model(tok, 0, 2, 4, log=lambda _: None, task_weights=detail)
+    assert any(not torch.equal(a, b) for a, b in zip(on[0].parameters(), off[0].parameters(), strict=True))
+    assert all(" cells " in line for line in reports)
+    layers: list[int] = []
+    real = backbones.last_prompt_states
+    monkeypatch.setattr(
+        backbones,
+        "last_prompt_states",
+        lambda llm, labels, layer: layers.append(layer) or real(llm, labels, layer),
+    )
+    train_language_model(tok, 0, 1, 4, log=lambda _: None, pair_colours=1.0, asked_cells=1.0)
     assert layers == [COMPARE_LAYER]
 
 
