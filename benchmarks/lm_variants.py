@@ -163,6 +163,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "detail question's object, read from the last prompt token at layer 5",
         ROWCOL | {"asked_cells": 1.0},
     ),
+    # At weight 1 the asked-cell head took detail questions to 96 / 91 but difference questions from 92 / 95 to
+    # 74 / 73 (seed 0): unchanged regions read as "added". A lighter weight, or the same read on difference
+    # documents (the cell of the region the question names), so that one late read serves both tasks:
+    "summary_difference_colours_groups4_rowcol_cells03": (
+        "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss at weight 0.3",
+        ROWCOL | {"asked_cells": 0.3},
+    ),
+    "summary_difference_colours_groups4_rowcol_cells_difference": (
+        "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss on difference documents too "
+        "(the named region's cell)",
+        ROWCOL | {"asked_cells": 1.0, "asked_cell_tasks": ("detail_question", "difference")},
+    ),
 }
 COLUMNS = [
     ("which_image", None),

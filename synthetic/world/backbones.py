@@ -58,6 +58,7 @@ from .tasks import TASK_BUILDERS, TaskInstance, render_text, which_image_task
 
 __all__ = [
     "ASKED_ATTRIBUTES",
+    "CELL_TASKS",
     "COMPARE_LAYER",
     "INJECT_LAYER",
     "LM_TASK_WEIGHTS",
@@ -115,6 +116,9 @@ WORLD_SYSTEM = ""
 SUMMARY_TASKS = ("detail_question", "which_image", "cloze")
 # Every task whose question names what it asks about: difference questions name a region (its position only).
 QUESTION_TASKS = (*SUMMARY_TASKS, "difference")
+
+# The documents the asked-cell head reads by default: detail questions (position questions name no cell).
+CELL_TASKS = ("detail_question",)
 
 LM_TASK_WEIGHTS = {
     "caption": 0.15,
@@ -323,9 +327,10 @@ def _lm_document(
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
+    cell_tasks: tuple[str, ...] = CELL_TASKS,
 ) -> tuple[list[tuple[str, bool]], list[SlotImage], list[int], list[int], int]:
     """:func:`lm_example` plus the document's :func:`asked_labels`, :func:`pair_colour_labels` and
-    :func:`asked_cell_label`;
+    :func:`asked_cell_label` (for ``cell_tasks``);
     ``task_weights``: how often each task is drawn (default :data:`LM_TASK_WEIGHTS`); ``which_forms``: the
     share of which-image documents in each easier form of ``which_image_task`` (``{"remove": 0.5}``: half lack the named object in the other image;
     ``"alone"``: the object alone against an empty image); the rest are recoloured, as in mini-DEMON.
@@ -359,7 +364,7 @@ def _lm_document(
         images,
         asked_labels(instance, summary_tasks),
         pair_colour_labels(instance),
-        asked_cell_label(instance),
+        asked_cell_label(instance, cell_tasks),
     )
 
 
@@ -431,10 +436,11 @@ def pair_colour_labels(instance: TaskInstance) -> list[int]:
     return [list(COLOURS).index(f[0].colour) if f else -100 for f in instance.focus]
 
 
-def asked_cell_label(instance: TaskInstance) -> int:
-    """The grid cell (0–8) of the object a detail question asks about, else -100 (the asked-cell head's
-    label): what the LM must find in the image to answer a position question, and where the object a colour
-    question names is.
+def asked_cell_label(instance: TaskInstance, tasks: tuple[str, ...] = CELL_TASKS) -> int:
+    """The grid cell (0–8) of the object a question of ``tasks`` asks about (``instance.named``), else -100
+    (the asked-cell head's label). For a detail question, what the LM must find in the image to answer a
+    position question, and where the object a colour question names is; for a difference question, the
+    region it names.
 
     Example:
         >>> import numpy as np
@@ -444,7 +450,7 @@ def asked_cell_label(instance: TaskInstance) -> int:
         >>> asked_cell_label(t) == t.target.cell
         True
     """
-    return instance.target.cell if instance.task == "detail_question" else -100
+    return instance.named.cell if instance.task in tasks and instance.named is not None else -100
 
 
 def lm_document(seed: int, i: int) -> str:
@@ -522,6 +528,7 @@ def lm_batch(
     task_weights: dict[str, float] = LM_TASK_WEIGHTS,
     which_forms: dict[str, float] | None = None,
     layout: DocumentLayout = BUILD_LAYOUT,
+    cell_tasks: tuple[str, ...] = CELL_TASKS,
 ) -> SlotBatch:
     """Documents ``first_doc … first_doc + size - 1``: BOS + document, EOS after each answer, right-padded;
     ``asked`` labels only for documents of ``summary_tasks``; tasks drawn by ``task_weights``; see
@@ -534,7 +541,7 @@ def lm_batch(
     documents, images, asked, relations, colours, cells = [], [], [], [], [], []
     for d in range(first_doc, first_doc + size):
         segments, doc_images, doc_asked, doc_colours, doc_cell = _lm_document(
-            seed, d, summary_tasks, task_weights, which_forms, layout
+            seed, d, summary_tasks, task_weights, which_forms, layout, cell_tasks
         )
         documents.append(segments)
         images += doc_images
@@ -793,6 +800,7 @@ def train_language_model(
     length_groups: int = 1,
     pair_colours: float = 0.0,
     asked_cells: float = 0.0,
+    asked_cell_tasks: tuple[str, ...] = CELL_TASKS,
     processes: int = 1,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
@@ -822,7 +830,8 @@ def train_language_model(
     colour in each image), so that a which-image answer is one comparison away. ``asked_cells`` > 0 adds,
     with that weight, :class:`AskedCellHead`'s loss at the same token and layer (detail-question documents:
     the asked object's grid cell): binding the question's object to its slot, which position questions
-    need and which the answer loss alone learns poorly when several objects are shown.
+    need and which the answer loss alone learns poorly when several objects are shown; ``asked_cell_tasks``:
+    the documents it reads (:func:`asked_cell_label`).
     ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread
     and ``batch_size / processes`` documents of each batch): the mean of the processes' losses, other bits
     than one process.
@@ -831,7 +840,7 @@ def train_language_model(
         tokenizer=tokenizer, seed=seed, steps=steps, batch_size=batch_size, lr=lr, log=log,
         question_summary=question_summary, summary_tasks=summary_tasks, task_weights=task_weights,
         which_forms=which_forms, layout=layout, compare=compare, length_groups=length_groups,
-        pair_colours=pair_colours, asked_cells=asked_cells,
+        pair_colours=pair_colours, asked_cells=asked_cells, asked_cell_tasks=asked_cell_tasks,
     )  # fmt: skip
     fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer)))
     model, result = _run_stage(_train_language_model, processes, fresh, **options)
@@ -877,6 +886,7 @@ def _train_language_model(
     length_groups: int,
     pair_colours: float,
     asked_cells: float,
+    asked_cell_tasks: tuple[str, ...],
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """:func:`train_language_model` on this ``shard``'s documents of each batch."""
     offset, count = shard.rows(batch_size)
@@ -916,7 +926,7 @@ def _train_language_model(
     def step_loss(step: int) -> tuple[torch.Tensor, str]:
         batch = lm_batch(
             tokenizer, seed, step * batch_size + offset, count, summary_tasks, task_weights, which_forms,
-            layout,
+            layout, asked_cell_tasks,
         )  # fmt: skip
         groups, answer_tokens = [batch], None  # whole: HF's mean, as the shipped build computed it
         if length_groups > 1:  # the same mean over all the batch's answer tokens (HF shifts labels by one)
