@@ -97,6 +97,8 @@ def _script(name: str):
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed_processes.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed-length-groups",
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed_length_groups.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-rowcol-cells03",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_rowcol_cells03.json").read_text()))),
         ("job_times", "README.md", "job-times",
          lambda m: m.readme_block(json.loads((RESULTS / "job_times.json").read_text()))),
     ],
