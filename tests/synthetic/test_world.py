@@ -617,14 +617,18 @@ def test_the_slot_relation_loss_reads_the_slots_at_the_input_of_the_compare_laye
     assert set(lm_variants._relation_head(reports)) == {"loss", "first_accuracy", "second_accuracy"}
 
 
-def _auxiliary_loss_reports(tok, **loss_weight):
-    """Two LM steps with an auxiliary loss on: checks it shapes the LM itself (not only its discarded head)
-    and returns the training log lines with ``benchmarks/lm_variants.py``, which parses them."""
+def _auxiliary_loss_reports(tok, task_weights: dict[str, float] | None = None, **loss_weight):
+    """Two LM steps with an auxiliary loss on (on documents drawn by ``task_weights``, default the build's):
+    checks it shapes the LM itself (not only its discarded head) and returns the training log lines with
+    ``benchmarks/lm_variants.py``, which parses them."""
     from synthetic.world.backbones import train_language_model
 
+    mix = {"task_weights": task_weights} if task_weights else {}
     reports: list[str] = []
-    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, **loss_weight)[0].state_dict()
-    off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None)[0].state_dict()
+    on = train_language_model(tok, 0, 2, batch_size=4, log=reports.append, **mix, **loss_weight)[
+        0
+    ].state_dict()
+    off = train_language_model(tok, 0, 2, batch_size=4, log=lambda _: None, **mix)[0].state_dict()
     assert any(not torch.equal(on[k], off[k]) for k in off)
     spec = importlib.util.spec_from_file_location(
         "lm_variants", Path(__file__).resolve().parents[2] / "benchmarks" / "lm_variants.py"
@@ -656,7 +660,6 @@ def test_pair_colour_labels_split_which_image_into_a_colour_per_image_and_one_co
 
 
 def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(monkeypatch):
-    from synthetic.world import backbones
     from synthetic.world.backbones import (
         COMPARE_LAYER,
         PairColourHead,
@@ -687,6 +690,13 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(m
     reports, lm_variants = _auxiliary_loss_reports(tok, pair_colours=1.0)
     assert set(lm_variants._pair_colour_head(reports)) == {"loss", "accuracy"}
     # training captures its states where this test read them
+    assert _last_prompt_layers(monkeypatch, tok, pair_colours=1.0) == [COMPARE_LAYER]
+
+
+def _last_prompt_layers(monkeypatch, tok, **loss_weight) -> list[int]:
+    """The layers whose last-prompt-token states one LM training step captures with ``loss_weight`` on."""
+    from synthetic.world import backbones
+
     layers: list[int] = []
     real = backbones.last_prompt_states
     monkeypatch.setattr(
@@ -694,15 +704,15 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(m
         "last_prompt_states",
         lambda llm, labels, layer: layers.append(layer) or real(llm, labels, layer),
     )
-    backbones.train_language_model(tok, 0, 1, batch_size=4, log=lambda _: None, pair_colours=1.0)
-    assert layers == [COMPARE_LAYER]
+    backbones.train_language_model(tok, 0, 1, batch_size=4, log=lambda _: None, **loss_weight)
+    return layers
 
 
 def test_the_asked_cell_loss_reads_the_detail_questions_object_cell_at_the_compare_layer(monkeypatch):
     """Detail-question documents are labelled with their asked object's cell, others not; the head reads the
     last prompt token at the compare layer (one capture shared with the pair-colour head) and trains the LM."""
     from synthetic.world import backbones
-    from synthetic.world.backbones import COMPARE_LAYER, AskedCellHead, lm_batch, train_language_model
+    from synthetic.world.backbones import COMPARE_LAYER, AskedCellHead, lm_batch
 
     tok = build_world_tokenizer()
     batch = lm_batch(tok, 0, 0, 8, task_weights={"detail_question": 1.0, "caption": 1.0})
@@ -718,21 +728,10 @@ def test_the_asked_cell_loss_reads_the_detail_questions_object_cell_at_the_compa
         logits = head.out(hidden)
     assert right == float((logits.argmax(-1) == batch.cells)[known].float().mean())
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.cells[known])))
-    detail = {"detail_question": 1.0}
-    reports: list[str] = []
-    on = train_language_model(tok, 0, 2, 4, log=reports.append, task_weights=detail, asked_cells=1.0)
-    off = train_language_model(tok, 0, 2, 4, log=lambda _: None, task_weights=detail)
-    assert any(not torch.equal(a, b) for a, b in zip(on[0].parameters(), off[0].parameters(), strict=True))
-    assert all(" cells " in line for line in reports)
-    layers: list[int] = []
-    real = backbones.last_prompt_states
-    monkeypatch.setattr(
-        backbones,
-        "last_prompt_states",
-        lambda llm, labels, layer: layers.append(layer) or real(llm, labels, layer),
-    )
-    train_language_model(tok, 0, 1, 4, log=lambda _: None, pair_colours=1.0, asked_cells=1.0)
-    assert layers == [COMPARE_LAYER]
+    reports, lm_variants = _auxiliary_loss_reports(tok, {"detail_question": 1.0}, asked_cells=1.0)
+    assert set(lm_variants._asked_cell_head(reports)) == {"loss", "accuracy"}
+    # one capture at the compare layer serves both heads
+    assert _last_prompt_layers(monkeypatch, tok, pair_colours=1.0, asked_cells=1.0) == [COMPARE_LAYER]
 
 
 def test_the_lm_document_stream_is_pinned():
