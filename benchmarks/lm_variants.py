@@ -227,8 +227,8 @@ def run_one(
         "threads": threads,
         "ceilings": lm_ceilings(llm, tokenizer, n=n, layout=layout),
         **({"relation_head": _relation_head(reports[-5:])} if kwargs.get("compare") else {}),
-        **({"pair_colour_head": _pair_colour_head(reports[-5:])} if kwargs.get("pair_colours") else {}),
-        **({"asked_cell_head": _asked_cell_head(reports[-5:])} if kwargs.get("asked_cells") else {}),
+        **({"pair_colour_head": _head_report(reports[-5:], "colours")} if kwargs.get("pair_colours") else {}),
+        **({"asked_cell_head": _head_report(reports[-5:], "cells")} if kwargs.get("asked_cells") else {}),
     }
 
 
@@ -244,16 +244,10 @@ def _relation_head(reports: list[str]) -> dict[str, float]:
     }
 
 
-def _pair_colour_head(reports: list[str]) -> dict[str, float]:
-    """The pair-colour head's loss and accuracy on the training batches of the last reports, averaged."""
-    values = [re.search(r"colours (\S+) right (\S+)", line).groups() for line in reports]
-    means = np.mean(np.array(values, dtype=float), axis=0)
-    return {"loss": round(means[0], 4), "accuracy": round(means[1], 3)}
-
-
-def _asked_cell_head(reports: list[str]) -> dict[str, float]:
-    """The asked-cell head's loss and accuracy on the training batches of the last reports, averaged."""
-    values = [re.search(r"cells (\S+) right (\S+)", line).groups() for line in reports]
+def _head_report(reports: list[str], name: str) -> dict[str, float]:
+    """A head's loss and accuracy on the training batches of the last reports, averaged; ``name`` is the word
+    its training log line uses (``colours``: the pair-colour head; ``cells``: the asked-cell head)."""
+    values = [re.search(rf"{name} (\S+) right (\S+)", line).groups() for line in reports]
     means = np.mean(np.array(values, dtype=float), axis=0)
     return {"loss": round(means[0], 4), "accuracy": round(means[1], 3)}
 

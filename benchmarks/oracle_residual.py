@@ -19,6 +19,7 @@ Writes ``benchmarks/results/oracle_residual.json`` (``--out``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -51,6 +52,12 @@ def oracle_instances(tasks: tuple[str, ...], n: int, seed: int = 0):
                 yield task, inst
 
 
+@functools.cache
+def _row_column_slots() -> bool:
+    """Whether the shipped LM learned row / column slots (read once from its manifest)."""
+    return slot_layout().row_column_slots
+
+
 def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: float, every_slot: bool = False):
     """A context: ``inst``'s focus objects, as unit slot vectors × ``scale`` × the hidden norm, added to the
     first prompt slot of each image (``every_slot``: to each of its prompt slots, as a residual spread over all
@@ -59,7 +66,7 @@ def oracle_residual(model, tok, ids: torch.Tensor, inst, layer: int, scale: floa
     slots = slots if every_slot else slots[:, :1]
     focus = [[f[0] if f else None] + [None] * (NUM_SLOTS - 1) for f in inst.focus]
     embed = model.llm.get_input_embeddings()
-    words = slot_word_ids(tok, focus, slot_layout().row_column_slots)  # as the shipped LM learned slots
+    words = slot_word_ids(tok, focus, _row_column_slots())  # as the shipped LM learned slots
     unit = slot_vectors(embed, words).view(len(inst.scenes), NUM_SLOTS, -1)[:, 0]
     unit = unit / unit.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # (T_img, D); an image without a focus: 0
     injected = torch.zeros(1, ids.shape[1], unit.shape[-1])

@@ -25,10 +25,7 @@ import torch
 from results_file import git_commit, write_results
 
 from synthetic.world.backbones import DocumentLayout
-from synthetic.world.diagnostics import DIAGNOSTICS_STREAM, answer_score, lm_answers
-from synthetic.world.language import EVAL_WORDING
-from synthetic.world.scene import make_scene
-from synthetic.world.tasks import TASK_BUILDERS
+from synthetic.world.diagnostics import answer_score, lm_answers, posed_instance
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "position_questions.json"
@@ -38,15 +35,11 @@ TASK = "detail_question"
 def position_breakdown(llm, tokenizer, layout: DocumentLayout, mode: str, n: int) -> dict:
     """Position accuracy (%) overall and by objects shown, and the misses by kind, over ``n`` detail questions."""
     answers = lm_answers(llm, tokenizer, TASK, mode, n=n, batch_size=100, layout=layout)
-    t = list(TASK_BUILDERS).index(TASK)
     by_shown, misses = defaultdict(list), Counter()
     for i, (answer, instance) in enumerate(answers):
         if instance.subsets[0] != "position":
             continue
-        # the same draws as lm_answers: the instance, then its slots
-        rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
-        TASK_BUILDERS[TASK](make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
-        image = layout.images(instance, rng, mode == "layered")[0]
+        image = posed_instance(TASK, i, mode, layout=layout)[1][0]  # the slots lm_answers showed
         shown = [o for o in image.shown if o is not None]
         right = answer_score(answer, instance)
         by_shown[len(shown)].append(right)

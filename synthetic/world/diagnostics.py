@@ -50,6 +50,7 @@ __all__ = [
     "format_diagnostics",
     "lm_answers",
     "lm_ceilings",
+    "posed_instance",
     "vit_probe",
 ]
 
@@ -87,6 +88,29 @@ def _generate(
     return [tokenizer.decode(row, skip_special_tokens=True).split("###")[0].strip() for row in out]
 
 
+def posed_instance(
+    task: str,
+    i: int,
+    mode: str,
+    builder: Callable | None = None,
+    layout: DocumentLayout = BUILD_LAYOUT,
+) -> tuple[TaskInstance, list[SlotImage]]:
+    """Held-out instance ``i`` of ``task`` as :func:`lm_answers` poses it: the instance (evaluation wording,
+    the diagnostics' scenes) and its images' slots in ``mode`` (every slot empty for ``"blank"``).
+
+    Example:
+        >>> instance, images = posed_instance("detail_question", 0, "input")
+        >>> len(images) == len(instance.scenes) and instance.target in images[0].shown
+        True
+    """
+    t = list(TASK_BUILDERS).index(task)
+    rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
+    instance = (builder or TASK_BUILDERS[task])(make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
+    if mode == "blank":
+        return instance, [SlotImage([None] * NUM_SLOTS, [None] * NUM_SLOTS) for _ in instance.scenes]
+    return instance, layout.images(instance, rng, mode == "layered")
+
+
 def lm_answers(
     llm,
     tokenizer,
@@ -115,18 +139,12 @@ def lm_answers(
         raise ValueError(f"lm_answers: task must be one of {tuple(TASK_BUILDERS)}, got {task!r}")
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     template = get_template("vicuna_v0", system=WORLD_SYSTEM)
-    t = list(TASK_BUILDERS).index(task)
-    builder = builder or TASK_BUILDERS[task]
     out: list[tuple[str, TaskInstance]] = []
     for start in range(0, n, batch_size):
         prompts, images, instances = [], [], []
         for i in range(start, min(n, start + batch_size)):
-            rng = np.random.default_rng([DIAGNOSTICS_STREAM, t, i])
-            instance = builder(make_scene(DIAGNOSTICS_STREAM + t, i), rng, EVAL_WORDING)
-            if mode == "blank":
-                images += [SlotImage([None] * NUM_SLOTS, [None] * NUM_SLOTS) for _ in instance.scenes]
-            else:
-                images += layout.images(instance, rng, mode == "layered")
+            instance, shown = posed_instance(task, i, mode, builder, layout)
+            images += shown
             sample = Sample("d", [], [Turn("user", layout.user_text(instance))])
             prompts.append("".join(seg.text for seg in template.segments(sample, generation=True)))
             instances.append(instance)

@@ -552,6 +552,32 @@ def test_row_column_slots_write_a_row_and_a_column_for_every_position(tmp_path):
     assert slot_layout(tmp_path) == BUILD_LAYOUT
 
 
+def test_the_diagnostics_show_the_lm_its_slots_in_the_layout_given(monkeypatch):
+    """lm_answers (and so the ceilings) writes slot words as ``layout`` says: a row / column LM is measured on
+    row / column slots, the shipped one on the language's positions."""
+    from synthetic.world import diagnostics
+    from synthetic.world.backbones import BUILD_LAYOUT, DocumentLayout
+
+    class Shown(Exception):
+        pass
+
+    def capture(llm, batch, image_token_id):
+        raise Shown(batch.input_words)
+
+    monkeypatch.setattr(diagnostics, "slot_injection", capture)
+    tok = build_world_tokenizer()
+    words = {}
+    for layout in (BUILD_LAYOUT, DocumentLayout(row_column_slots=True)):
+        with pytest.raises(Shown) as shown:
+            diagnostics.lm_answers(None, tok, "detail_question", "input", n=20, batch_size=20, layout=layout)
+        words[layout.row_column_slots] = shown.value.args[0]
+    images = [diagnostics.posed_instance("detail_question", i, "input")[1][0] for i in range(20)]
+    for row_column, ids in words.items():
+        expected = DocumentLayout(row_column_slots=row_column).slot_words(images, tok)[0]
+        assert torch.equal(ids, expected)
+    assert not torch.equal(words[True], words[False])
+
+
 def test_slot_relations_give_each_difference_answer_at_the_named_region():
     """The slot-relation head's labels (lm_variants' ``compare``) carry the difference answer: at the named
     region the second image's slot is new for an added object, changed for a modified one, the same where
@@ -688,7 +714,7 @@ def test_the_pair_colour_loss_reads_the_last_prompt_token_at_the_compare_layer(m
     assert right == float((logits.argmax(-1) == batch.colours)[known].float().mean())
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.colours[known])))
     reports, lm_variants = _auxiliary_loss_reports(tok, pair_colours=1.0)
-    assert set(lm_variants._pair_colour_head(reports)) == {"loss", "accuracy"}
+    assert set(lm_variants._head_report(reports, "colours")) == {"loss", "accuracy"}
     # training captures its states where this test read them
     assert _last_prompt_layers(monkeypatch, tok, pair_colours=1.0) == [COMPARE_LAYER]
 
@@ -729,7 +755,7 @@ def test_the_asked_cell_loss_reads_the_detail_questions_object_cell_at_the_compa
     assert right == float((logits.argmax(-1) == batch.cells)[known].float().mean())
     assert float(loss) == pytest.approx(float(F.cross_entropy(logits[known], batch.cells[known])))
     reports, lm_variants = _auxiliary_loss_reports(tok, {"detail_question": 1.0}, asked_cells=1.0)
-    assert set(lm_variants._asked_cell_head(reports)) == {"loss", "accuracy"}
+    assert set(lm_variants._head_report(reports, "cells")) == {"loss", "accuracy"}
     # one capture at the compare layer serves both heads
     assert _last_prompt_layers(monkeypatch, tok, pair_colours=1.0, asked_cells=1.0) == [COMPARE_LAYER]
 
