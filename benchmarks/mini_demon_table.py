@@ -34,8 +34,8 @@ no-vision rule computed from the task files):
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
                               unless --scaling-seeds says otherwise)
 
-    python benchmarks/mini_demon_table.py --seeds 0 1 2 --variants a b c d e cl --scaling --scaling-seeds 0 1 2
-                                                                      # the README's table (~1.5 h here)
+    python benchmarks/mini_demon_table.py --seeds 0 1 2 3 4 --variants a b c d e cl n --scaling --scaling-seeds 0 1 2
+                                                                      # the README's table (~3.5 h here)
     python benchmarks/mini_demon_table.py --seeds 0 --variants c --scaling   # one run + scaling
     python benchmarks/mini_demon_table.py --readme                    # README block from the JSON only
 

@@ -97,8 +97,6 @@ def _script(name: str):
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed_processes.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed-length-groups",
          lambda m: m.docs_block(json.loads((RESULTS / "world_build_speed_length_groups.json").read_text()))),
-        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-c-n-5seeds",
-         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_c_n_5seeds.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-rowcol-cells03",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_rowcol_cells03.json").read_text()))),
         ("job_times", "README.md", "job-times",
