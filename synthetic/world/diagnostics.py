@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from vpgkit.data import Sample, Turn
 from vpgkit.data.templates import get_template
-from vpgkit.evaluation.metrics import choice_accuracy, rouge_l
+from vpgkit.evaluation.metrics import choice_accuracy, map_to_choice, rouge_l
 
 from .backbones import (
     BUILD_LAYOUT,
@@ -166,17 +166,23 @@ def lm_ceilings(
     """Per task and mode (:data:`MODES`): the LM's score (percent) with perfect slots, or with every slot
     empty for ``blank`` (:func:`lm_answers`, ``layout`` passed on); for tasks whose instances have subsets (a detail
     question's kind, a cloze pair changed or not, a difference question's edit), also ``subsets`` → mode →
-    subset → score."""
+    subset → score. For choice tasks, ``off_choice`` → mode → percent of answers that name none of the
+    options (a wrong kind of answer, e.g. a colour to a which-image question, rather than a wrong option)."""
     scores: dict[str, dict[str, Any]] = {}
     for task in TASK_BUILDERS:
         scores[task] = {}
+        choice_task = TASK_INFO[task]["metric"] != "rouge_l"
         for mode in MODES:
-            values, subsets = [], {}
+            values, subsets, off = [], {}, []
             for answer, instance in lm_answers(llm, tokenizer, task, mode, n, batch_size, layout=layout):
                 values.append(answer_score(answer, instance))
                 if task in SUBSET_TASKS:
                     subsets.setdefault(instance.subsets[0], []).append(values[-1])
+                if choice_task:
+                    off.append(map_to_choice(answer, instance.choices).index is None)
             scores[task][mode] = 100 * float(np.mean(values))
+            if choice_task:
+                scores[task].setdefault("off_choice", {})[mode] = 100 * float(np.mean(off))
             if subsets:
                 scores[task].setdefault("subsets", {})[mode] = {
                     k: 100 * float(np.mean(v)) for k, v in sorted(subsets.items())
@@ -246,6 +252,9 @@ def format_diagnostics(diagnostics: dict[str, Any]) -> str:
             per_mode = [s["subsets"].get(mode, {}).get(name) for mode in MODES]
             cells = " | ".join("–" if v is None else f"{v:.1f}" for v in per_mode)
             lines.append(f"| &nbsp;&nbsp;{task}: {name} | {cells} |")
+        if "off_choice" in s:  # builds measured before it have no such row
+            cells = " | ".join(f"{s['off_choice'][mode]:.1f}" for mode in MODES)
+            lines.append(f"| &nbsp;&nbsp;{task}: answers naming no option (%) | {cells} |")
     lines += ["", "| ViT probe (%) | salient objects | small objects | chance |", "| --- | --- | --- | --- |"]
     for name, r in diagnostics["vit_probe"].items():
         lines.append(f"| {name} | {r['salient']:.1f} | {r['small']:.1f} | {r['chance']:.1f} |")

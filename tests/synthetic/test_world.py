@@ -578,6 +578,25 @@ def test_the_diagnostics_show_the_lm_its_slots_in_the_layout_given(monkeypatch):
     assert not torch.equal(words[True], words[False])
 
 
+def test_the_ceilings_count_answers_that_name_no_option(monkeypatch):
+    """A colour answered to a which-image question is a wrong *kind* of answer, not a wrong image: the
+    ceilings report, per choice task and mode, the share of answers that map to no option, and the
+    diagnostics table shows it; ROUGE-L tasks have no options and no such share."""
+    from synthetic.world import diagnostics
+
+    def answers(llm, tokenizer, task, mode, n, batch_size, layout):
+        posed = [diagnostics.posed_instance(task, i, mode)[0] for i in range(n)]
+        return [("zzz" if i % 4 == 0 else (p.choices or [p.response])[0], p) for i, p in enumerate(posed)]
+
+    monkeypatch.setattr(diagnostics, "lm_answers", answers)
+    ceilings = diagnostics.lm_ceilings(None, None, n=8)
+    for task in ("which_image", "detail_question", "cloze"):
+        assert ceilings[task]["off_choice"] == dict.fromkeys(diagnostics.MODES, 25.0)
+    assert "off_choice" not in ceilings["difference"] and "off_choice" not in ceilings["caption"]
+    table = diagnostics.format_diagnostics({"lm_ceilings": ceilings, "vit_probe": {}})
+    assert "| &nbsp;&nbsp;which_image: answers naming no option (%) | 25.0 | 25.0 | 25.0 |" in table
+
+
 def test_slot_relations_give_each_difference_answer_at_the_named_region():
     """The slot-relation head's labels (lm_variants' ``compare``) carry the difference answer: at the named
     region the second image's slot is new for an added object, changed for a modified one, the same where
