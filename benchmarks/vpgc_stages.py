@@ -81,6 +81,8 @@ DOCS_COLUMNS = {
     # world v7's recipe with the LM's slot-relation loss (not shipped; docs/tiny_world.md, "A build with the
     # comparison loss")
     "comparison-loss build": RESULTS.with_name("vpgc_stages_compare_lm.json"),
+    # the shipped world (README table); stage 3 on the default job's seeds 3 and 4 (the table shows seed 3's)
+    "world v9": RESULTS.with_name("vpgc_stages_world_v9.json"),
 }
 # Class layout of the readers' head: 9 cells, then colours, then shapes.
 GROUPS = {
