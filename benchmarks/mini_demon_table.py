@@ -82,8 +82,6 @@ LM_ONLY = "trainer.fetch_loss_weight=0"  # Cheetah's recipe: the LM loss alone
 FETCH = "trainer.fetch_loss_weight=1.0"  # the LM loss + the fetch loss (the default job's, since world v5)
 
 
-# The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only, 1000 steps
-# (the default job's length when they were run; variants that name another length override it).
 def task_mix(**weights: float) -> list[str]:
     """Hydra overrides that set the synthetic task mix to exactly ``weights``: the recipe's mix is deleted
     first, because ``++data.prepare.tasks={...}`` *merges* into it (the recipe's other tasks would stay).
@@ -98,6 +96,8 @@ def task_mix(**weights: float) -> list[str]:
     ]
 
 
+# The detail-question diagnostics: synthetic detail questions only (4000), at lr 1e-3, LM loss only, 1000 steps
+# (the default job's length when they were run; variants that name another length override it).
 DETAIL_DATA = [*task_mix(detail_question=1.0), "data.prepare.n_edits=4000", "optim.lr=1.0e-3",
                "trainer.max_steps=1000"]  # fmt: skip
 DETAIL_ONLY = [*DETAIL_DATA, LM_ONLY]
