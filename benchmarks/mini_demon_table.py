@@ -32,7 +32,8 @@ no-vision rule computed from the task files):
     (x), (xe)                 a diagnostic pair: the default job with difference questions as its only
                               synthetic samples, with and without guidance
     (xq), (xm)                diagnostics of position questions: the default job with detail questions as
-                              its only synthetic samples (xq), or at 40% instead of 20% (difference 40%)
+                              its only synthetic samples (xq), or at 40% instead of 20% (difference 40%);
+    (xqe), (xme)              the same with no guidance
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
                               unless --scaling-seeds says otherwise)
 
@@ -102,6 +103,7 @@ DETAIL_DATA = [*task_mix(detail_question=1.0), "data.prepare.n_edits=4000", "opt
                "trainer.max_steps=1000"]  # fmt: skip
 DETAIL_ONLY = [*DETAIL_DATA, LM_ONLY]
 DIFFERENCE_ONLY = task_mix(difference=1.0)  # the default job's size, lr and losses otherwise
+NO_GUIDANCE = "+model.vpgc_overrides.guidance=false"  # the guidance input held at zero
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "a": ("(a) base VPG", []),
     "b": ("(b) VPG-C, captions only", ["data=tiny_world_captions"]),
@@ -161,6 +163,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "xm": (
         "(xm) VPG-C + synthetic, detail questions 40%",
         task_mix(difference=0.4, which_image=0.2, detail_question=0.4),
+    ),
+    "xqe": ("(xqe) ... (xq) with no guidance", [*task_mix(detail_question=1.0), NO_GUIDANCE]),
+    "xme": (
+        "(xme) ... (xm) with no guidance",
+        [*task_mix(difference=0.4, which_image=0.2, detail_question=0.4), NO_GUIDANCE],
     ),
 }
 # The trained variants whose gain over the best no-vision rule the checks table reports.
