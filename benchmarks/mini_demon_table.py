@@ -448,6 +448,8 @@ def tables(data: dict) -> str:
             ("(sc) − (c)", "sc", "c"),
             ("(c2k) − (e2k)", "c2k", "e2k"),
             ("(c2k) − (c)", "c2k", "c"),
+            ("(xq) − (xqe)", "xq", "xqe"),
+            ("(xm) − (xme)", "xm", "xme"),
         )
         for name, one, other in pairs:
             if one not in present or other not in present:
