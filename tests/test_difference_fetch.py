@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
+from benchmark_script import load_benchmark
 
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.scene import COLOURS
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _script():
-    sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling modules
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "bench_difference_fetch", BENCHMARKS / "difference_fetch.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
-
 
 def test_rows_are_images_labelled_by_the_named_regions_content_with_the_questions_guidance():
-    bench = _script()
+    bench = load_benchmark("difference_fetch")
     model, prompts, processor = bench.base_model()  # the default job's base model: the tiny world
     n = 6
     q = bench.collect(model, prompts, processor, seed=0, n=n)

@@ -3,28 +3,16 @@ synthetic task mix gets exactly that mix, not the recipe's mix with one weight c
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from benchmark_script import load_benchmark
 from hydra import compose, initialize_config_module
 
 from vpgkit.config import register_schema
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def table():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_mini_demon_table_variants", ROOT / "benchmarks" / "mini_demon_table.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("mini_demon_table")
 
 
 def _tasks(overrides: list[str]) -> dict[str, float]:

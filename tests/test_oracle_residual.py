@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import torch
+from benchmark_script import load_benchmark
 from test_train import config
 
 from synthetic.world.backbones import slot_vectors, slot_word_ids
@@ -16,19 +13,9 @@ from vpgkit.data import Sample, Turn
 from vpgkit.training.build import build_model
 from vpgkit.training.datasets import sample_tokenizer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_residual.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("bench_oracle_residual", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_oracle_adds_each_focus_object_to_its_images_first_or_every_slot_at_the_hidden_norm_on_the_prompt_only():
-    oracle = _script()
+    oracle = load_benchmark("oracle_residual")
     cfg = config()  # the default job: the tiny world's backbones
     model, tok = build_model(cfg.model, cfg.seed)
     prompts = sample_tokenizer(cfg.data, tok, model)

@@ -3,7 +3,6 @@ benchmarks/results/ — no number in the docs without a file a command wrote."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -14,16 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their shared helper as run from there
+from benchmark_script import load_benchmark as _script  # noqa: E402  (puts benchmarks/ on sys.path)
 from doc_blocks import read_block  # noqa: E402
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
