@@ -180,3 +180,14 @@ def test_a_warm_started_run_loads_without_its_warm_start_and_its_base_is_the_bas
     fresh, _ = build_model(cfg.model, cfg.seed)
     init = fresh.trainable_parameters()
     assert all(torch.equal(p, init[n]) for n, p in base.trainable_parameters().items())
+
+
+def test_answer_length_defaults_to_the_runs_own_setting(run_and_demon, tmp_path):
+    """Without --max-new-tokens a (base-only) evaluation answers under the run's evaluate.max_new_tokens, the
+    limit of its end-of-training evaluation, so base and adapter scores of one run are comparable."""
+    run, demon, (_, _, cfg) = run_and_demon
+    args = ["--run", str(run), "--base-only", "--demon", str(demon / "detail_qa"), "--limit", "1", "--no-progress"]
+    default = main([*args, "--out", str(tmp_path / "default.json")])
+    assert default["settings"]["max_new_tokens"] == cfg.evaluate.max_new_tokens != 32
+    given = main([*args, "--out", str(tmp_path / "given.json"), "--max-new-tokens", "5"])
+    assert given["settings"]["max_new_tokens"] == 5

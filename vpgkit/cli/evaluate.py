@@ -53,7 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictions", type=Path, default=None, help="predictions JSONL (default: next to --out)"
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=32, help="answer length limit in tokens (default: 32)"
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="answer length limit in tokens (default: the run's evaluate.max_new_tokens, as its own "
+        "end-of-training evaluation used)",
     )
     parser.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default: 8)")
     parser.add_argument("--limit", type=int, default=None, help="first N samples of each task (default: all)")
@@ -123,10 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     predictions = args.predictions or out.with_name(out.stem + ".predictions.jsonl")
 
     model, tokenizer, cfg, adapter = load_run(args.run, args.base_only)
+    # the run's own setting by default, so a base-only evaluation answers under the adapter's limits
+    max_new_tokens = args.max_new_tokens or cfg.evaluate.max_new_tokens
     max_length = args.max_length
     if max_length is None:
         context = max_positions(model.llm)
-        max_length = context - args.max_new_tokens if context else cfg.data.max_length
+        max_length = context - max_new_tokens if context else cfg.data.max_length
     prompts = sample_tokenizer(dataclasses.replace(cfg.data, max_length=max_length), tokenizer, model)
     identity = {"run": str(args.run.resolve()), "adapter": str(adapter.resolve()) if adapter else None}
     results = evaluate_demon(
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prompts,
         task_files,
         batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         limit=args.limit,
         predictions_path=predictions,
         settings=identity,
