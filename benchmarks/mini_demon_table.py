@@ -43,6 +43,8 @@ no-vision rule computed from the task files):
     python benchmarks/mini_demon_table.py --readme                    # README block from the JSON only
 
 Runs whose evaluation is already in ``--out`` are collected, not rerun (an interrupted experiment resumes).
+``--trained-runs DIR`` trains nothing: it evaluates the runs an earlier table trained in ``DIR`` on this job's
+mini-DEMON (after the evaluation changed; training on one machine is deterministic, so this equals rerunning).
 
 Writes ``benchmarks/results/mini_demon.json`` (every run's per-task scores and controls, the command,
 wall times) and prints the tables; ``--readme`` rewrites the README block between
@@ -56,6 +58,8 @@ import functools
 import json
 import math
 import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -180,8 +184,8 @@ LEGACY_DEFAULT_JOB = {"n_edits": 1000, "max_steps": 1000}
 
 @functools.cache
 def default_job() -> dict[str, int]:
-    """Synthetic samples and training steps of the default job, from the config Hydra composes for
-    ``python -m vpgkit.train`` (recipe ``vpgc``)."""
+    """Synthetic samples, training steps and mini-DEMON samples per task of the default job, from the config
+    Hydra composes for ``python -m vpgkit.train`` (recipe ``vpgc``)."""
     from hydra import compose, initialize_config_module
 
     from vpgkit.config import register_schema
@@ -189,7 +193,12 @@ def default_job() -> dict[str, int]:
     register_schema()  # the recipes' defaults name vpgkit's structured schema
     with initialize_config_module(config_module="vpgkit.recipes", version_base=None):
         cfg = compose(config_name="train", overrides=["recipe=vpgc"])
-    return {"n_edits": int(cfg.data.prepare.n_edits), "max_steps": int(cfg.trainer.max_steps)}
+    prepare = cfg.data.prepare
+    return {
+        "n_edits": int(prepare.n_edits),
+        "max_steps": int(cfg.trainer.max_steps),
+        "n_eval": int(prepare.n_eval),
+    }
 
 
 def _runs(args) -> list[tuple[str, int, list[str]]]:
@@ -207,7 +216,43 @@ def _runs(args) -> list[tuple[str, int, list[str]]]:
     return runs
 
 
-def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[str]) -> subprocess.Popen:
+def _reevaluation(tag: str, seed: int, run_dir: Path, trained: Path) -> list[str]:
+    """The command that evaluates the run trained in ``trained`` (an earlier table's run directory) on this
+    job's mini-DEMON, instead of training it again: the seed's mini-DEMON at the recipe's ``n_eval`` in
+    ``run_dir/data``, the adapter, and for (c) the base model. ``run_dir/checkpoints`` links to the trained
+    run's (its loss curve) and its ``wall_seconds.json`` is copied (the wall time of its training)."""
+    for need in ("adapter", ".hydra/config.yaml", "checkpoints/latest.json"):
+        if not (trained / need).exists():
+            raise SystemExit(
+                f"--trained-runs: {trained} has no {need} (expected a finished run of this table)"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "checkpoints").exists():
+        (run_dir / "checkpoints").symlink_to(trained.resolve() / "checkpoints")
+    if (trained / "wall_seconds.json").is_file():
+        shutil.copyfile(trained / "wall_seconds.json", run_dir / "wall_seconds.json")
+    demon = run_dir / "data" / "mini_demon"
+    make = (f"from synthetic.world.mini_demon import make_mini_demon; make_mini_demon({str(demon)!r}, "
+            f"seed={seed}, per_task={default_job()['n_eval']}, progress=False)")  # fmt: skip
+    evaluate = [
+        sys.executable,
+        "-m",
+        "vpgkit.evaluate",
+        "--run",
+        str(trained),
+        "--demon",
+        str(demon),
+        "--no-progress",
+    ]
+    steps = [[sys.executable, "-c", make], [*evaluate, "--out", f"{run_dir}/eval/results.json"]]
+    if tag == "c":
+        steps.append([*evaluate, "--base-only", "--out", f"{run_dir}/eval/base_results.json"])
+    return ["sh", "-c", " && ".join(shlex.join(step) for step in steps)]
+
+
+def _launch(
+    tag: str, seed: int, overrides: list[str], out: Path, extra: list[str], trained: Path | None = None
+) -> subprocess.Popen:
     run_dir = out / f"{tag}_seed{seed}"
     overrides = [o.replace("{out}", str(out)) for o in overrides]  # other braces are Hydra dicts
     cmd = [sys.executable, "-m", "vpgkit.train", "recipe=vpgc", f"seed={seed}", f"output_dir={run_dir}",
@@ -215,6 +260,8 @@ def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[st
     if tag == "c":  # then (a): the same model without the adapter, on the same files
         cmd = ["sh", "-c", " ".join(cmd) + f" && {sys.executable} -m vpgkit.evaluate --run {run_dir} --base-only"
                f" --out {run_dir}/eval/base_results.json --no-progress --demon {run_dir}/data/mini_demon"]  # fmt: skip
+    if trained is not None:
+        cmd = _reevaluation(tag, seed, run_dir, trained / run_dir.name)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = open(out / f"{tag}_seed{seed}.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -225,6 +272,7 @@ def _launch(tag: str, seed: int, overrides: list[str], out: Path, extra: list[st
         "log": log,
         "start": time.perf_counter(),
         "cmd": cmd,
+        "trained": trained is not None,
     }
     return proc
 
@@ -322,7 +370,7 @@ def _run_all(args, out: Path) -> dict:
             pending.append((tag, seed, overrides))
     while pending or running:
         while pending and len(running) < args.jobs:
-            running.append(_launch(*pending.pop(0), out, args.extra))
+            running.append(_launch(*pending.pop(0), out, args.extra, args.trained_runs))
         time.sleep(2)
         for proc in [p for p in running if p.poll() is not None]:
             running.remove(proc)
@@ -335,7 +383,8 @@ def _run_all(args, out: Path) -> dict:
             wall = time.perf_counter() - m["start"]
             key = f"{m['tag']}_seed{m['seed']}"
             # kept beside the run, so that a later invocation that collects it still reports it
-            (m["dir"] / "wall_seconds.json").write_text(json.dumps(round(wall, 1)) + "\n")
+            if not m["trained"]:
+                (m["dir"] / "wall_seconds.json").write_text(json.dumps(round(wall, 1)) + "\n")
             results.update(_record(m["tag"], m["seed"], m["dir"]))
             print(f"done {key} in {wall:.0f} s", flush=True)
     return results
@@ -529,6 +578,11 @@ def main() -> None:
     parser.add_argument("--extra", nargs="*", default=[], help="more overrides for every training run")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true", help="add to the runs already in --results")
+    parser.add_argument(
+        "--trained-runs", type=Path, default=None, metavar="DIR",
+        help="do not train: evaluate the runs an earlier table trained in DIR (its --out) on this job's "
+        "mini-DEMON (e.g. after the recipe's n_eval changed); wall times stay those of their training",
+    )  # fmt: skip
     parser.add_argument("--readme", action="store_true", help="only rewrite the README block from --results")
     parser.add_argument("--write-block", nargs=2, metavar=("PAGE", "NAME"),
                         help="only rewrite block NAME of PAGE (e.g. docs/tiny_world.md) from --results")  # fmt: skip

@@ -186,7 +186,16 @@ def test_answer_length_defaults_to_the_runs_own_setting(run_and_demon, tmp_path)
     """Without --max-new-tokens a (base-only) evaluation answers under the run's evaluate.max_new_tokens, the
     limit of its end-of-training evaluation, so base and adapter scores of one run are comparable."""
     run, demon, (_, _, cfg) = run_and_demon
-    args = ["--run", str(run), "--base-only", "--demon", str(demon / "detail_qa"), "--limit", "1", "--no-progress"]
+    args = [
+        "--run",
+        str(run),
+        "--base-only",
+        "--demon",
+        str(demon / "detail_qa"),
+        "--limit",
+        "1",
+        "--no-progress",
+    ]
     default = main([*args, "--out", str(tmp_path / "default.json")])
     assert default["settings"]["max_new_tokens"] == cfg.evaluate.max_new_tokens != 32
     given = main([*args, "--out", str(tmp_path / "given.json"), "--max-new-tokens", "5"])

@@ -130,6 +130,7 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
     assert table.default_job() == {
         "n_edits": 3000,
         "max_steps": 2000,
+        "n_eval": 300,
     }  # what `python -m vpgkit.train` composes
     # the scaling runs are multiples of the default job's synthetic samples
     args = type("Args", (), {"seeds": [0], "variants": ["c"], "scaling": True, "scaling_seeds": [0]})
@@ -142,6 +143,32 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
                                       "--results", str(RESULTS / "mini_demon_world_v6_1k.json")])  # fmt: skip
     with pytest.raises(SystemExit):
         table.main()
+
+
+def test_mini_demon_table_reevaluates_trained_runs_without_training_them(tmp_path):
+    """--trained-runs: the command makes this job's mini-DEMON and evaluates the trained adapter (and, for (c),
+    the base model) on it; the run's loss curve and training wall time come from the trained run."""
+    table = _script("mini_demon_table")
+    trained = tmp_path / "old" / "c_seed3"
+    for need in ("adapter", ".hydra", "checkpoints"):
+        (trained / need).mkdir(parents=True)
+    (trained / ".hydra" / "config.yaml").write_text("{}")
+    (trained / "checkpoints" / "latest.json").write_text('{"checkpoint": "step_000001"}')
+    (trained / "wall_seconds.json").write_text("326.1\n")
+    run_dir = tmp_path / "new" / "c_seed3"
+    shell, flag, script = table._reevaluation("c", 3, run_dir, trained)
+    assert (shell, flag) == ("sh", "-c") and "vpgkit.train" not in script
+    steps = script.split(" && ")
+    assert "make_mini_demon(" in steps[0] and "seed=3, per_task=300" in steps[0]
+    assert f"--run {trained}" in steps[1] and f"--out {run_dir}/eval/results.json" in steps[1]
+    assert "--base-only" not in steps[1] and "--base-only" in steps[2] and len(steps) == 3
+    assert (run_dir / "checkpoints" / "latest.json").is_file()
+    assert (run_dir / "wall_seconds.json").read_text() == "326.1\n"
+    other = table._reevaluation("e", 3, tmp_path / "new" / "e_seed3", trained)[2]  # not (c): no base model
+    assert len(other.split(" && ")) == 2 and "--base-only" not in other
+    (trained / "adapter").rmdir()
+    with pytest.raises(SystemExit, match="has no adapter"):
+        table._reevaluation("c", 3, run_dir, trained)
 
 
 def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(

@@ -1,0 +1,111 @@
+"""How much of mini-DEMON's best no-vision rule comes from the size of the file it scores.
+
+A model's gain over the no-vision baseline, and the issue's both-blank check, compare it with the *best* of
+several text-only rules (:mod:`vpgkit.evaluation.controls`), each scored on the file being evaluated. The
+maximum of several noisy scores sits above what each rule is worth, by more on a small file. This script
+scores the rules on mini-DEMON files of several sizes, built by the default job's generator
+(:func:`synthetic.world.mini_demon.make_mini_demon`) for the default job's seeds, so the inflation is measured.
+A sample does not depend on the file's size: the first 100 samples of a 1000-sample file are the 100-sample file.
+
+    python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: about 2 min
+    python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
+
+Writes ``benchmarks/results/no_vision_rules.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from doc_blocks import write_block
+from results_file import git_commit, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "no_vision_rules.json"
+DOCS = ROOT / "docs" / "tiny_world.md"
+BLOCK = "no-vision-rules"
+TASKS = ("difference", "which_image", "detail_question", "cloze")
+
+
+def score_rules(sizes: list[int], seeds: list[int]) -> dict:
+    """Per task and size: each seed's best rule and every rule's score (percent, the task's metric)."""
+    from synthetic.world.mini_demon import make_mini_demon
+    from vpgkit.evaluation import load_task
+    from vpgkit.evaluation.controls import no_vision_baselines
+
+    tasks: dict[str, dict] = {t: {str(n): {"best": [], "rules": {}} for n in sizes} for t in TASKS}
+    for seed in seeds:
+        for n in sizes:
+            with tempfile.TemporaryDirectory() as folder:
+                make_mini_demon(folder, seed=seed, per_task=n, tasks=TASKS, controls=False, progress=False)
+                for task in TASKS:
+                    baselines = no_vision_baselines(load_task(Path(folder) / task))
+                    entry = tasks[task][str(n)]
+                    entry["best"].append({"rule": baselines["best"]["rule"],
+                                          "score": round(baselines["best"]["score"], 2)})  # fmt: skip
+                    for rule, score in baselines["rules"].items():
+                        entry["rules"].setdefault(rule, []).append(round(score, 2))
+            print(f"seed {seed}, {n} samples: " + ", ".join(
+                f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f}" for t in TASKS), flush=True)  # fmt: skip
+    return tasks
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def docs_block(results: dict) -> str:
+    """The markdown table of ``results``: the best rule's score per size, and the best single rule."""
+    sizes = results["sizes"]
+    largest = str(max(sizes))
+    lines = [
+        f"Best no-vision rule of the file, mean ± std over seeds {results['seeds']} (percent; ROUGE-L for "
+        "difference, accuracy otherwise), by samples per task; last column: the rule with the best mean on "
+        f"{largest} samples, scored alone on {largest}:",
+        "",
+        "| task | "
+        + " | ".join(f"best rule, {n} samples" for n in sizes)
+        + f" | best single rule ({largest}) |",
+        "|---|" + "---|" * (len(sizes) + 1),
+    ]
+    for task in TASKS:
+        per_size = results["tasks"][task]
+        cells = [_mean_std([b["score"] for b in per_size[str(n)]["best"]]) for n in sizes]
+        rules = per_size[largest]["rules"]
+        single = max(rules, key=lambda r: statistics.mean(rules[r]))
+        cells.append(f"{_mean_std(rules[single])} ({single})")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    lines += ["", f"Made by: `{results['command']}`"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="samples per task")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="mini-DEMON seeds")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument(
+        "--docs", action="store_true", help=f"rewrite {DOCS.name}'s block from --out; no scoring"
+    )
+    args = parser.parse_args()
+    if args.docs:
+        write_block(DOCS, BLOCK, docs_block(json.loads(args.out.read_text())))
+        return
+    if min(args.sizes) < 2 or len(args.seeds) < 2:
+        parser.error("--sizes must be ≥ 2 (leave-one-out rules) and --seeds needs two or more (a std)")
+    command = "python benchmarks/no_vision_rules.py --sizes " + " ".join(map(str, args.sizes))
+    command += " --seeds " + " ".join(map(str, args.seeds))
+    results = {"command": command, "commit": git_commit(ROOT), "sizes": args.sizes, "seeds": args.seeds,
+               "tasks": score_rules(args.sizes, args.seeds)}  # fmt: skip
+    write_results(args.out, results, indent=1)
+    print(docs_block(results))
+
+
+if __name__ == "__main__":
+    main()
