@@ -277,9 +277,24 @@ def _launch(
     return proc
 
 
+def _off_choice(predictions: list[dict]) -> dict[str, dict[str, float]]:
+    """Per choice task and evaluation (``real`` images or a control): the percentage of answers that name
+    none of the sample's options (the evaluator's ``choice_rule`` ``none``), which score 0 whatever the gold."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for record in predictions:
+        if "choice_rule" in record:
+            task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
+            tally = counts.setdefault(task, {}).setdefault(kind or "real", [0, 0])
+            tally[0] += record["choice_rule"] == "none"
+            tally[1] += 1
+    return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
+
+
 def _controls(path: Path) -> dict:
-    """Per task: score, both-blank, image-2-replaced, subsets, best no-vision rule and gain."""
-    controls = json.loads(path.read_text())["controls"]
+    """Per task: score, both-blank, image-2-replaced, subsets, best no-vision rule and gain, and for choice
+    tasks the answers naming no option."""
+    results = json.loads(path.read_text())
+    controls, off_choice = results["controls"], _off_choice(results.get("predictions", []))
     out = {}
     for task in TASKS:
         c = controls[task]
@@ -290,6 +305,8 @@ def _controls(path: Path) -> dict:
             "no_vision": c["no_vision"]["best"],
             "gain_over_no_vision": c["gain_over_no_vision"],
         }
+        if task in off_choice:
+            out[task]["off_choice"] = off_choice[task]
     return out
 
 
@@ -464,6 +481,15 @@ def tables(data: dict) -> str:
         for v in present:
             cells = [_mean_std(_values(runs, v, lambda t, task=task, k=k: t[task]["subsets"].get(k)))
                      for task, k in kinds]  # fmt: skip
+            lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
+    choice = [task for task in DETAIL if any("off_choice" in r["tasks"][task] for r in runs.values())]
+    if choice:
+        lines += ["", "Answers naming none of the options (same runs; percent of each evaluation, scored 0):", "",
+                  "| variant | " + " | ".join(f"{t} | {t} blank" for t in choice) + " |",
+                  "|---" * (2 * len(choice) + 1) + "|"]  # fmt: skip
+        for v in present:
+            cells = [_mean_std(_values(runs, v, lambda t, task=task, k=k: t[task].get("off_choice", {}).get(k)))
+                     for task in choice for k in ("real", "both_blank")]  # fmt: skip
             lines.append(f"| {label(v)} | " + " | ".join(cells) + " |")
     if set(CHECKED) & set(present):
         lines += ["", "What the issue asks of (c), per task (differences of seed means; 2σ = twice the larger seed std):",

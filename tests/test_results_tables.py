@@ -173,6 +173,21 @@ def test_mini_demon_table_reevaluates_trained_runs_without_training_them(tmp_pat
         table._reevaluation("c", 3, run_dir, trained)
 
 
+def test_mini_demon_table_counts_answers_naming_no_option_per_task_and_control():
+    table = _script("mini_demon_table")
+    records = [
+        {"task": "cloze", "choice_rule": "exact"},
+        {"task": "cloze", "choice_rule": "none"},
+        {"task": "cloze__both_blank", "choice_rule": "none"},
+        {"task": "mini_demon_which_image", "choice_rule": "letter"},
+        {"task": "difference"},  # no choice list: not counted
+    ]
+    assert table._off_choice(records) == {
+        "cloze": {"real": 50.0, "both_blank": 100.0},
+        "which_image": {"real": 0.0},
+    }
+
+
 def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(
     tmp_path, monkeypatch
 ):
