@@ -61,6 +61,8 @@ from doc_blocks import read_block  # noqa: E402
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v7_seed1.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-detail-mix",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_detail_mix.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v9-n100",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v9_n100.json").read_text()))),
         ("no_vision_rules", "docs/tiny_world.md", "no-vision-rules",
          lambda m: m.docs_block(json.loads((RESULTS / "no_vision_rules.json").read_text()))),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics-rowcol-cells03-seed1",
