@@ -7,7 +7,7 @@ scores the rules on mini-DEMON files of several sizes, built by the default job'
 (:func:`synthetic.world.mini_demon.make_mini_demon`) for the default job's seeds, so the inflation is measured.
 A sample does not depend on the file's size: the first 100 samples of a 1000-sample file are the 100-sample file.
 
-    python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: about 2 min
+    python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: a few minutes
     python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
 
 Writes ``benchmarks/results/no_vision_rules.json``.
