@@ -49,6 +49,7 @@ ROWCOL: dict[str, Any] = SUMMARY_DIFFERENCE | {
     "length_groups": 4,
     "layout": {"row_column_slots": True},
 }
+HEADS8 = {"num_attention_heads": 8, "num_key_value_heads": 8}
 WHICH40 = {"caption": 0.12, "detail_question": 0.16, "difference": 0.16, "which_image": 0.4, "cloze": 0.16}
 # name → (description, train_language_model keyword arguments). "summary" is world v5's recipe, "summary_w01"
 # the shipped world v6's.
@@ -174,6 +175,17 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss on difference documents too "
         "(the named region's cell)",
         ROWCOL | {"asked_cells": 1.0, "asked_cell_tasks": ("detail_question", "difference")},
+    ),
+    # The position misses that remain are binding misses (the question's object read from another shown slot)
+    # and difference questions compare two slots: both are routing, and the LM has 4 heads of 32 dims per
+    # layer for every read the tasks need. 8 heads of 16 cost ~4% step time (1 thread, scratch timing).
+    "summary_difference_colours_groups4_heads8": (
+        "as summary_difference_colours_groups4 (world v9's recipe), with 8 attention heads of 16 dims (4 of 32)",
+        SUMMARY_DIFFERENCE | {"pair_colours": 1.0, "length_groups": 4, "llm_shape": HEADS8},
+    ),
+    "summary_difference_colours_groups4_rowcol_cells03_heads8": (
+        "as summary_difference_colours_groups4_rowcol_cells03, with 8 attention heads of 16 dims (4 of 32)",
+        ROWCOL | {"asked_cells": 0.3, "llm_shape": HEADS8},
     ),
 }
 COLUMNS = [

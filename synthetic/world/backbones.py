@@ -61,6 +61,7 @@ __all__ = [
     "CELL_TASKS",
     "COMPARE_LAYER",
     "INJECT_LAYER",
+    "LM_HEADS",
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
     "PAIR_COLOUR_TASKS",
@@ -139,17 +140,22 @@ class StageResult:
     losses: list[float]
 
 
-def world_llama_config(vocab_size: int) -> LlamaConfig:
-    """The shipped tiny LLaMA: 6 layers × 128 wide (D_llm = 128), 512 positions."""
-    return tiny_llama_config(
-        vocab_size,
+LM_HEADS = 4  # the world LM's attention heads (32 dims each) in every shipped world
+
+
+def world_llama_config(vocab_size: int, **overrides) -> LlamaConfig:
+    """The shipped tiny LLaMA: 6 layers × 128 wide (D_llm = 128), 4 heads, 512 positions; ``overrides``:
+    LlamaConfig fields to change (``benchmarks/lm_variants.py`` tries other shapes)."""
+    shape = dict(
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=6,
-        num_key_value_heads=4,
+        num_attention_heads=LM_HEADS,
+        num_key_value_heads=LM_HEADS,
         max_position_embeddings=512,
         initializer_range=0.05,
     )
+    return tiny_llama_config(vocab_size, **{**shape, **overrides})
 
 
 def _optimise(
@@ -802,6 +808,7 @@ def train_language_model(
     asked_cells: float = 0.0,
     asked_cell_tasks: tuple[str, ...] = CELL_TASKS,
     processes: int = 1,
+    llm_shape: dict[str, int] | None = None,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """Train the tiny LLaMA on :func:`lm_example` documents (loss on the answers).
 
@@ -834,15 +841,16 @@ def train_language_model(
     the documents it reads (:func:`asked_cell_label`).
     ``processes`` > 1 trains data-parallel (:mod:`synthetic.world.data_parallel`: each process one thread
     and ``batch_size / processes`` documents of each batch): the mean of the processes' losses, other bits
-    than one process.
+    than one process. ``llm_shape``: :func:`world_llama_config` overrides (None: the shipped shape).
     """
     options = dict(
         tokenizer=tokenizer, seed=seed, steps=steps, batch_size=batch_size, lr=lr, log=log,
         question_summary=question_summary, summary_tasks=summary_tasks, task_weights=task_weights,
         which_forms=which_forms, layout=layout, compare=compare, length_groups=length_groups,
         pair_colours=pair_colours, asked_cells=asked_cells, asked_cell_tasks=asked_cell_tasks,
+        llm_shape=llm_shape or {},
     )  # fmt: skip
-    fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer)))
+    fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer), **(llm_shape or {})))
     model, result = _run_stage(_train_language_model, processes, fresh, **options)
     return model.eval().requires_grad_(False), result
 
@@ -887,11 +895,12 @@ def _train_language_model(
     pair_colours: float,
     asked_cells: float,
     asked_cell_tasks: tuple[str, ...],
+    llm_shape: dict[str, int],
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """:func:`train_language_model` on this ``shard``'s documents of each batch."""
     offset, count = shard.rows(batch_size)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(world_llama_config(len(tokenizer)))
+    model = LlamaForCausalLM(world_llama_config(len(tokenizer), **llm_shape))
     model.train()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
