@@ -171,6 +171,10 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss at weight 0.3",
         ROWCOL | {"asked_cells": 0.3},
     ),
+    "summary_difference_colours_groups4_rowcol_cells01": (
+        "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss at weight 0.1",
+        ROWCOL | {"asked_cells": 0.1},
+    ),
     "summary_difference_colours_groups4_rowcol_cells_difference": (
         "as summary_difference_colours_groups4_rowcol_cells, the asked-cell loss on difference documents too "
         "(the named region's cell)",
