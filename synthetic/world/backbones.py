@@ -848,7 +848,7 @@ def train_language_model(
         question_summary=question_summary, summary_tasks=summary_tasks, task_weights=task_weights,
         which_forms=which_forms, layout=layout, compare=compare, length_groups=length_groups,
         pair_colours=pair_colours, asked_cells=asked_cells, asked_cell_tasks=asked_cell_tasks,
-        llm_shape=llm_shape or {},
+        llm_shape=llm_shape,
     )  # fmt: skip
     fresh = functools.partial(LlamaForCausalLM, world_llama_config(len(tokenizer), **(llm_shape or {})))
     model, result = _run_stage(_train_language_model, processes, fresh, **options)
@@ -895,12 +895,12 @@ def _train_language_model(
     pair_colours: float,
     asked_cells: float,
     asked_cell_tasks: tuple[str, ...],
-    llm_shape: dict[str, int],
+    llm_shape: dict[str, int] | None,
 ) -> tuple[LlamaForCausalLM, StageResult]:
     """:func:`train_language_model` on this ``shard``'s documents of each batch."""
     offset, count = shard.rows(batch_size)
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(world_llama_config(len(tokenizer), **llm_shape))
+    model = LlamaForCausalLM(world_llama_config(len(tokenizer), **(llm_shape or {})))
     model.train()
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     summary = QuestionSummaryHead(model.config.hidden_size) if question_summary > 0 else None
