@@ -182,7 +182,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # The position misses that remain are binding misses (the question's object read from another shown slot)
     # and difference questions compare two slots: both are routing, and the LM has 4 heads of 32 dims per
-    # layer for every read the tasks need. 8 heads of 16 cost 12% more training CPU (1276 against 1138 s).
+    # layer for every read the tasks need. (Measured: it does not help.)
     "summary_difference_colours_groups4_rowcol_cells03_heads8": (
         "as summary_difference_colours_groups4_rowcol_cells03, with 8 attention heads of 16 dims (4 of 32)",
         ROWCOL | {"asked_cells": 0.3, "llm_shape": HEADS8},

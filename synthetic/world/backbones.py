@@ -61,7 +61,6 @@ __all__ = [
     "CELL_TASKS",
     "COMPARE_LAYER",
     "INJECT_LAYER",
-    "LM_HEADS",
     "LM_TASK_WEIGHTS",
     "NUM_SLOTS",
     "PAIR_COLOUR_TASKS",
@@ -140,9 +139,6 @@ class StageResult:
     losses: list[float]
 
 
-LM_HEADS = 4  # the world LM's attention heads (32 dims each) in every shipped world
-
-
 def world_llama_config(vocab_size: int, **overrides) -> LlamaConfig:
     """The shipped tiny LLaMA: 6 layers × 128 wide (D_llm = 128), 4 heads, 512 positions; ``overrides``:
     LlamaConfig fields to change (``benchmarks/lm_variants.py`` tries other shapes)."""
@@ -150,8 +146,8 @@ def world_llama_config(vocab_size: int, **overrides) -> LlamaConfig:
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=6,
-        num_attention_heads=LM_HEADS,
-        num_key_value_heads=LM_HEADS,
+        num_attention_heads=4,
+        num_key_value_heads=4,
         max_position_embeddings=512,
         initializer_range=0.05,
     )

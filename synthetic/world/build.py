@@ -32,7 +32,6 @@ import torch
 
 from ..storage import atomic_write_json
 from .backbones import (
-    LM_HEADS,
     QUESTION_TASKS,
     SUMMARY_TASKS,
     DocumentLayout,
@@ -180,7 +179,6 @@ def build(
     pair_colours: float = 0.0,
     row_column_slots: bool = False,
     asked_cells: float = 0.0,
-    heads: int = LM_HEADS,
     processes: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
@@ -200,8 +198,7 @@ def build(
     ``row_column_slots``: the LM's object slots name a row and a column for every position
     (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
     :func:`slot_layout` finds it for the diagnostics. ``asked_cells``: weight of the LM's
-    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off). ``heads``: the LM's attention heads
-    (:data:`LM_HEADS` in every shipped world; the width stays 128, so more heads are narrower).
+    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off).
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
     (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
     uses 2).
@@ -239,7 +236,6 @@ def build(
             layout=layout,
             asked_cells=asked_cells,
             processes=processes,
-            llm_shape={"num_attention_heads": heads, "num_key_value_heads": heads},
         )
         vit, trained["vision_encoder"] = train_vision_encoder(
             seed, steps["vit"], log=log, processes=processes
@@ -299,7 +295,6 @@ def build(
         **({"lm_pair_colours": pair_colours} if pair_colours else {}),
         **({"lm_row_column_slots": True} if layout.row_column_slots else {}),
         **({"lm_asked_cells": asked_cells} if asked_cells else {}),
-        **({"lm_heads": heads} if heads != LM_HEADS else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -382,11 +377,6 @@ def main(argv: list[str] | None = None) -> int:
         "the object a detail question asks about, with this loss weight (0: off; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--lm-heads", type=int, default=LM_HEADS, metavar="N",
-        help=f"the LM's attention heads (default {LM_HEADS}, every shipped world; the width stays 128, so "
-        "each head is 128 / N wide)",
-    )  # fmt: skip
-    parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
         "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
@@ -394,8 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.processes < 1:
         parser.error(f"--processes: expected a positive number of processes, got {args.processes}")
-    if args.lm_heads < 1 or 128 % args.lm_heads:
-        parser.error(f"--lm-heads: expected a divisor of the LM's width 128, got {args.lm_heads}")
     if args.lm_length_groups < 1:
         parser.error(f"--lm-length-groups: expected a positive number of groups, got {args.lm_length_groups}")
     summary_tasks = tuple(t for t in QUESTION_TASKS if t in args.lm_question_summary_tasks)
@@ -412,7 +400,6 @@ def main(argv: list[str] | None = None) -> int:
         ("--lm-pair-colours", args.lm_pair_colours),
         ("--lm-row-column-slots", args.lm_row_column_slots),
         ("--lm-asked-cells", args.lm_asked_cells),
-        ("--lm-heads", args.lm_heads != LM_HEADS),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -423,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
         compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
         row_column_slots=args.lm_row_column_slots, asked_cells=args.lm_asked_cells, processes=args.processes,
-        heads=args.lm_heads,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -447,8 +433,6 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append("--lm-row-column-slots")
     if args.lm_asked_cells:
         cmd.append(f"--lm-asked-cells {args.lm_asked_cells:g}")
-    if args.lm_heads != LM_HEADS:
-        cmd.append(f"--lm-heads {args.lm_heads}")
     if args.processes != 1:
         cmd.append(f"--processes {args.processes}")
     if args.reuse_backbones is not None:
