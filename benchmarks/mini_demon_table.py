@@ -119,6 +119,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # What it scores with blank images is what this data teaches without vision, a fairer reference for
     # (c)'s both-blank scores than the rules, which pick the best answer per file knowing the gold answers.
     "n": ("(n) (c) trained on blank images", ["++data.prepare.blank_images=true"]),
+    # (c) with a tenth of its synthetic pairs shown blank (same texts, no fetch box): does answering with nothing
+    # to see, during training, keep the blank-image answers among the question's options?
+    "cb": ("(cb) (c) with 10% of the synthetic pairs blank", ["++data.prepare.blank_fraction=0.1"]),
     # A diagnostic pair, not the default job.
     "f": ("(f) VPG-C + detail-question synthetic only", DETAIL_ONLY),
     "g": ("(g) ... (f) with no guidance", [*DETAIL_ONLY, "+model.vpgc_overrides.guidance=false"]),

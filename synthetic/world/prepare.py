@@ -58,6 +58,7 @@ __all__ = [
 
 PREPARE_STREAM = 200  # training scenes: make_scene(seed * 1000 + 200, i)
 SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
+BLANK_STREAM = 202  # which discriminative samples are drawn blank (``blank_fraction``)
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
 FORMAT_VERSION = 2
@@ -135,6 +136,7 @@ def make_default_data(
     progress: bool = True,
     tasks: dict[str, float] | None = None,
     blank_images: bool = False,
+    blank_fraction: float = 0.0,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -152,6 +154,11 @@ def make_default_data(
         blank_images: a control: every training image (captions and synthetic pairs) is drawn with its
             objects removed, the texts unchanged, so a model trained on it learns what the text alone
             teaches. mini-DEMON keeps its real images.
+        blank_fraction: this fraction of the discriminative samples (drawn per sample, independently of
+            the other choices, so the rest are the same samples as without it) show every image blank,
+            with the same texts and no ``fetch_box``. With nothing to see, the target answer is
+            unpredictable from the pixels, so these samples teach the adapter only how to answer when it
+            sees nothing: with the question's own options, not another task's answers.
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -164,6 +171,8 @@ def make_default_data(
         raise ValueError(
             f"make_default_data: tasks must map some of {sorted(SYNTHETIC_TASKS)} to positive weights, got {tasks}"
         )
+    if not 0.0 <= blank_fraction < 1.0:
+        raise ValueError(f"make_default_data: blank_fraction must be in [0, 1), got {blank_fraction!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
@@ -214,8 +223,10 @@ def make_default_data(
             wanted["tasks"] = tasks
         if blank_images:
             wanted["blank_images"] = True
+        if blank_fraction:
+            wanted["blank_fraction"] = blank_fraction
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(out, seed, n_images, n_edits, progress, tasks, blank_images)
+            _make_synthetic(out, seed, n_images, n_edits, progress, tasks, blank_images, blank_fraction)
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -267,6 +278,7 @@ def _make_synthetic(
     progress: bool,
     tasks: dict[str, float],
     blank_images: bool = False,
+    blank_fraction: float = 0.0,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -282,17 +294,22 @@ def _make_synthetic(
         scene = scenes[j % n_images]
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING, pick)
+        # a separate stream, so that blank_fraction leaves every other sample as it was
+        blank_pair = bool(blank_fraction) and np.random.default_rng([seed, BLANK_STREAM, j]).random() < blank_fraction
         images = []
         for k, shown in enumerate(instance.scenes, 1):
-            if shown == scene:  # the unedited training image
+            if shown == scene and not blank_pair:  # the unedited training image
                 images.append(f"images/{scene.index:06d}.png")
             else:
                 images.append(f"synthetic/{j:06d}_{k}.png")
-                drawn = shown.with_objects(()) if blank_images else shown
+                drawn = shown.with_objects(()) if blank_images or blank_pair else shown
                 atomic_write_bytes(out / images[-1], _png(render(drawn)[0]))
         user = render_text(instance, lambda _: "<image>")
-        box = [round(v / scene.size, 6) for v in instance.named.box]  # the object the instruction asks about
+        meta = {"task": task, "subsets": instance.subsets, "scene": scene.index, "target_cell": instance.target.cell}
+        if blank_pair:  # nothing to fetch: no fetch_box
+            meta["blank"] = True
+        else:
+            meta["fetch_box"] = [round(v / scene.size, 6) for v in instance.named.box]  # the object asked about
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
-                              meta={"task": task, "subsets": instance.subsets, "scene": scene.index,
-                                    "target_cell": instance.target.cell, "fetch_box": box}))  # fmt: skip
+                              meta=meta))  # fmt: skip
     write_samples_jsonl(samples, out / "synthetic.jsonl")
