@@ -295,7 +295,8 @@ def _make_synthetic(
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING, pick)
         # a separate stream, so that blank_fraction leaves every other sample as it was
-        blank_pair = bool(blank_fraction) and np.random.default_rng([seed, BLANK_STREAM, j]).random() < blank_fraction
+        draw = np.random.default_rng([seed, BLANK_STREAM, j]).random() if blank_fraction else 1.0
+        blank_pair = draw < blank_fraction
         images = []
         for k, shown in enumerate(instance.scenes, 1):
             if shown == scene and not blank_pair:  # the unedited training image
@@ -305,11 +306,12 @@ def _make_synthetic(
                 drawn = shown.with_objects(()) if blank_images or blank_pair else shown
                 atomic_write_bytes(out / images[-1], _png(render(drawn)[0]))
         user = render_text(instance, lambda _: "<image>")
-        meta = {"task": task, "subsets": instance.subsets, "scene": scene.index, "target_cell": instance.target.cell}
+        meta = {"task": task, "subsets": instance.subsets, "scene": scene.index,
+                "target_cell": instance.target.cell}  # fmt: skip
         if blank_pair:  # nothing to fetch: no fetch_box
             meta["blank"] = True
-        else:
-            meta["fetch_box"] = [round(v / scene.size, 6) for v in instance.named.box]  # the object asked about
+        else:  # the object the instruction asks about
+            meta["fetch_box"] = [round(v / scene.size, 6) for v in instance.named.box]
         samples.append(Sample(f"{task}-{j:06d}", images, [Turn("user", user), Turn("assistant", instance.response)],
                               meta=meta))  # fmt: skip
     write_samples_jsonl(samples, out / "synthetic.jsonl")
