@@ -74,9 +74,14 @@ def mini_demon_instance(task: str, i: int, seed: int = 0, wording: Wording = EVA
 
 
 def _write_task(
-    folder: Path, task: str, instances: list[TaskInstance], scenes: list[list[Scene]], control: dict | None
+    folder: Path,
+    task: str,
+    instances: list[TaskInstance],
+    scenes: list[list[Scene]],
+    control: dict | None,
+    wording: Wording,
 ) -> dict:
-    instructions = _instructions(task, EVAL_WORDING)
+    instructions = _instructions(task, wording)
     data = []
     for i, (instance, shown) in enumerate(zip(instances, scenes, strict=True)):
         images = []
@@ -115,6 +120,7 @@ def make_mini_demon(
     tasks: tuple[str, ...] = tuple(TASK_BUILDERS),
     controls: bool = True,
     progress: bool = True,
+    wording: Wording = EVAL_WORDING,
 ) -> dict[str, str]:
     """Write mini-DEMON under ``out_dir``; returns ``{task: path of its core.json}`` (controls included).
 
@@ -125,6 +131,9 @@ def make_mini_demon(
         tasks: which tasks (default: all five of :data:`~synthetic.world.tasks.TASK_BUILDERS`).
         controls: also write the :data:`CONTROLS` variants of the tasks they apply to.
         progress: show a tqdm bar.
+        wording: the instructions' and questions' words. mini-DEMON is :data:`EVAL_WORDING`; another
+            (e.g. ``TRAIN_WORDING``) asks the same scenes the same questions in other words, a diagnostic of
+            how much a score owes to the wording (``benchmarks/wording_shift.py``).
     """
     from tqdm.auto import tqdm
 
@@ -137,7 +146,7 @@ def make_mini_demon(
     index, paths = {}, {}
     bar = tqdm(total=len(tasks), desc="mini-DEMON", unit="task", disable=not progress)
     for task in tasks:
-        instances = [mini_demon_instance(task, i, seed) for i in range(per_task)]
+        instances = [mini_demon_instance(task, i, seed, wording) for i in range(per_task)]
         variants = {task: ([x.scenes for x in instances], None)}
         if controls and task in CONTROLS["both_blank"]:
             blank = [[s.with_objects(()) for s in x.scenes] for x in instances]
@@ -149,7 +158,7 @@ def make_mini_demon(
             ]
             variants[f"{task}__image2_replaced"] = (swapped, {"of": task, "kind": "image2_replaced"})
         for name, (scenes, control) in variants.items():
-            index[name] = _write_task(out / name, task, instances, scenes, control)
+            index[name] = _write_task(out / name, task, instances, scenes, control, wording)
             paths[name] = str(out / name / "core.json")
         bar.update(1)
     bar.close()

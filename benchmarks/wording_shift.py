@@ -1,0 +1,151 @@
+"""How much of a trained run's mini-DEMON score owes to the evaluation's words.
+
+mini-DEMON asks in :data:`~synthetic.world.language.EVAL_WORDING`, which neither the world LM's corpus nor the
+adapter's synthetic data ever uses. This poses the same samples (same scenes, options, answers and controls)
+once more in :data:`~synthetic.world.language.TRAIN_WORDING` and evaluates each run on both: a score that
+rises in the training words was lost to the wording, not to what the adapter sees. Also counted: detail and
+cloze answers that are which-image answers (``first`` / ``second``), which no option of theirs is.
+
+    python benchmarks/wording_shift.py --runs runs/mini_demon/c_seed0 runs/mini_demon/e_seed0 --base
+    python benchmarks/wording_shift.py --docs-block          # the docs table from the JSON only
+
+Run it in the checkout whose world the runs were trained on (the runs load ``vpgkit/assets/tiny_world``).
+``--base`` also evaluates each run's model without its adapter. Writes ``benchmarks/results/wording_shift.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the world and vpgkit of this checkout, as the evaluations load them
+
+from mini_demon_table import DETAIL, _controls  # noqa: E402
+from results_file import git_commit, write_results  # noqa: E402
+
+from synthetic.world.build import built_by, provenance  # noqa: E402
+from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING  # noqa: E402
+from synthetic.world.mini_demon import make_mini_demon  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "wording_shift.json"
+WORDINGS = {"eval": EVAL_WORDING, "train": TRAIN_WORDING}
+WHICH_IMAGE_ANSWERS = ("first", "second")
+COUNTED = ("detail_question", "cloze")  # choice tasks whose options are never which-image answers
+
+
+def which_image_answers(predictions: list[dict]) -> dict[str, dict[str, float]]:
+    """Per task of :data:`COUNTED` and evaluation (``real`` or a control): percent of answers that are a
+    which-image answer (``first`` / ``second``, any case, a final ``.`` ignored).
+
+    Example:
+        >>> which_image_answers([{"task": "mini_demon_cloze", "prediction": "First."},
+        ...                      {"task": "mini_demon_cloze", "prediction": "red"}])
+        {'cloze': {'real': 50.0}}
+    """
+    counts: dict[str, dict[str, list[int]]] = {}
+    for record in predictions:
+        task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
+        if task in COUNTED:
+            tally = counts.setdefault(task, {}).setdefault(kind or "real", [0, 0])
+            tally[0] += record["prediction"].strip().rstrip(".").strip().lower() in WHICH_IMAGE_ANSWERS
+            tally[1] += 1
+    return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
+
+
+def _benchmark(run: Path, wording: str, out: Path) -> Path:
+    """The run's mini-DEMON (its seed and size, from its ``prepare_config.json``) in ``wording``, written once."""
+    config = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]
+    folder = out / f"{wording}_wording" / f"seed{config['seed']}_n{config['n_eval']}"
+    if not (folder / "index.json").is_file():
+        make_mini_demon(folder, seed=config["seed"], per_task=config["n_eval"], progress=False,
+                        wording=WORDINGS[wording])  # fmt: skip
+    return folder
+
+
+def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
+    """Evaluate ``run`` (or its model without the adapter) on ``demon``; its per-task record."""
+    if not result.is_file():
+        cmd = [sys.executable, "-m", "vpgkit.evaluate", "--run", str(run), "--demon", str(demon),
+               "--out", str(result), "--no-progress", *(["--base-only"] if base else [])]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    tasks = _controls(result)
+    for task, shares in which_image_answers(json.loads(result.read_text())["predictions"]).items():
+        tasks[task]["which_image_answers"] = shares
+    return tasks
+
+
+def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
+    """Every run (and with ``base`` its base model) evaluated in both wordings."""
+    jobs_list = []
+    for run in runs:
+        for wording in WORDINGS:
+            demon = _benchmark(run, wording, out)
+            for is_base in (False, True) if base else (False,):
+                name = f"{run.name}{' base' if is_base else ''}"
+                result = out / "evals" / f"{run.name}{'_base' if is_base else ''}_{wording}.json"
+                jobs_list.append((name, wording, run, demon, result, is_base))
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        records = list(pool.map(lambda j: _evaluate(j[2], j[3], j[4], j[5]), jobs_list))
+    data: dict[str, dict] = {}
+    for (name, wording, run, *_), tasks in zip(jobs_list, records, strict=True):
+        data.setdefault(name, {"run": str(run)})[wording] = tasks
+    return data
+
+
+def docs_block(data: dict) -> str:
+    """The docs table: per run and wording, the detail tasks' scores, detail questions by kind and with both
+    images blank, and the detail answers that name no option or are which-image answers."""
+    header = ("| run | wording | difference | which-image | detail | detail: position | detail: colour | "
+              "detail, both blank | detail off the options (real / blank) | detail `first`/`second` "
+              "(real / blank) | cloze |")  # fmt: skip
+    lines = [f"`{data['command']}` (commit {data['commit']}) on the world built by {built_by(data['assets'])}:",
+             "", header, "|" + "---|" * (header.count("|") - 1)]  # fmt: skip
+    for name, entry in data["runs"].items():
+        for wording in WORDINGS:
+            t = entry[wording]
+            d = t["detail_question"]
+            cells = [f"{t[k]['score']:.1f}" for k in DETAIL[:2]]
+            cells += [f"{d['score']:.1f}", f"{d['subsets']['position']:.1f}", f"{d['subsets']['colour']:.1f}",
+                      f"{d['variants']['both_blank']:.1f}",
+                      f"{d['off_choice']['real']:.1f} / {d['off_choice']['both_blank']:.1f}",
+                      f"{d['which_image_answers']['real']:.1f} / {d['which_image_answers']['both_blank']:.1f}",
+                      f"{t['cloze']['score']:.1f}"]  # fmt: skip
+            lines.append(f"| {name} | {wording} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--runs", type=Path, nargs="+", help="finished runs of benchmarks/mini_demon_table.py"
+    )
+    parser.add_argument("--base", action="store_true", help="also each run's model without its adapter")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/wording_shift"), help="benchmarks and evaluations"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="evaluations at once (1 thread each)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--docs-block", action="store_true", help="only print the docs table from --results")
+    args = parser.parse_args()
+    if not args.docs_block:
+        if not args.runs:
+            parser.error("--runs is required (or --docs-block)")
+        for run in args.runs:
+            if not (run / "adapter").is_dir() or not (run / "data" / "prepare_config.json").is_file():
+                parser.error(f"--runs: {run} is not a finished default-job run (no adapter/ or data/)")
+        data = {"command": "python benchmarks/wording_shift.py " + " ".join(sys.argv[1:]),
+                "commit": git_commit(ROOT), "assets": provenance(),
+                "runs": run_all([r.resolve() for r in args.runs], args.out.resolve(), args.base, args.jobs)}  # fmt: skip
+        write_results(args.results, data)
+    print(docs_block(json.loads(args.results.read_text())))
+
+
+if __name__ == "__main__":
+    main()
