@@ -10,7 +10,7 @@ cloze answers that are which-image answers (``first`` / ``second``), which no op
     python benchmarks/wording_shift.py --docs-block          # the docs table from the JSON only
 
 Run it in the checkout whose world the runs were trained on (the runs load ``vpgkit/assets/tiny_world``).
-``--base`` also evaluates each run's model without its adapter. Writes ``benchmarks/results/wording_shift.json``.
+``--base`` also evaluates each seed's model without an adapter. Writes ``benchmarks/results/wording_shift.json``.
 """
 
 from __future__ import annotations
@@ -82,19 +82,23 @@ def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
 
 
 def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
-    """Every run (and with ``base`` its base model) evaluated in both wordings."""
-    jobs_list = []
+    """Every run, and with ``base`` each seed's model without an adapter (from the seed's first run), evaluated
+    in both wordings."""
+    todo, base_seeds = [], set()
     for run in runs:
+        seed = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]["seed"]
+        kinds = [(run.name, False)]
+        if base and seed not in base_seeds:
+            base_seeds.add(seed)
+            kinds.append((f"base_seed{seed}", True))
         for wording in WORDINGS:
             demon = _benchmark(run, wording, out)
-            for is_base in (False, True) if base else (False,):
-                name = f"{run.name}{' base' if is_base else ''}"
-                result = out / "evals" / f"{run.name}{'_base' if is_base else ''}_{wording}.json"
-                jobs_list.append((name, wording, run, demon, result, is_base))
+            todo += [(name, wording, run, demon, out / "evals" / f"{name}_{wording}.json", is_base)
+                     for name, is_base in kinds]  # fmt: skip
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        records = list(pool.map(lambda j: _evaluate(j[2], j[3], j[4], j[5]), jobs_list))
+        records = list(pool.map(lambda j: _evaluate(*j[2:]), todo))
     data: dict[str, dict] = {}
-    for (name, wording, run, *_), tasks in zip(jobs_list, records, strict=True):
+    for (name, wording, run, *_), tasks in zip(todo, records, strict=True):
         data.setdefault(name, {"run": str(run)})[wording] = tasks
     return data
 
@@ -126,7 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--runs", type=Path, nargs="+", help="finished runs of benchmarks/mini_demon_table.py"
     )
-    parser.add_argument("--base", action="store_true", help="also each run's model without its adapter")
+    parser.add_argument("--base", action="store_true", help="also each seed's model without an adapter")
     parser.add_argument(
         "--out", type=Path, default=Path("runs/wording_shift"), help="benchmarks and evaluations"
     )
