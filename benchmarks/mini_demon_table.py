@@ -122,6 +122,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # (c) with a tenth of its synthetic pairs shown blank (same texts, no fetch box): does answering with nothing
     # to see, during training, keep the blank-image answers among the question's options?
     "cb": ("(cb) (c) with 10% of the synthetic pairs blank", ["++data.prepare.blank_fraction=0.1"]),
+    # (c) with half its synthetic samples asked in other words (PARAPHRASE_WORDING): do more ways to ask in
+    # training carry the adapter over to the evaluation's words (benchmarks/wording_shift.py)?
+    "cp": ("(cp) (c) with half the synthetic samples paraphrased", ["++data.prepare.paraphrase=0.5"]),
     # A diagnostic pair, not the default job.
     "f": ("(f) VPG-C + detail-question synthetic only", DETAIL_ONLY),
     "g": ("(g) ... (f) with no guidance", [*DETAIL_ONLY, "+model.vpgc_overrides.guidance=false"]),

@@ -42,7 +42,7 @@ from PIL import Image
 from vpgkit.data import Sample, Turn, write_samples_jsonl
 
 from ..storage import atomic_write_bytes, atomic_write_json
-from .language import TRAIN_WORDING, salient_caption
+from .language import PARAPHRASE_WORDING, TRAIN_WORDING, salient_caption
 from .mini_demon import make_mini_demon
 from .scene import Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, render_text
@@ -59,6 +59,7 @@ __all__ = [
 PREPARE_STREAM = 200  # training scenes: make_scene(seed * 1000 + 200, i)
 SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
 BLANK_STREAM = 202  # which discriminative samples are drawn blank (``blank_fraction``)
+PARAPHRASE_STREAM = 203  # which discriminative samples are asked in other words (``paraphrase``)
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
 FORMAT_VERSION = 2
@@ -137,6 +138,7 @@ def make_default_data(
     tasks: dict[str, float] | None = None,
     blank_images: bool = False,
     blank_fraction: float = 0.0,
+    paraphrase: float = 0.0,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -159,6 +161,10 @@ def make_default_data(
             with the same texts and no ``fetch_box``. With nothing to see, the target answer is
             unpredictable from the pixels, so these samples teach the adapter only how to answer when it
             sees nothing: with the question's own options, not another task's answers.
+        paraphrase: this fraction of the discriminative samples (drawn per sample, independently of the
+            other choices) is asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING`, more ways to
+            ask the same questions than the training wording has (the LM never read them), the same
+            scenes, edits and answers otherwise.
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -173,6 +179,8 @@ def make_default_data(
         )
     if not 0.0 <= blank_fraction < 1.0:
         raise ValueError(f"make_default_data: blank_fraction must be in [0, 1), got {blank_fraction!r}")
+    if not 0.0 <= paraphrase <= 1.0:
+        raise ValueError(f"make_default_data: paraphrase must be in [0, 1], got {paraphrase!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
@@ -225,8 +233,12 @@ def make_default_data(
             wanted["blank_images"] = True
         if blank_fraction:
             wanted["blank_fraction"] = blank_fraction
+        if paraphrase:
+            wanted["paraphrase"] = paraphrase
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(out, seed, n_images, n_edits, progress, tasks, blank_images, blank_fraction)
+            _make_synthetic(
+                out, seed, n_images, n_edits, progress, tasks, blank_images, blank_fraction, paraphrase
+            )
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -279,6 +291,7 @@ def _make_synthetic(
     tasks: dict[str, float],
     blank_images: bool = False,
     blank_fraction: float = 0.0,
+    paraphrase: float = 0.0,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -293,8 +306,11 @@ def _make_synthetic(
         rng = np.random.default_rng([seed, SYNTHETIC_STREAM, j])
         scene = scenes[j % n_images]
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        instance = TASK_BUILDERS[task](scene, rng, TRAIN_WORDING, pick)
-        # a separate stream, so that blank_fraction leaves every other sample as it was
+        # separate streams, so that paraphrase and blank_fraction leave every other sample as it was
+        draw = np.random.default_rng([seed, PARAPHRASE_STREAM, j]).random() if paraphrase else 1.0
+        instance = TASK_BUILDERS[task](
+            scene, rng, PARAPHRASE_WORDING if draw < paraphrase else TRAIN_WORDING, pick
+        )
         draw = np.random.default_rng([seed, BLANK_STREAM, j]).random() if blank_fraction else 1.0
         blank_pair = draw < blank_fraction
         images = []
