@@ -194,6 +194,23 @@ def test_mini_demon_table_counts_answers_naming_no_option_per_task_and_control()
     }
 
 
+def test_wording_shift_counts_which_image_answers_of_detail_and_cloze_per_control():
+    shift = _script("wording_shift")
+    records = [
+        {"task": "mini_demon_detail_question", "prediction": "first"},
+        {"task": "mini_demon_detail_question", "prediction": " Second. "},
+        {"task": "mini_demon_detail_question", "prediction": "top left"},
+        {"task": "mini_demon_detail_question", "prediction": "first row"},  # not a which-image answer
+        {"task": "mini_demon_detail_question__both_blank", "prediction": "red"},
+        {"task": "mini_demon_cloze__both_blank", "prediction": "SECOND"},
+        {"task": "mini_demon_which_image", "prediction": "first"},  # its own answers: not counted
+    ]
+    assert shift.which_image_answers(records) == {
+        "detail_question": {"real": 50.0, "both_blank": 0.0},
+        "cloze": {"both_blank": 100.0},
+    }
+
+
 def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(
     tmp_path, monkeypatch
 ):

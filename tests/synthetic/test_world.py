@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -17,12 +18,14 @@ from synthetic.world.edits import edit_scene
 from synthetic.world.language import (
     EVAL_WORDING,
     ORDINALS,
+    PARAPHRASE_WORDING,
     TRAIN_WORDING,
     build_world_tokenizer,
     detail_question,
     full_description,
     noun_phrase,
     salient_caption,
+    world_corpus,
 )
 from synthetic.world.scene import BACKGROUND, COLOURS, IMAGE_SIZE, POSITIONS, make_scene, render
 from synthetic.world.tasks import TASK_BUILDERS, render_text
@@ -119,6 +122,30 @@ def test_train_and_eval_wordings_are_disjoint():
     for eval_text in EVAL_WORDING.instructions():
         for train_text in TRAIN_WORDING.instructions():
             assert eval_text.format(object="x", where="y", colour="z", position="w") not in train_text
+
+
+def test_paraphrase_wording_keeps_the_evaluation_wording_held_out():
+    """The adapter's extra wording has no evaluation sentence, and no word or word pair the evaluation has
+    and the LM's corpus lacks; every word is the tokenizer's."""
+    import re
+
+    def tokens(text: str) -> list[str]:
+        return re.findall(r"\w+|[^\w\s]", text.lower())
+
+    def pairs(texts) -> set[tuple[str, str]]:
+        return {p for t in texts for w in [tokens(t)] for p in itertools.pairwise(w)}
+
+    evaluation = EVAL_WORDING.instructions()
+    corpus = [line for line in world_corpus().split("\n") if line not in evaluation]
+    known_words, known_pairs = {w for line in corpus for w in tokens(line)}, pairs(corpus)
+    new = PARAPHRASE_WORDING.instructions() - TRAIN_WORDING.instructions()
+    assert new and not new & evaluation
+    tok = build_world_tokenizer()
+    for text in new:
+        assert set(tokens(text)) <= known_words, text
+        assert not (pairs([text]) & pairs(evaluation)) - known_pairs, text
+        filled = text.format(object="small red circle", position="top", where="at the top", colour="red")
+        assert tok.unk_token_id not in tok(filled, add_special_tokens=False)["input_ids"], text
 
 
 def test_colours_are_named_consistently():

@@ -191,3 +191,57 @@ def test_switching_blank_images_in_one_folder_redraws_the_images(tmp_path):
         return all((np.asarray(Image.open(tmp_path / n).convert("RGB")) == BACKGROUND).all() for n in names)
 
     assert not drawn(False) and drawn(True) and not drawn(False)
+
+
+def test_blank_fraction_blanks_some_pairs_whole_and_leaves_the_others_as_they_were(default_data, tmp_path):
+    _, paths = default_data
+    mixed = make_default_data(str(tmp_path), seed=0, n_images=24, n_edits=12, n_eval=6, progress=False,
+                              blank_fraction=0.5)  # fmt: skip
+    real, drawn = read_samples_jsonl(paths["synthetic"]), read_samples_jsonl(mixed["synthetic"])
+    blanked = [s for s in drawn if s.meta.get("blank")]
+    assert 0 < len(blanked) < len(drawn)
+    for before, after in zip(real, drawn, strict=True):
+        assert after.conversation == before.conversation
+        if after.meta.get("blank"):  # every image blank (the unedited one too), nothing to fetch
+            assert "fetch_box" not in after.meta and all(n.startswith("synthetic/") for n in after.images)
+            for name in after.images:
+                assert (np.asarray(Image.open(tmp_path / name).convert("RGB")) == BACKGROUND).all(), name
+        else:
+            assert after == before
+    with pytest.raises(ValueError, match="blank_fraction must be in"):
+        make_default_data(str(tmp_path), n_images=4, n_eval=1, blank_fraction=1.0)
+
+
+def test_paraphrase_asks_the_same_samples_in_other_words_never_the_evaluations(default_data, tmp_path):
+    _, paths = default_data
+    asked = make_default_data(str(tmp_path), seed=0, n_images=24, n_edits=12, n_eval=6, progress=False,
+                              paraphrase=1.0)  # fmt: skip
+    real, other = read_samples_jsonl(paths["synthetic"]), read_samples_jsonl(asked["synthetic"])
+    changed = 0
+    for before, after in zip(real, other, strict=True):
+        assert (after.images, after.meta, after.conversation[1:]) == (before.images, before.meta,
+                                                                       before.conversation[1:])  # fmt: skip
+        changed += after.conversation[0].text != before.conversation[0].text
+        assert not any(s in after.conversation[0].text for s in _eval_sentences())
+    assert changed == len(real)  # the synthetic tasks' templates are all new
+    with pytest.raises(ValueError, match="paraphrase must be in"):
+        make_default_data(str(tmp_path), n_images=4, n_eval=1, paraphrase=1.5)
+
+
+def test_mini_demon_in_another_wording_asks_the_same_samples(tmp_path):
+    eval_paths = make_mini_demon(tmp_path / "eval", seed=1, per_task=4, progress=False)
+    train_paths = make_mini_demon(
+        tmp_path / "train", seed=1, per_task=4, progress=False, wording=TRAIN_WORDING
+    )
+    assert eval_paths.keys() == train_paths.keys()
+    for name in eval_paths:
+        a, b = (json.loads(Path(p[name]).read_text()) for p in (eval_paths, train_paths))
+        assert b["metadata"]["task_instruction"] != a["metadata"]["task_instruction"]
+        for x, y in zip(a["data"], b["data"], strict=True):
+            assert (y["response"], y["task_instance"].get("choice_list"), y["subsets"]) == (
+                x["response"], x["task_instance"].get("choice_list"), x["subsets"])  # fmt: skip
+            images = tmp_path / "eval" / name, tmp_path / "train" / name
+            for image in x["task_instance"]["images_path"]:
+                assert (images[0] / "images" / image).read_bytes() == (
+                    images[1] / "images" / image
+                ).read_bytes()
