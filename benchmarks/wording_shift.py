@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the world and vpgkit of this checkout, as the evaluations load them
 
-from mini_demon_table import DETAIL, _controls  # noqa: E402
+from mini_demon_table import _controls  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
 from synthetic.world.build import built_by, provenance  # noqa: E402
@@ -104,24 +105,38 @@ def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
 
 
 def docs_block(data: dict) -> str:
-    """The docs table: per run and wording, the detail tasks' scores, detail questions by kind and with both
-    images blank, and the detail answers that name no option or are which-image answers."""
-    header = ("| run | wording | difference | which-image | detail | detail: position | detail: colour | "
-              "detail, both blank | detail off the options (real / blank) | detail `first`/`second` "
-              "(real / blank) | cloze |")  # fmt: skip
-    lines = [f"`{data['command']}` (commit {data['commit']}) on the world built by {built_by(data['assets'])}:",
-             "", header, "|" + "---|" * (header.count("|") - 1)]  # fmt: skip
+    """The docs table: per variant (runs named ``<variant>_seed<n>``) and wording, the mean ± std over seeds of
+    the detail tasks' scores, detail questions by kind and with both images blank, and the detail answers that
+    name no option or are which-image answers (real images / both blank)."""
+    detail = lambda t: t["detail_question"]  # noqa: E731
+    columns = [
+        ("difference", lambda t: t["difference"]["score"]),
+        ("which-image", lambda t: t["which_image"]["score"]),
+        ("detail", lambda t: detail(t)["score"]),
+        ("detail: position", lambda t: detail(t)["subsets"]["position"]),
+        ("detail: colour", lambda t: detail(t)["subsets"]["colour"]),
+        ("detail, both blank", lambda t: detail(t)["variants"]["both_blank"]),
+        ("detail off the options", lambda t: detail(t)["off_choice"]["real"]),
+        ("... both blank", lambda t: detail(t)["off_choice"]["both_blank"]),
+        ("detail `first`/`second`", lambda t: detail(t)["which_image_answers"]["real"]),
+        ("... both blank", lambda t: detail(t)["which_image_answers"]["both_blank"]),
+        ("cloze", lambda t: t["cloze"]["score"]),
+    ]
+    variants: dict[str, list[dict]] = {}
     for name, entry in data["runs"].items():
+        variants.setdefault(name.rsplit("_seed", 1)[0], []).append(entry)
+    lines = [f"`{data['command']}` (commit {data['commit']}) on the world built by {built_by(data['assets'])}.",
+             "Mean ± std over seeds; `base`: the model without an adapter.", "",
+             "| variant (seeds) | wording | " + " | ".join(header for header, _ in columns) + " |",
+             "|" + "---|" * (len(columns) + 2)]  # fmt: skip
+    for variant, entries in variants.items():
         for wording in WORDINGS:
-            t = entry[wording]
-            d = t["detail_question"]
-            cells = [f"{t[k]['score']:.1f}" for k in DETAIL[:2]]
-            cells += [f"{d['score']:.1f}", f"{d['subsets']['position']:.1f}", f"{d['subsets']['colour']:.1f}",
-                      f"{d['variants']['both_blank']:.1f}",
-                      f"{d['off_choice']['real']:.1f} / {d['off_choice']['both_blank']:.1f}",
-                      f"{d['which_image_answers']['real']:.1f} / {d['which_image_answers']['both_blank']:.1f}",
-                      f"{t['cloze']['score']:.1f}"]  # fmt: skip
-            lines.append(f"| {name} | {wording} | " + " | ".join(cells) + " |")
+            cells = []
+            for _, get in columns:
+                values = [get(e[wording]) for e in entries]
+                std = statistics.stdev(values) if len(values) > 1 else 0.0
+                cells.append(f"{statistics.mean(values):.1f} ± {std:.1f}")
+            lines.append(f"| {variant} ({len(entries)}) | {wording} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
