@@ -125,6 +125,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # (c) with half its synthetic samples asked in other words (PARAPHRASE_WORDING): do more ways to ask in
     # training carry the adapter over to the evaluation's words (benchmarks/wording_shift.py)?
     "cp": ("(cp) (c) with half the synthetic samples paraphrased", ["++data.prepare.paraphrase=0.5"]),
+    # (c) with a fifth of its synthetic instruction words replaced by <unk>: does word dropout carry the adapter
+    # over to the evaluation's words, some of which the LM never read?
+    "cu": (
+        "(cu) (c) with word dropout 0.2 in the synthetic instructions",
+        ["++data.prepare.word_dropout=0.2"],
+    ),
     # A diagnostic pair, not the default job.
     "f": ("(f) VPG-C + detail-question synthetic only", DETAIL_ONLY),
     "g": ("(g) ... (f) with no guidance", [*DETAIL_ONLY, "+model.vpgc_overrides.guidance=false"]),

@@ -52,6 +52,7 @@ __all__ = [
     "full_description",
     "noun_phrase",
     "salient_caption",
+    "unknown_words",
     "world_corpus",
 ]
 
@@ -261,6 +262,27 @@ PARAPHRASE_WORDING = Wording(
     which_q=("There is {object} in which image?", "In which of the two images is there {object}?"),
     cloze_line=TRAIN_WORDING.cloze_line,
 )
+
+
+def unknown_words(wording: Wording, rate: float, rng: np.random.Generator) -> Wording:
+    """``wording`` with each word of its templates (not the ``{fields}``, not punctuation) replaced by the
+    tokenizer's ``<unk>`` with probability ``rate``: word dropout, so that an adapter trained on it learns to
+    answer questions with words it does not know (the evaluation wording has words the LM never read).
+
+    Example:
+        >>> w = unknown_words(TRAIN_WORDING, 1.0, np.random.default_rng(0))
+        >>> w.position_q[0]
+        '<unk> <unk> <unk> {object}?'
+    """
+
+    def noisy(template: str) -> str:
+        return re.sub(
+            r"(?<!{)\b[A-Za-z]+\b(?![^{]*})", lambda m: "<unk>" if rng.random() < rate else m[0], template
+        )
+
+    return Wording(
+        **{name: tuple(noisy(t) for t in getattr(wording, name)) for name in wording.__dataclass_fields__}
+    )
 
 
 def choice_suffix(choices: list[str]) -> str:

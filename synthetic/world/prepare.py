@@ -42,7 +42,7 @@ from PIL import Image
 from vpgkit.data import Sample, Turn, write_samples_jsonl
 
 from ..storage import atomic_write_bytes, atomic_write_json
-from .language import PARAPHRASE_WORDING, TRAIN_WORDING, salient_caption
+from .language import PARAPHRASE_WORDING, TRAIN_WORDING, salient_caption, unknown_words
 from .mini_demon import make_mini_demon
 from .scene import Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, render_text
@@ -60,6 +60,7 @@ PREPARE_STREAM = 200  # training scenes: make_scene(seed * 1000 + 200, i)
 SYNTHETIC_STREAM = 201  # random choices of the discriminative samples
 BLANK_STREAM = 202  # which discriminative samples are drawn blank (``blank_fraction``)
 PARAPHRASE_STREAM = 203  # which discriminative samples are asked in other words (``paraphrase``)
+UNKNOWN_WORDS_STREAM = 204  # which instruction words become <unk> (``word_dropout``)
 MIXES = ("captions+synthetic", "captions")
 CONFIG_FILE = "prepare_config.json"
 FORMAT_VERSION = 2
@@ -139,6 +140,7 @@ def make_default_data(
     blank_images: bool = False,
     blank_fraction: float = 0.0,
     paraphrase: float = 0.0,
+    word_dropout: float = 0.0,
 ) -> dict[str, str]:
     """Write the default job's data under ``out_dir`` (idempotent) and return the paths.
 
@@ -165,6 +167,9 @@ def make_default_data(
             other choices) is asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING`, more ways to
             ask the same questions than the training wording has (the LM never read them), the same
             scenes, edits and answers otherwise.
+        word_dropout: each word of a discriminative sample's instruction and question templates (never the
+            object, region or options) becomes ``<unk>`` with this probability
+            (:func:`~synthetic.world.language.unknown_words`).
 
     Returns:
         ``root`` (= out_dir, the image root of both JSONL files), ``images``, ``captions``,
@@ -181,6 +186,8 @@ def make_default_data(
         raise ValueError(f"make_default_data: blank_fraction must be in [0, 1), got {blank_fraction!r}")
     if not 0.0 <= paraphrase <= 1.0:
         raise ValueError(f"make_default_data: paraphrase must be in [0, 1], got {paraphrase!r}")
+    if not 0.0 <= word_dropout < 1.0:
+        raise ValueError(f"make_default_data: word_dropout must be in [0, 1), got {word_dropout!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / CONFIG_FILE
@@ -235,9 +242,20 @@ def make_default_data(
             wanted["blank_fraction"] = blank_fraction
         if paraphrase:
             wanted["paraphrase"] = paraphrase
+        if word_dropout:
+            wanted["word_dropout"] = word_dropout
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
             _make_synthetic(
-                out, seed, n_images, n_edits, progress, tasks, blank_images, blank_fraction, paraphrase
+                out,
+                seed,
+                n_images,
+                n_edits,
+                progress,
+                tasks,
+                blank_images,
+                blank_fraction,
+                paraphrase,
+                word_dropout,
             )
             _record(config_path, "synthetic", wanted)
 
@@ -292,6 +310,7 @@ def _make_synthetic(
     blank_images: bool = False,
     blank_fraction: float = 0.0,
     paraphrase: float = 0.0,
+    word_dropout: float = 0.0,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -308,9 +327,12 @@ def _make_synthetic(
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         # separate streams, so that paraphrase and blank_fraction leave every other sample as it was
         draw = np.random.default_rng([seed, PARAPHRASE_STREAM, j]).random() if paraphrase else 1.0
-        instance = TASK_BUILDERS[task](
-            scene, rng, PARAPHRASE_WORDING if draw < paraphrase else TRAIN_WORDING, pick
-        )
+        wording = PARAPHRASE_WORDING if draw < paraphrase else TRAIN_WORDING
+        if word_dropout:
+            wording = unknown_words(
+                wording, word_dropout, np.random.default_rng([seed, UNKNOWN_WORDS_STREAM, j])
+            )
+        instance = TASK_BUILDERS[task](scene, rng, wording, pick)
         draw = np.random.default_rng([seed, BLANK_STREAM, j]).random() if blank_fraction else 1.0
         blank_pair = draw < blank_fraction
         images = []
