@@ -245,3 +245,29 @@ def test_mini_demon_in_another_wording_asks_the_same_samples(tmp_path):
                 assert (images[0] / "images" / image).read_bytes() == (
                     images[1] / "images" / image
                 ).read_bytes()
+
+
+def test_word_dropout_replaces_only_template_words_by_unk(default_data, tmp_path):
+    import re
+
+    from synthetic.world.scene import COLOURS, SHAPES, SIZES
+
+    _, paths = default_data
+    noisy = make_default_data(str(tmp_path), seed=0, n_images=24, n_edits=12, n_eval=6, progress=False,
+                              word_dropout=0.5)  # fmt: skip
+    real, other = read_samples_jsonl(paths["synthetic"]), read_samples_jsonl(noisy["synthetic"])
+    named = {w for phrase in (*COLOURS, *SHAPES, *SIZES, *POSITIONS) for w in phrase.split()}
+    dropped = 0
+    for before, after in zip(real, other, strict=True):
+        assert (after.images, after.meta, after.conversation[1:]) == (before.images, before.meta,
+                                                                       before.conversation[1:])  # fmt: skip
+        old, new = before.conversation[0].text, after.conversation[0].text
+        # the same text but for words that became <unk> ...
+        assert re.fullmatch(re.escape(new).replace(re.escape("<unk>"), "[A-Za-z]+"), old), (old, new)
+        dropped += new.count("<unk>")
+        # ... and never a word that names the object, its region or an option
+        for word in named:
+            assert re.findall(rf"\b{word}\b", new) == re.findall(rf"\b{word}\b", old), (word, old, new)
+    assert dropped > 0
+    with pytest.raises(ValueError, match="word_dropout must be in"):
+        make_default_data(str(tmp_path), n_images=4, n_eval=1, word_dropout=1.0)
