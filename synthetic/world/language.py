@@ -235,9 +235,9 @@ EVAL_WORDING = Wording(
 
 
 # More ways to ask the synthetic tasks, for the adapter's data only (``make_default_data(paraphrase=...)``);
-# the LM never reads them. Written with the evaluation wording in view, so held to rules that keep it
-# held out (tested): no sentence of it, none of its words or word pairs that the LM's corpus lacks, and no
-# word the world's tokenizer lacks. The fields no synthetic task asks with are the training wording's.
+# the LM never reads them. Written with the evaluation wording in view, so held to rules that keep that
+# wording held out (tested): no sentence of it, and no word or word pair of it that the LM's corpus lacks;
+# every word is the tokenizer's. The fields no synthetic task asks with are the training wording's.
 PARAPHRASE_WORDING = Wording(
     caption=TRAIN_WORDING.caption,
     detail=TRAIN_WORDING.detail,
