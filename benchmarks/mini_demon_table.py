@@ -34,6 +34,8 @@ no-vision rule computed from the task files):
     (xq), (xm)                diagnostics of position questions: the default job with detail questions as
                               its only synthetic samples (xq), or at 40% instead of 20% (difference 40%);
     (xqe), (xme)              the same with no guidance
+    (cb), (cp), (cu)          (c) with changes to its synthetic data: 10% of the pairs shown blank; half the
+                              samples asked in PARAPHRASE_WORDING; instruction words dropped to <unk> at 0.2
     scaling                   (c) with 1/4, 1/2, 2x the default job's synthetic samples (first seed only
                               unless --scaling-seeds says otherwise)
 
