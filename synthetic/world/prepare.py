@@ -236,27 +236,12 @@ def make_default_data(
                   "assets": _assets_fingerprint()}  # fmt: skip
         if tasks != SYNTHETIC_TASKS:  # the default's record stays as it was, so existing data is reused
             wanted["tasks"] = tasks
-        if blank_images:
-            wanted["blank_images"] = True
-        if blank_fraction:
-            wanted["blank_fraction"] = blank_fraction
-        if paraphrase:
-            wanted["paraphrase"] = paraphrase
-        if word_dropout:
-            wanted["word_dropout"] = word_dropout
+        # options only when set, so the default's record stays as it was
+        options = {"blank_images": blank_images, "blank_fraction": blank_fraction, "paraphrase": paraphrase,
+                   "word_dropout": word_dropout}  # fmt: skip
+        wanted |= {k: v for k, v in options.items() if v}
         if not _done(config_path, "synthetic", wanted, [out / "synthetic.jsonl"]):
-            _make_synthetic(
-                out,
-                seed,
-                n_images,
-                n_edits,
-                progress,
-                tasks,
-                blank_images,
-                blank_fraction,
-                paraphrase,
-                word_dropout,
-            )
+            _make_synthetic(out, seed, n_images, n_edits, progress, tasks, **options)
             _record(config_path, "synthetic", wanted)
 
     # 3. mini-DEMON
@@ -325,7 +310,7 @@ def _make_synthetic(
         rng = np.random.default_rng([seed, SYNTHETIC_STREAM, j])
         scene = scenes[j % n_images]
         task = names[int(rng.choice(len(names), p=weights / weights.sum()))]
-        # separate streams, so that paraphrase and blank_fraction leave every other sample as it was
+        # separate streams, so that each option leaves every other choice of the sample as it was
         draw = np.random.default_rng([seed, PARAPHRASE_STREAM, j]).random() if paraphrase else 1.0
         wording = PARAPHRASE_WORDING if draw < paraphrase else TRAIN_WORDING
         if word_dropout:
