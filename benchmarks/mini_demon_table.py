@@ -304,7 +304,7 @@ def _off_choice(predictions: list[dict]) -> dict[str, dict[str, float]]:
     return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
 
 
-def _controls(path: Path) -> dict:
+def task_records(path: Path) -> dict:
     """Per task: score, both-blank, image-2-replaced, subsets, best no-vision rule and gain, and for choice
     tasks the answers naming no option."""
     results = json.loads(path.read_text())
@@ -343,12 +343,12 @@ def _loss(run_dir: Path, window: int = 100) -> dict[str, float]:
 def _record(tag: str, seed: int, run_dir: Path) -> dict[str, dict]:
     """The run's entry (and for (c), the (a) entry of its base model)."""
     out = {f"{tag}_seed{seed}": {"variant": tag, "seed": seed, "loss": _loss(run_dir),
-                                 "tasks": _controls(run_dir / "eval" / "results.json")}}  # fmt: skip
+                                 "tasks": task_records(run_dir / "eval" / "results.json")}}  # fmt: skip
     if (run_dir / "wall_seconds.json").is_file():
         out[f"{tag}_seed{seed}"]["wall_seconds"] = json.loads((run_dir / "wall_seconds.json").read_text())
     if tag == "c":
         out[f"a_seed{seed}"] = {"variant": "a", "seed": seed,
-                                "tasks": _controls(run_dir / "eval" / "base_results.json")}  # fmt: skip
+                                "tasks": task_records(run_dir / "eval" / "base_results.json")}  # fmt: skip
     return out
 
 

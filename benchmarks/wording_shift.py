@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the world and vpgkit of this checkout, as the evaluations load them
 
-from mini_demon_table import _controls  # noqa: E402
+from mini_demon_table import task_records  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
 from synthetic.world.build import built_by, provenance  # noqa: E402
@@ -76,7 +76,7 @@ def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
                "--out", str(result), "--no-progress", *(["--base-only"] if base else [])]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    tasks = _controls(result)
+    tasks = task_records(result)
     for task, shares in which_image_answers(json.loads(result.read_text())["predictions"]).items():
         tasks[task]["which_image_answers"] = shares
     return tasks
@@ -96,8 +96,10 @@ def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
             demon = _benchmark(run, wording, out)
             todo += [(name, wording, run, demon, out / "evals" / f"{name}_{wording}.json", is_base)
                      for name, is_base in kinds]  # fmt: skip
+    from tqdm.auto import tqdm
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        records = list(pool.map(lambda j: _evaluate(*j[2:]), todo))
+        records = list(tqdm(pool.map(lambda j: _evaluate(*j[2:]), todo), total=len(todo), desc="evaluations"))
     data: dict[str, dict] = {}
     for (name, wording, run, *_), tasks in zip(todo, records, strict=True):
         data.setdefault(name, {"run": str(run)})[wording] = tasks
@@ -147,7 +149,10 @@ def main() -> None:
     )
     parser.add_argument("--base", action="store_true", help="also each seed's model without an adapter")
     parser.add_argument(
-        "--out", type=Path, default=Path("runs/wording_shift"), help="benchmarks and evaluations"
+        "--out",
+        type=Path,
+        default=Path("runs/wording_shift"),
+        help="benchmarks and evaluations (an evaluation already there, by run name, is reused)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="evaluations at once (1 thread each)")
     parser.add_argument("--results", type=Path, default=RESULTS)

@@ -215,6 +215,35 @@ def test_wording_shift_counts_which_image_answers_of_detail_and_cloze_per_contro
     }
 
 
+def test_wording_shift_poses_each_runs_benchmark_in_both_wordings_and_the_base_model_once_per_seed(
+    tmp_path, monkeypatch
+):
+    shift = _script("wording_shift")
+    runs = []
+    for name, seed in (("c_seed0", 0), ("e_seed0", 0), ("c_seed1", 1)):
+        (tmp_path / name / "data").mkdir(parents=True)
+        (tmp_path / name / "data" / "prepare_config.json").write_text(
+            json.dumps({"mini_demon": {"seed": seed, "n_eval": 2}})
+        )
+        runs.append(tmp_path / name)
+    calls = []
+
+    def evaluate(run, demon, result, base):
+        calls.append((run.name, demon.relative_to(tmp_path / "out").as_posix(), result.name, base))
+        return {"detail_question": {"score": float(len(calls))}}
+
+    monkeypatch.setattr(shift, "_evaluate", evaluate)
+    data = shift.run_all(runs, tmp_path / "out", base=True, jobs=1)
+    assert list(data) == ["c_seed0", "base_seed0", "e_seed0", "c_seed1", "base_seed1"]
+    assert all(set(entry) == {"run", "eval", "train"} for entry in data.values())
+    assert ("c_seed0", "train_wording/seed0_n2", "base_seed0_train.json", True) in calls and len(calls) == 10
+    # the two wordings ask the same samples in different words
+    eval_file, train_file = (json.loads((tmp_path / "out" / f"{w}_wording/seed1_n2/detail_question/core.json")
+                                        .read_text()) for w in ("eval", "train"))  # fmt: skip
+    assert [x["response"] for x in eval_file["data"]] == [x["response"] for x in train_file["data"]]
+    assert eval_file["metadata"]["task_instruction"] != train_file["metadata"]["task_instruction"]
+
+
 def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(
     tmp_path, monkeypatch
 ):
