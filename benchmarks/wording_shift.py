@@ -3,7 +3,9 @@
 mini-DEMON asks in :data:`~synthetic.world.language.EVAL_WORDING`, which neither the world LM's corpus nor the
 adapter's synthetic data ever uses. This poses the same samples (same scenes, options, answers and controls)
 once more in :data:`~synthetic.world.language.TRAIN_WORDING` and evaluates each run on both: a score that
-rises in the training words was lost to the wording, not to what the adapter sees. Also counted: detail and
+rises in the training words was lost to the wording, not to what the adapter sees. ``--wordings ... paraphrase``
+adds :data:`~synthetic.world.language.PARAPHRASE_WORDING`: known words in new phrasings, which tells the
+evaluation's new words from its new phrasings. Also counted: detail and
 cloze answers that are which-image answers (``first`` / ``second``), which no option of theirs is.
 
     python benchmarks/wording_shift.py --runs runs/mini_demon/c_seed0 runs/mini_demon/e_seed0 --base
@@ -31,11 +33,12 @@ from mini_demon_table import task_records  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
 from synthetic.world.build import built_by, provenance  # noqa: E402
-from synthetic.world.language import EVAL_WORDING, TRAIN_WORDING  # noqa: E402
+from synthetic.world.language import EVAL_WORDING, PARAPHRASE_WORDING, TRAIN_WORDING  # noqa: E402
 from synthetic.world.mini_demon import make_mini_demon  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "wording_shift.json"
-WORDINGS = {"eval": EVAL_WORDING, "train": TRAIN_WORDING}
+# paraphrase: known words in phrasings the LM never read (nor the adapter, unless trained with paraphrase > 0)
+WORDINGS = {"eval": EVAL_WORDING, "train": TRAIN_WORDING, "paraphrase": PARAPHRASE_WORDING}
 WHICH_IMAGE_ANSWERS = ("first", "second")
 COUNTED = ("detail_question", "cloze")  # choice tasks whose options are never which-image answers
 
@@ -82,9 +85,11 @@ def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
     return tasks
 
 
-def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
+def run_all(
+    runs: list[Path], out: Path, base: bool, jobs: int, wordings: tuple[str, ...] = ("eval", "train")
+) -> dict:
     """Every run, and with ``base`` each seed's model without an adapter (from the seed's first run), evaluated
-    in both wordings."""
+    in each of ``wordings`` (names of :data:`WORDINGS`)."""
     todo, base_seeds = [], set()
     for run in runs:
         seed = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]["seed"]
@@ -92,7 +97,7 @@ def run_all(runs: list[Path], out: Path, base: bool, jobs: int) -> dict:
         if base and seed not in base_seeds:
             base_seeds.add(seed)
             kinds.append((f"base_seed{seed}", True))
-        for wording in WORDINGS:
+        for wording in wordings:
             demon = _benchmark(run, wording, out)
             todo += [(name, wording, run, demon, out / "evals" / f"{name}_{wording}.json", is_base)
                      for name, is_base in kinds]  # fmt: skip
@@ -132,7 +137,7 @@ def docs_block(data: dict) -> str:
              "| variant (seeds) | wording | " + " | ".join(header for header, _ in columns) + " |",
              "|" + "---|" * (len(columns) + 2)]  # fmt: skip
     for variant, entries in variants.items():
-        for wording in WORDINGS:
+        for wording in (w for w in WORDINGS if w in entries[0]):
             cells = []
             for _, get in columns:
                 values = [get(e[wording]) for e in entries]
@@ -155,6 +160,7 @@ def main() -> None:
         help="benchmarks and evaluations (an evaluation already there, by run name, is reused)",
     )
     parser.add_argument("--jobs", type=int, default=2, help="evaluations at once (1 thread each)")
+    parser.add_argument("--wordings", nargs="+", choices=list(WORDINGS), default=["eval", "train"])
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--docs-block", action="store_true", help="only print the docs table from --results")
     args = parser.parse_args()
@@ -166,7 +172,8 @@ def main() -> None:
                 parser.error(f"--runs: {run} is not a finished default-job run (no adapter/ or data/)")
         data = {"command": "python benchmarks/wording_shift.py " + " ".join(sys.argv[1:]),
                 "commit": git_commit(ROOT), "assets": provenance(),
-                "runs": run_all([r.resolve() for r in args.runs], args.out.resolve(), args.base, args.jobs)}  # fmt: skip
+                "runs": run_all([r.resolve() for r in args.runs], args.out.resolve(), args.base, args.jobs,
+                                tuple(args.wordings))}  # fmt: skip
         write_results(args.results, data)
     print(docs_block(json.loads(args.results.read_text())))
 
