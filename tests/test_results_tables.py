@@ -233,10 +233,10 @@ def test_wording_shift_poses_each_runs_benchmark_in_both_wordings_and_the_base_m
         return {"detail_question": {"score": float(len(calls))}}
 
     monkeypatch.setattr(shift, "_evaluate", evaluate)
-    data = shift.run_all(runs, tmp_path / "out", base=True, jobs=1)
+    data = shift.run_all(runs, tmp_path / "out", base=True, jobs=1, wordings=("eval", "train", "paraphrase"))
     assert list(data) == ["c_seed0", "base_seed0", "e_seed0", "c_seed1", "base_seed1"]
-    assert all(set(entry) == {"run", "eval", "train"} for entry in data.values())
-    assert ("c_seed0", "train_wording/seed0_n2", "base_seed0_train.json", True) in calls and len(calls) == 10
+    assert all(set(entry) == {"run", "eval", "train", "paraphrase"} for entry in data.values())
+    assert ("c_seed0", "train_wording/seed0_n2", "base_seed0_train.json", True) in calls and len(calls) == 15
     # the two wordings ask the same samples in different words
     eval_file, train_file = (json.loads((tmp_path / "out" / f"{w}_wording/seed1_n2/detail_question/core.json")
                                         .read_text()) for w in ("eval", "train"))  # fmt: skip
