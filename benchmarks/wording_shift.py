@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -62,6 +63,31 @@ def which_image_answers(predictions: list[dict]) -> dict[str, dict[str, float]]:
     return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
 
 
+def by_question(predictions: list[dict], demon: Path, wording: str) -> dict[str, dict[str, float]]:
+    """Detail questions per evaluation (``real`` or a control) and question template of ``wording``: percent of
+    answers that are a which-image answer (the templates are told apart by matching each sample's question)."""
+    templates = (*WORDINGS[wording].colour_q, *WORDINGS[wording].position_q)
+    patterns = [re.compile(re.escape(t).replace(re.escape("{object}"), ".+")) for t in templates]
+    questions = {}
+    for kind in ("", "__both_blank"):
+        data = json.loads((demon / f"detail_question{kind}" / "core.json").read_text())["data"]
+        for sample in data:
+            context = sample["task_instance"]["context"].split("} ", 1)[1]
+            matched = [
+                t for t, pattern in zip(templates, patterns, strict=True) if pattern.fullmatch(context)
+            ]
+            questions[f"detail_question{kind}", sample["sample_id"]] = matched[0]
+    counts: dict[str, dict[str, list[int]]] = {}
+    for record in predictions:
+        task = record["task"].removeprefix("mini_demon_")
+        if task.startswith("detail_question"):
+            template = questions[task, record["id"].rsplit("-", 1)[1]]
+            tally = counts.setdefault(task.partition("__")[2] or "real", {}).setdefault(template, [0, 0])
+            tally[0] += record["prediction"].strip().rstrip(".").strip().lower() in WHICH_IMAGE_ANSWERS
+            tally[1] += 1
+    return {k: {t: 100.0 * n / total for t, (n, total) in ts.items()} for k, ts in counts.items()}
+
+
 def _benchmark(run: Path, wording: str, out: Path) -> Path:
     """The run's mini-DEMON (its seed and size, from its ``prepare_config.json``) in ``wording``, written once."""
     config = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]
@@ -72,7 +98,7 @@ def _benchmark(run: Path, wording: str, out: Path) -> Path:
     return folder
 
 
-def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
+def _evaluate(run: Path, demon: Path, result: Path, base: bool, wording: str) -> dict:
     """Evaluate ``run`` (or its model without the adapter) on ``demon``; its per-task record."""
     if not result.is_file():
         cmd = [sys.executable, "-m", "vpgkit.evaluate", "--run", str(run), "--demon", str(demon),
@@ -80,8 +106,10 @@ def _evaluate(run: Path, demon: Path, result: Path, base: bool) -> dict:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
     tasks = task_records(result)
-    for task, shares in which_image_answers(json.loads(result.read_text())["predictions"]).items():
+    predictions = json.loads(result.read_text())["predictions"]
+    for task, shares in which_image_answers(predictions).items():
         tasks[task]["which_image_answers"] = shares
+    tasks["detail_question"]["which_image_answers_by_question"] = by_question(predictions, demon, wording)
     return tasks
 
 
@@ -104,7 +132,11 @@ def run_all(
     from tqdm.auto import tqdm
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        records = list(tqdm(pool.map(lambda j: _evaluate(*j[2:]), todo), total=len(todo), desc="evaluations"))
+        records = list(
+            tqdm(
+                pool.map(lambda j: _evaluate(*j[2:], wording=j[1]), todo), total=len(todo), desc="evaluations"
+            )
+        )
     data: dict[str, dict] = {}
     for (name, wording, run, *_), tasks in zip(todo, records, strict=True):
         data.setdefault(name, {"run": str(run)})[wording] = tasks

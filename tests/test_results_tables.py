@@ -228,8 +228,9 @@ def test_wording_shift_poses_each_runs_benchmark_in_both_wordings_and_the_base_m
         runs.append(tmp_path / name)
     calls = []
 
-    def evaluate(run, demon, result, base):
+    def evaluate(run, demon, result, base, wording):
         calls.append((run.name, demon.relative_to(tmp_path / "out").as_posix(), result.name, base))
+        assert demon.parent.name == f"{wording}_wording"
         return {"detail_question": {"score": float(len(calls))}}
 
     monkeypatch.setattr(shift, "_evaluate", evaluate)
@@ -242,6 +243,25 @@ def test_wording_shift_poses_each_runs_benchmark_in_both_wordings_and_the_base_m
                                         .read_text()) for w in ("eval", "train"))  # fmt: skip
     assert [x["response"] for x in eval_file["data"]] == [x["response"] for x in train_file["data"]]
     assert eval_file["metadata"]["task_instruction"] != train_file["metadata"]["task_instruction"]
+
+
+def test_wording_shift_counts_which_image_answers_per_question_template(tmp_path):
+    from synthetic.world.language import EVAL_WORDING
+    from synthetic.world.mini_demon import make_mini_demon
+
+    shift = _script("wording_shift")
+    make_mini_demon(tmp_path, seed=0, per_task=8, tasks=("detail_question",), progress=False)
+    data = json.loads((tmp_path / "detail_question" / "core.json").read_text())["data"]
+    # "first" for every position question with real images, a colour otherwise
+    records = [{"task": f"detail_question{kind}", "id": f"mini_demon_detail_question{kind}-{x['sample_id']}",
+                "prediction": "first" if x["subsets"] == ["position"] and not kind else "red"}
+               for kind in ("", "__both_blank") for x in data]  # fmt: skip
+    shares = shift.by_question(records, tmp_path, "eval")
+    assert set(shares) == {"real", "both_blank"}
+    assert set(shares["real"]) <= set(EVAL_WORDING.position_q) | set(EVAL_WORDING.colour_q)
+    for template, share in shares["real"].items():
+        assert share == (100.0 if template in EVAL_WORDING.position_q else 0.0)
+    assert set(shares["both_blank"].values()) == {0.0}
 
 
 def test_mini_demon_table_refuses_runs_another_table_is_training_and_ignores_a_dead_ones_lock(
