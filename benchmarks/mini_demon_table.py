@@ -66,6 +66,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -291,17 +292,36 @@ def _launch(
     return proc
 
 
+def task_and_kind(record: dict) -> tuple[str, str]:
+    """A prediction record's task and evaluation: ``real`` images or the control's kind.
+
+    Example:
+        >>> task_and_kind({"task": "mini_demon_cloze__both_blank"}), task_and_kind({"task": "cloze"})
+        (('cloze', 'both_blank'), ('cloze', 'real'))
+    """
+    task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
+    return task, kind or "real"
+
+
+def percent_where(records: list[dict], key: Callable[[dict], tuple[str, str] | None],
+                  hit: Callable[[dict], bool]) -> dict[str, dict[str, float]]:  # fmt: skip
+    """``{group: {subgroup: percent of its records where hit(record)}}``, each record counted under
+    ``key(record)`` = ``(group, subgroup)``, or not at all when ``key`` gives None."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for record in records:
+        where = key(record)
+        if where is not None:
+            tally = counts.setdefault(where[0], {}).setdefault(where[1], [0, 0])
+            tally[0] += bool(hit(record))
+            tally[1] += 1
+    return {g: {k: 100.0 * n / total for k, (n, total) in sub.items()} for g, sub in counts.items()}
+
+
 def _off_choice(predictions: list[dict]) -> dict[str, dict[str, float]]:
     """Per choice task and evaluation (``real`` images or a control): the percentage of answers that name
     none of the sample's options (the evaluator's ``choice_rule`` ``none``), which score 0 whatever the gold."""
-    counts: dict[str, dict[str, list[int]]] = {}
-    for record in predictions:
-        if "choice_rule" in record:
-            task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
-            tally = counts.setdefault(task, {}).setdefault(kind or "real", [0, 0])
-            tally[0] += record["choice_rule"] == "none"
-            tally[1] += 1
-    return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
+    return percent_where(predictions, lambda r: task_and_kind(r) if "choice_rule" in r else None,
+                         lambda r: r["choice_rule"] == "none")  # fmt: skip
 
 
 def task_records(path: Path) -> dict:

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the world and vpgkit of this checkout, as the evaluations load them
 
-from mini_demon_table import task_records  # noqa: E402
+from mini_demon_table import percent_where, task_and_kind, task_records  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
 from synthetic.world.build import built_by, provenance  # noqa: E402
@@ -44,6 +44,10 @@ WHICH_IMAGE_ANSWERS = ("first", "second")
 COUNTED = ("detail_question", "cloze")  # choice tasks whose options are never which-image answers
 
 
+def _is_which_image_answer(record: dict) -> bool:
+    return record["prediction"].strip().rstrip(".").strip().lower() in WHICH_IMAGE_ANSWERS
+
+
 def which_image_answers(predictions: list[dict]) -> dict[str, dict[str, float]]:
     """Per task of :data:`COUNTED` and evaluation (``real`` or a control): percent of answers that are a
     which-image answer (``first`` / ``second``, any case, a final ``.`` ignored).
@@ -53,14 +57,8 @@ def which_image_answers(predictions: list[dict]) -> dict[str, dict[str, float]]:
         ...                      {"task": "mini_demon_cloze", "prediction": "red"}])
         {'cloze': {'real': 50.0}}
     """
-    counts: dict[str, dict[str, list[int]]] = {}
-    for record in predictions:
-        task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
-        if task in COUNTED:
-            tally = counts.setdefault(task, {}).setdefault(kind or "real", [0, 0])
-            tally[0] += record["prediction"].strip().rstrip(".").strip().lower() in WHICH_IMAGE_ANSWERS
-            tally[1] += 1
-    return {t: {k: 100.0 * n / total for k, (n, total) in kinds.items()} for t, kinds in counts.items()}
+    return percent_where(predictions, lambda r: task_and_kind(r) if task_and_kind(r)[0] in COUNTED else None,
+                         _is_which_image_answer)  # fmt: skip
 
 
 def by_question(predictions: list[dict], demon: Path, wording: str) -> dict[str, dict[str, float]]:
@@ -69,23 +67,22 @@ def by_question(predictions: list[dict], demon: Path, wording: str) -> dict[str,
     templates = (*WORDINGS[wording].colour_q, *WORDINGS[wording].position_q)
     patterns = [re.compile(re.escape(t).replace(re.escape("{object}"), ".+")) for t in templates]
     questions = {}
-    for kind in ("", "__both_blank"):
-        data = json.loads((demon / f"detail_question{kind}" / "core.json").read_text())["data"]
-        for sample in data:
+    for folder in ("detail_question", "detail_question__both_blank"):
+        for sample in json.loads((demon / folder / "core.json").read_text())["data"]:
             context = sample["task_instance"]["context"].split("} ", 1)[1]
-            matched = [
+            (template,) = (
                 t for t, pattern in zip(templates, patterns, strict=True) if pattern.fullmatch(context)
-            ]
-            questions[f"detail_question{kind}", sample["sample_id"]] = matched[0]
-    counts: dict[str, dict[str, list[int]]] = {}
-    for record in predictions:
-        task = record["task"].removeprefix("mini_demon_")
-        if task.startswith("detail_question"):
-            template = questions[task, record["id"].rsplit("-", 1)[1]]
-            tally = counts.setdefault(task.partition("__")[2] or "real", {}).setdefault(template, [0, 0])
-            tally[0] += record["prediction"].strip().rstrip(".").strip().lower() in WHICH_IMAGE_ANSWERS
-            tally[1] += 1
-    return {k: {t: 100.0 * n / total for t, (n, total) in ts.items()} for k, ts in counts.items()}
+            )
+            questions[folder, sample["sample_id"]] = template
+
+    def key(record: dict) -> tuple[str, str] | None:
+        task, kind = task_and_kind(record)
+        folder = record["task"].removeprefix("mini_demon_")
+        return (
+            (kind, questions[folder, record["id"].rsplit("-", 1)[1]]) if task == "detail_question" else None
+        )
+
+    return percent_where(predictions, key, _is_which_image_answer)
 
 
 def _benchmark(run: Path, wording: str, out: Path) -> Path:
