@@ -26,6 +26,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the world and vpgkit of this checkout, as the evaluations load them
@@ -85,9 +86,20 @@ def by_question(predictions: list[dict], demon: Path, wording: str) -> dict[str,
     return percent_where(predictions, key, _is_which_image_answer)
 
 
-def _benchmark(run: Path, wording: str, out: Path) -> Path:
-    """The run's mini-DEMON (its seed and size, from its ``prepare_config.json``) in ``wording``, written once."""
-    config = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]
+class Job(NamedTuple):
+    """One evaluation: a run (or its model without the adapter, ``base``) on its mini-DEMON in ``wording``."""
+
+    name: str
+    wording: str
+    run: Path
+    demon: Path
+    result: Path
+    base: bool
+
+
+def _benchmark(config: dict, wording: str, out: Path) -> Path:
+    """The mini-DEMON of ``config`` (a run's ``prepare_config.json`` entry: seed, size) in ``wording``,
+    written once."""
     folder = out / f"{wording}_wording" / f"seed{config['seed']}_n{config['n_eval']}"
     if not (folder / "index.json").is_file():
         make_mini_demon(folder, seed=config["seed"], per_task=config["n_eval"], progress=False,
@@ -95,18 +107,20 @@ def _benchmark(run: Path, wording: str, out: Path) -> Path:
     return folder
 
 
-def _evaluate(run: Path, demon: Path, result: Path, base: bool, wording: str) -> dict:
-    """Evaluate ``run`` (or its model without the adapter) on ``demon``; its per-task record."""
-    if not result.is_file():
-        cmd = [sys.executable, "-m", "vpgkit.evaluate", "--run", str(run), "--demon", str(demon),
-               "--out", str(result), "--no-progress", *(["--base-only"] if base else [])]  # fmt: skip
+def _evaluate(job: Job) -> dict:
+    """Run ``job`` (unless its result is there) and return its per-task record."""
+    if not job.result.is_file():
+        cmd = [sys.executable, "-m", "vpgkit.evaluate", "--run", str(job.run), "--demon", str(job.demon),
+               "--out", str(job.result), "--no-progress", *(["--base-only"] if job.base else [])]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
-    tasks = task_records(result)
-    predictions = json.loads(result.read_text())["predictions"]
+    tasks = task_records(job.result)
+    predictions = json.loads(job.result.read_text())["predictions"]
     for task, shares in which_image_answers(predictions).items():
         tasks[task]["which_image_answers"] = shares
-    tasks["detail_question"]["which_image_answers_by_question"] = by_question(predictions, demon, wording)
+    tasks["detail_question"]["which_image_answers_by_question"] = by_question(
+        predictions, job.demon, job.wording
+    )
     return tasks
 
 
@@ -115,28 +129,24 @@ def run_all(
 ) -> dict:
     """Every run, and with ``base`` each seed's model without an adapter (from the seed's first run), evaluated
     in each of ``wordings`` (names of :data:`WORDINGS`)."""
-    todo, base_seeds = [], set()
-    for run in runs:
-        seed = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]["seed"]
-        kinds = [(run.name, False)]
-        if base and seed not in base_seeds:
-            base_seeds.add(seed)
-            kinds.append((f"base_seed{seed}", True))
-        for wording in wordings:
-            demon = _benchmark(run, wording, out)
-            todo += [(name, wording, run, demon, out / "evals" / f"{name}_{wording}.json", is_base)
-                     for name, is_base in kinds]  # fmt: skip
     from tqdm.auto import tqdm
 
+    todo, base_seeds = [], set()
+    for run in runs:
+        config = json.loads((run / "data" / "prepare_config.json").read_text())["mini_demon"]
+        kinds = [(run.name, False)]
+        if base and config["seed"] not in base_seeds:
+            base_seeds.add(config["seed"])
+            kinds.append((f"base_seed{config['seed']}", True))
+        for wording in wordings:
+            demon = _benchmark(config, wording, out)
+            todo += [Job(name, wording, run, demon, out / "evals" / f"{name}_{wording}.json", is_base)
+                     for name, is_base in kinds]  # fmt: skip
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        records = list(
-            tqdm(
-                pool.map(lambda j: _evaluate(*j[2:], wording=j[1]), todo), total=len(todo), desc="evaluations"
-            )
-        )
+        records = list(tqdm(pool.map(_evaluate, todo), total=len(todo), desc="evaluations"))
     data: dict[str, dict] = {}
-    for (name, wording, run, *_), tasks in zip(todo, records, strict=True):
-        data.setdefault(name, {"run": str(run)})[wording] = tasks
+    for job, tasks in zip(todo, records, strict=True):
+        data.setdefault(job.name, {"run": str(job.run)})[job.wording] = tasks
     return data
 
 
@@ -144,7 +154,10 @@ def docs_block(data: dict) -> str:
     """The docs table: per variant (runs named ``<variant>_seed<n>``) and wording, the mean ± std over seeds of
     the detail tasks' scores, detail questions by kind and with both images blank, and the detail answers that
     name no option or are which-image answers (real images / both blank)."""
-    detail = lambda t: t["detail_question"]  # noqa: E731
+
+    def detail(t: dict) -> dict:
+        return t["detail_question"]
+
     columns = [
         ("difference", lambda t: t["difference"]["score"]),
         ("which-image", lambda t: t["which_image"]["score"]),

@@ -228,9 +228,11 @@ def test_wording_shift_poses_each_runs_benchmark_in_both_wordings_and_the_base_m
         runs.append(tmp_path / name)
     calls = []
 
-    def evaluate(run, demon, result, base, wording):
-        calls.append((run.name, demon.relative_to(tmp_path / "out").as_posix(), result.name, base))
-        assert demon.parent.name == f"{wording}_wording"
+    def evaluate(job):
+        calls.append(
+            (job.run.name, job.demon.relative_to(tmp_path / "out").as_posix(), job.result.name, job.base)
+        )
+        assert job.demon.parent.name == f"{job.wording}_wording"
         return {"detail_question": {"score": float(len(calls))}}
 
     monkeypatch.setattr(shift, "_evaluate", evaluate)
