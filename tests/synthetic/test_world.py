@@ -21,6 +21,7 @@ from synthetic.world.language import (
     PARAPHRASE_WORDING,
     TRAIN_WORDING,
     build_world_tokenizer,
+    corpus_words,
     detail_question,
     full_description,
     noun_phrase,
@@ -126,23 +127,19 @@ def test_train_and_eval_wordings_are_disjoint():
 
 def test_paraphrase_wording_keeps_the_evaluation_wording_held_out():
     """The adapter's extra wording has no evaluation sentence, and no word or word pair the evaluation has
-    and the LM's corpus lacks; every word is the tokenizer's."""
-    import re
-
-    def tokens(text: str) -> list[str]:
-        return re.findall(r"\w+|[^\w\s]", text.lower())
+    and the LM's corpus lacks (split as the tokenizer splits); every word is the tokenizer's."""
 
     def pairs(texts) -> set[tuple[str, str]]:
-        return {p for t in texts for w in [tokens(t)] for p in itertools.pairwise(w)}
+        return {p for t in texts for p in itertools.pairwise(corpus_words(t))}
 
     evaluation = EVAL_WORDING.instructions()
     corpus = [line for line in world_corpus().split("\n") if line not in evaluation]
-    known_words, known_pairs = {w for line in corpus for w in tokens(line)}, pairs(corpus)
+    known_words, known_pairs = {w for line in corpus for w in corpus_words(line)}, pairs(corpus)
     new = PARAPHRASE_WORDING.instructions() - TRAIN_WORDING.instructions()
     assert new and not new & evaluation
     tok = build_world_tokenizer()
     for text in new:
-        assert set(tokens(text)) <= known_words, text
+        assert set(corpus_words(text)) <= known_words, text
         assert not (pairs([text]) & pairs(evaluation)) - known_pairs, text
         filled = text.format(object="small red circle", position="top", where="at the top", colour="red")
         assert tok.unk_token_id not in tok(filled, add_special_tokens=False)["input_ids"], text
