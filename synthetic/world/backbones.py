@@ -52,7 +52,7 @@ from vpgkit.modules import QFormer, QFormerConfig
 
 from ..discriminative.captions import located
 from .data_parallel import ONE_PROCESS, Shard, run_data_parallel
-from .language import TRAIN_WORDING, noun_phrase, salient_caption
+from .language import PARAPHRASE_WORDING, TRAIN_WORDING, Wording, noun_phrase, salient_caption
 from .scene import COLOURS, COLS, POSITIONS, ROWS, SHAPES, SIZES, Scene, WorldObject, make_scene, render
 from .tasks import TASK_BUILDERS, TaskInstance, render_text, which_image_task
 
@@ -101,6 +101,7 @@ __all__ = [
 
 # Seed streams: scenes of each stage never coincide with another stage's or with mini-DEMON's.
 LM_STREAM, VIT_STREAM, QFORMER_STREAM = 101, 102, 103
+LM_PARAPHRASE_STREAM = 104  # which LM documents are asked in other words (``DocumentLayout.paraphrase``)
 NUM_SLOTS = 3  # object slots per image in the LM's documents = the tiny-world Q-Former's queries
 INJECT_LAYER = 3  # small objects of layered documents enter at the input of this decoder layer (of 6)
 # The slot-relation head (train_language_model's ``compare``) reads the slots at the input of this layer: two
@@ -281,11 +282,21 @@ class DocumentLayout:
             per image.
         row_column_slots: every slot names its object's row and column (:func:`object_slot_words`
             ``row_column``); default: the position as the language names it (``left``, ``center``).
+        paraphrase: the share of documents asked in
+            :data:`~synthetic.world.language.PARAPHRASE_WORDING` instead of the training wording (drawn
+            from their own stream, so 0 leaves every document as it was).
     """
 
     label_images: bool = False
     align_slots: bool = False
     row_column_slots: bool = False
+    paraphrase: float = 0.0
+
+    def wording(self, seed: int, i: int) -> Wording:
+        """The wording document ``i`` is asked in."""
+        if self.paraphrase and np.random.default_rng([seed, LM_PARAPHRASE_STREAM, i]).random() < self.paraphrase:
+            return PARAPHRASE_WORDING
+        return TRAIN_WORDING
 
     def slot_words(self, images: list[SlotImage], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, NUM_SLOTS, W) word ids of ``images``' objects at the input and at the layer (:func:`slot_word_ids`)."""
@@ -351,7 +362,7 @@ def _lm_document(
             if u < edge:
                 builder = functools.partial(which_image_task, form=form)
                 break
-    instance = builder(scene, rng, TRAIN_WORDING)
+    instance = builder(scene, rng, layout.wording(seed, i))
     images = layout.images(instance, rng, layered)
     placeholders = " ".join(f"{{image#{k}}}" for k in range(1, len(instance.scenes) + 1))
     if rng.random() < 0.5 and instance.context.startswith(placeholders):

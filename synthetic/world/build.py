@@ -179,6 +179,7 @@ def build(
     pair_colours: float = 0.0,
     row_column_slots: bool = False,
     asked_cells: float = 0.0,
+    paraphrase: float = 0.0,
     processes: int = 1,
 ) -> dict[str, Any]:
     """Train the three backbones and write them with a manifest to ``out``; returns the manifest.
@@ -198,7 +199,8 @@ def build(
     ``row_column_slots``: the LM's object slots name a row and a column for every position
     (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
     :func:`slot_layout` finds it for the diagnostics. ``asked_cells``: weight of the LM's
-    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off).
+    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off). ``paraphrase``: the share of the LM's
+    documents asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING` (0: none, as in the shipped build).
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
     (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
     uses 2).
@@ -208,7 +210,9 @@ def build(
 
     check_grounding_weight(grounding, grounding_weight)  # before the ~17 minutes of the LM and ViT
     steps = {**DEFAULT_STEPS, **(steps or {})}
-    layout = DocumentLayout(row_column_slots=row_column_slots)
+    if not 0.0 <= paraphrase <= 1.0:
+        raise ValueError(f"paraphrase: expected a share in [0, 1], got {paraphrase}")
+    layout = DocumentLayout(row_column_slots=row_column_slots, paraphrase=paraphrase)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +299,7 @@ def build(
         **({"lm_pair_colours": pair_colours} if pair_colours else {}),
         **({"lm_row_column_slots": True} if layout.row_column_slots else {}),
         **({"lm_asked_cells": asked_cells} if asked_cells else {}),
+        **({"lm_paraphrase": paraphrase} if paraphrase else {}),
         "wall_seconds": round(time.perf_counter() - start, 1),
         "files": {
             p.relative_to(out).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files
@@ -377,6 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         "the object a detail question asks about, with this loss weight (0: off; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--lm-paraphrase", type=float, default=0.0, metavar="SHARE",
+        help="this share of the LM's documents asks its tasks in the paraphrase wording (more ways to ask "
+        "the training wording's questions, held to the evaluation wording's hold-out rules; 0: off, as shipped)",
+    )  # fmt: skip
+    parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
         "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
@@ -386,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--processes: expected a positive number of processes, got {args.processes}")
     if args.lm_length_groups < 1:
         parser.error(f"--lm-length-groups: expected a positive number of groups, got {args.lm_length_groups}")
+    if not 0.0 <= args.lm_paraphrase <= 1.0:
+        parser.error(f"--lm-paraphrase: expected a share in [0, 1], got {args.lm_paraphrase}")
     summary_tasks = tuple(t for t in QUESTION_TASKS if t in args.lm_question_summary_tasks)
     if summary_tasks != SUMMARY_TASKS and not args.lm_question_summary:
         parser.error("--lm-question-summary-tasks needs --lm-question-summary WEIGHT")
@@ -400,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--lm-pair-colours", args.lm_pair_colours),
         ("--lm-row-column-slots", args.lm_row_column_slots),
         ("--lm-asked-cells", args.lm_asked_cells),
+        ("--lm-paraphrase", args.lm_paraphrase),
     ):
         if value and args.reuse_backbones is not None:
             parser.error(f"{flag} trains the LM; it cannot be combined with --reuse-backbones")
@@ -409,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         out, args.seed, steps, args.threads, reuse=args.reuse_backbones, grounding=args.qformer_grounding,
         grounding_weight=args.qformer_grounding_weight, question_summary=args.lm_question_summary, summary_tasks=summary_tasks,
         compare=args.lm_compare, length_groups=args.lm_length_groups, pair_colours=args.lm_pair_colours,
-        row_column_slots=args.lm_row_column_slots, asked_cells=args.lm_asked_cells, processes=args.processes,
+        row_column_slots=args.lm_row_column_slots, asked_cells=args.lm_asked_cells, paraphrase=args.lm_paraphrase,
+        processes=args.processes,
     )  # fmt: skip
     cmd = ["python -m synthetic.world.build", f"--seed {args.seed}"]  # --out changes no byte: not recorded
     cmd += [f"--{k.replace('_', '-')}-steps {v}" for k, v in steps.items() if v != DEFAULT_STEPS[k]]
@@ -433,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append("--lm-row-column-slots")
     if args.lm_asked_cells:
         cmd.append(f"--lm-asked-cells {args.lm_asked_cells:g}")
+    if args.lm_paraphrase:
+        cmd.append(f"--lm-paraphrase {args.lm_paraphrase:g}")
     if args.processes != 1:
         cmd.append(f"--processes {args.processes}")
     if args.reuse_backbones is not None:

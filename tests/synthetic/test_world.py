@@ -508,6 +508,8 @@ def test_build_refuses_lm_options_it_cannot_apply(tmp_path, capsys):
             "--lm-row-column-slots trains the LM",
         ),
         (["--lm-asked-cells", "1", "--reuse-backbones", str(tmp_path)], "--lm-asked-cells trains the LM"),
+        (["--lm-paraphrase", "0.5", "--reuse-backbones", str(tmp_path)], "--lm-paraphrase trains the LM"),
+        (["--lm-paraphrase", "1.5"], "expected a share in [0, 1], got 1.5"),
     ):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "w"), *argv])
@@ -575,6 +577,30 @@ def test_row_column_slots_write_a_row_and_a_column_for_every_position(tmp_path):
     assert slot_layout(tmp_path) == layout
     (tmp_path / "manifest.json").write_text("{}")
     assert slot_layout(tmp_path) == BUILD_LAYOUT
+
+
+def test_paraphrase_layout_asks_its_share_of_documents_in_the_paraphrase_wording():
+    """``DocumentLayout(paraphrase=p)`` asks about p of the LM's documents in PARAPHRASE_WORDING, from a stream
+    of its own: the other documents, their images and their answers are the build's."""
+    from synthetic.world.backbones import BUILD_LAYOUT, DocumentLayout, _lm_document
+    from synthetic.world.language import PARAPHRASE_WORDING, TRAIN_WORDING
+
+    n = 80
+    layout = DocumentLayout(paraphrase=0.5)
+    picked = [layout.wording(0, i) is PARAPHRASE_WORDING for i in range(n)]
+    assert 25 <= sum(picked) <= 55
+    assert all(BUILD_LAYOUT.wording(0, i) is TRAIN_WORDING for i in range(n))
+    new = {t.split("{")[0] for t in PARAPHRASE_WORDING.instructions() - TRAIN_WORDING.instructions()}
+    said = 0
+    for i in range(n):
+        (plain, plain_images, *_), (ours, images, *_) = _lm_document(0, i), _lm_document(0, i, layout=layout)
+        assert images == plain_images
+        assert [t for t, loss in ours if loss] == [t for t, loss in plain if loss]  # the same answers
+        if not picked[i]:
+            assert ours == plain
+        else:
+            said += any(phrase in "".join(t for t, _ in ours) for phrase in new - {""})
+    assert said > sum(picked) // 3  # captions and cloze have no new phrasings; the other tasks do
 
 
 def test_the_diagnostics_show_the_lm_its_slots_in_the_layout_given(monkeypatch):
