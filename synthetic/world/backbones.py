@@ -294,7 +294,10 @@ class DocumentLayout:
 
     def wording(self, seed: int, i: int) -> Wording:
         """The wording document ``i`` is asked in."""
-        if self.paraphrase and np.random.default_rng([seed, LM_PARAPHRASE_STREAM, i]).random() < self.paraphrase:
+        if (
+            self.paraphrase
+            and np.random.default_rng([seed, LM_PARAPHRASE_STREAM, i]).random() < self.paraphrase
+        ):
             return PARAPHRASE_WORDING
         return TRAIN_WORDING
 
