@@ -110,6 +110,8 @@ from doc_blocks import read_block  # noqa: E402
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics_lm_paraphrase_n300.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-lm-paraphrase",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_lm_paraphrase.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-lm-paraphrase-5seeds",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_lm_paraphrase_5seeds.json").read_text()))),
         ("wording_shift", "docs/tiny_world.md", "wording-shift-lm-paraphrase",
          lambda m: m.docs_block(json.loads((RESULTS / "wording_shift_lm_paraphrase.json").read_text()))),
         ("job_times", "README.md", "job-times",
