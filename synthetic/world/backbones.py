@@ -292,6 +292,10 @@ class DocumentLayout:
     row_column_slots: bool = False
     paraphrase: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.paraphrase <= 1.0:
+            raise ValueError(f"paraphrase: expected a share in [0, 1], got {self.paraphrase}")
+
     def wording(self, seed: int, i: int) -> Wording:
         """The wording document ``i`` is asked in."""
         if (

@@ -210,8 +210,6 @@ def build(
 
     check_grounding_weight(grounding, grounding_weight)  # before the ~17 minutes of the LM and ViT
     steps = {**DEFAULT_STEPS, **(steps or {})}
-    if not 0.0 <= paraphrase <= 1.0:
-        raise ValueError(f"paraphrase: expected a share in [0, 1], got {paraphrase}")
     layout = DocumentLayout(row_column_slots=row_column_slots, paraphrase=paraphrase)
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)

@@ -590,6 +590,8 @@ def test_paraphrase_layout_asks_its_share_of_documents_in_the_paraphrase_wording
     picked = [layout.wording(0, i) is PARAPHRASE_WORDING for i in range(n)]
     assert 25 <= sum(picked) <= 55
     assert all(BUILD_LAYOUT.wording(0, i) is TRAIN_WORDING for i in range(n))
+    with pytest.raises(ValueError, match=r"paraphrase: expected a share in \[0, 1\], got -0.1"):
+        DocumentLayout(paraphrase=-0.1)
     new = {t.split("{")[0] for t in PARAPHRASE_WORDING.instructions() - TRAIN_WORDING.instructions()}
     said = 0
     for i in range(n):
