@@ -37,7 +37,7 @@ from doc_blocks import write_block  # noqa: E402
 from gemm_rate import gemm_gflops  # noqa: E402
 from results_file import git_commit, write_results  # noqa: E402
 
-# world v8's recipe (its manifest's command; world v9, shipped, adds --processes 2 --lm-length-groups 4)
+# world v8's recipe (its manifest's command; world v9 adds --processes 2 --lm-length-groups 4)
 RECIPE = (
     "--qformer-grounding --qformer-grounding-weight 4 --lm-question-summary 0.1 "
     "--lm-question-summary-tasks detail_question cloze difference --lm-compare 1 --lm-pair-colours 1"

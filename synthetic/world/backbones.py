@@ -325,7 +325,8 @@ class DocumentLayout:
         return render_text(instance, lambda _: "<Img>" + "<image>" * NUM_SLOTS + "</Img>", self.label_images)
 
 
-# the build's documents: images labelled only where their tasks label them, slots in a random order per image
+# the default documents (the build's up to world v9; world v10's adds row / column slots and paraphrase 0.5):
+# images labelled only where their tasks label them, slots in a random order per image
 BUILD_LAYOUT = DocumentLayout()
 
 
@@ -839,11 +840,11 @@ def train_language_model(
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
     ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
     (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
-    (:class:`DocumentLayout`; the build uses the default). ``compare`` > 0 adds, with that weight,
+    (:class:`DocumentLayout`; the build's command sets it, see :func:`~synthetic.world.build.build`). ``compare`` > 0 adds, with that weight,
     :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
-    (worlds v8 and v9 use 1). ``length_groups`` > 1 runs each step's documents in that many groups of
+    (worlds v8 to v10 use 1). ``length_groups`` > 1 runs each step's documents in that many groups of
     similar length (:meth:`SlotBatch.by_length`): the same loss up to float rounding, less padding; faster
-    with one thread per process (world v9 uses 4 with ``processes=2``;
+    with one thread per process (worlds v9 and v10 use 4 with ``processes=2``;
     ``benchmarks/results/world_build_speed_length_groups.json``), slower with 2 threads in one process
     (``benchmarks/results/world_build_speed.json``); 1 (whole batches, one process) rebuilds world v8's LM
     bit for bit. ``pair_colours`` > 0 adds, with that weight, :class:`PairColourHead`'s loss on the last

@@ -74,9 +74,9 @@ def slot_layout(directory: Path | None = None) -> DocumentLayout:
     """How the LM of the build in ``directory`` (default: the shipped one) was shown images: its manifest's
     ``lm_row_column_slots``, so that diagnostics give it slots as it learned to read them.
 
-    Example (world v9's LM reads positions as the language names them):
+    Example (world v10's LM reads a row and a column for every position):
         >>> slot_layout().row_column_slots
-        False
+        True
     """
     manifest = json.loads(((directory or default_out()) / "manifest.json").read_text(encoding="utf-8"))
     return DocumentLayout(row_column_slots=bool(manifest.get("lm_row_column_slots", False)))
@@ -192,18 +192,18 @@ def build(
     ``question_summary``: weight of the LM's :class:`~synthetic.world.backbones.QuestionSummaryHead` loss
     (0: off; the shipped build uses 0.1, world v5 used 0.5), on the documents of ``summary_tasks``.
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off;
-    worlds v8 and v9 use 1). ``length_groups``: the LM's steps run in that many groups of documents of
+    worlds v8 to v10 use 1). ``length_groups``: the LM's steps run in that many groups of documents of
     similar length (1: whole batches; N > 1: the same loss with less padding, other bits; faster with
-    ``processes`` > 1, not with 2 threads in one process; world v9 uses 4). ``pair_colours``: weight of
-    the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 and v9 use 1).
+    ``processes`` > 1, not with 2 threads in one process; worlds v9 and v10 use 4). ``pair_colours``: weight of
+    the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 to v10 use 1).
     ``row_column_slots``: the LM's object slots name a row and a column for every position
     (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
-    :func:`slot_layout` finds it for the diagnostics. ``asked_cells``: weight of the LM's
-    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off). ``paraphrase``: the share of the LM's
-    documents asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING` (0: none, as in the shipped build).
+    :func:`slot_layout` finds it for the diagnostics (on in world v10). ``asked_cells``: weight of the LM's
+    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off; world v10 uses 0.1). ``paraphrase``: the share of the LM's
+    documents asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING` (0: none, as in worlds up to v9; world v10 uses 0.5).
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
-    (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; world v9
-    uses 2).
+    (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; worlds v9
+    and v10 use 2).
     """
     import timm
     import transformers
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--qformer-grounding-weight", type=float, default=1.0, metavar="WEIGHT",
-        help="weight of the grounding loss against the caption loss (default 1; worlds v7 to v9 use 4)",
+        help="weight of the grounding loss against the caption loss (default 1; worlds v7 to v10 use 4)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-question-summary", type=float, default=0.0, metavar="WEIGHT",
@@ -355,39 +355,39 @@ def main(argv: list[str] | None = None) -> int:
         "--lm-compare", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns what each slot of a two-image document is to the other image (first image; "
         "second image: new, changed or the same there) at the input of layer 5, with this loss weight (0: off; "
-        "worlds v8 and v9 use 1; docs/tiny_world.md)",
+        "worlds v8 to v10 use 1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-length-groups", type=int, default=1, metavar="N",
         help="run each LM step's documents in N groups of similar length: the same loss with less padding, "
         "other bits than whole batches; faster with --processes, not with 2 threads in one process (default 1; "
-        "world v9 uses 4)",
+        "worlds v9 and v10 use 4)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-pair-colours", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to name, at the last prompt token at the input of layer 5, the colour of the "
-        "asked object in each image of a two-image question, with this loss weight (0: off; worlds v8 and v9 use "
-        "1; docs/tiny_world.md)",
+        "asked object in each image of a two-image question, with this loss weight (0: off; worlds v8 to v10 "
+        "use 1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-row-column-slots", action="store_true",
         help="the LM's object slots name a row and a column for every position ('center left' for 'left'), "
-        "so that a middle row or column is a word in the slot, not a word missing from it",
+        "so that a middle row or column is a word in the slot, not a word missing from it (on in world v10)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-asked-cells", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to name, at the last prompt token at the input of layer 5, the grid cell of "
-        "the object a detail question asks about, with this loss weight (0: off; docs/tiny_world.md)",
+        "the object a detail question asks about, with this loss weight (0: off; world v10 uses 0.1; docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-paraphrase", type=float, default=0.0, metavar="SHARE",
         help="this share of the LM's documents asks its tasks in the paraphrase wording (more ways to ask "
-        "the training wording's questions, held to the evaluation wording's hold-out rules; 0: off, as shipped)",
+        "the training wording's questions, held to the evaluation wording's hold-out rules; 0: off; world v10 uses 0.5)",
     )  # fmt: skip
     parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
         help="train each stage data-parallel in N processes of one thread each (--threads then applies only "
-        "to the diagnostics; other bits than 1; default 1; world v9 uses 2)",
+        "to the diagnostics; other bits than 1; default 1; worlds v9 and v10 use 2)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     if args.processes < 1:

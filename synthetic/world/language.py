@@ -235,7 +235,7 @@ EVAL_WORDING = Wording(
 
 
 # More ways to ask the synthetic tasks, for the adapter's data (``make_default_data(paraphrase=...)``) and,
-# in candidate builds only (``--lm-paraphrase``), the LM's documents; the shipped LM never read them.
+# with ``--lm-paraphrase``, the LM's documents (half of them in world v10's build; none up to world v9).
 # Written with the evaluation wording in view, so held to rules that keep that wording held out (tested):
 # no sentence of it, and no word or word pair of it that the LM's corpus lacks; every word is the tokenizer's.
 # The fields no synthetic task asks with are the training wording's.
