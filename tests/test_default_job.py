@@ -54,10 +54,10 @@ def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_image
     """The direction of the README's effect, on control-proof metrics: 400 steps of the default job (600
     synthetic samples) and of the same job with the guidance held at zero, run side by side. With guidance,
     detail questions and cloze rise; with both images blank the guided model falls back (measured on world
-    v9: detail questions 61.7 against 16.7 without guidance and 25.0 blank; cloze 88.3 against 50.0 without
-    guidance and 16.7 blank; world v7 at 600 steps and 1000 samples: 71.7 / 23.3 / 31.7 and 83.3 / 36.7 /
-    18.3). One run of 60 items per task moves by several points, so the margins are below the measured
-    effect; the README's table, the full job (3000 samples, 2000 steps) on 3 seeds, measures its size."""
+    v10: detail questions 66.7 against 16.7 without guidance and 18.3 blank; cloze 90.0 against 48.3 without
+    guidance and 15.0 blank; world v9: 61.7 / 16.7 / 25.0 and 88.3 / 50.0 / 16.7). One run of 60 items per
+    task moves by several points, so the margins are below the measured effect; the README's table, the full
+    job (3000 samples, 2000 steps) on 5 seeds, measures its size."""
     import os
     import subprocess
     import sys

@@ -88,6 +88,8 @@ from doc_blocks import read_block  # noqa: E402
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_12x12.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8-steps3000",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8_steps3000.json").read_text()))),
+        ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v9",
+         lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v9.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v8",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v8.json").read_text()))),
         ("world_build_speed", "docs/tiny_world.md", "world-build-speed",
@@ -322,9 +324,15 @@ def test_mini_demon_table_records_the_fetch_loss_when_the_run_trained_one(tmp_pa
     ("rebuild", "first"),
     [
         (RESULTS / "world_v9_rebuild_manifest.json", RESULTS / "world_v9_manifest.json"),
-        (RESULTS / "world_lm_paraphrase_rebuild_manifest.json", RESULTS / "world_lm_paraphrase_manifest.json"),
+        (
+            RESULTS / "world_lm_paraphrase_rebuild_manifest.json",
+            RESULTS / "world_lm_paraphrase_manifest.json",
+        ),
         # world v10 as shipped: the third candidate built once more, in a later session
-        (ROOT / "vpgkit" / "assets" / "tiny_world" / "manifest.json", RESULTS / "world_lm_paraphrase_manifest.json"),
+        (
+            ROOT / "vpgkit" / "assets" / "tiny_world" / "manifest.json",
+            RESULTS / "world_lm_paraphrase_manifest.json",
+        ),
     ],
 )
 def test_a_rebuild_with_the_same_command_wrote_the_same_files(rebuild, first):
@@ -334,3 +342,14 @@ def test_a_rebuild_with_the_same_command_wrote_the_same_files(rebuild, first):
     assert {k: v["sha256"] for k, v in again["files"].items()} == {
         k: v["sha256"] for k, v in built["files"].items()
     }
+
+
+def test_a_rerun_of_a_table_run_in_a_later_session_gave_the_same_scores():
+    """The README's table merges runs trained in two sessions: (c) seed 0 trained again in the later one,
+    on the same assets, gave every score, control and loss of the first (its wall time differs: a new run)."""
+    rerun = json.loads((RESULTS / "mini_demon_world_v10_c_seed0_rerun.json").read_text())
+    table = json.loads((RESULTS / "mini_demon.json").read_text())
+    assert rerun["assets"] == table["assets"]
+    again, first = rerun["runs"]["c_seed0"], table["runs"]["c_seed0"]
+    assert again.pop("wall_seconds") != first.pop("wall_seconds")
+    assert again == first
