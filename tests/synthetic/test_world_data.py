@@ -59,6 +59,8 @@ def test_mini_demon_reads_with_read_demon_and_has_the_demon_layout(tmp_path):
             assert len(sample.images) == len(inst["images_path"]) == inst["context"].count("{image#")
             if meta["metric"] == "accuracy":
                 assert entry["response"] in inst["choice_list"]
+            if name.split("__")[0] in ("detail_question", "cloze"):
+                assert len(set(inst["choice_list"])) == 4  # a uniform guess scores 25 (README, "Not met")
             assert sample.conversation[0].text.startswith(
                 meta["task_instruction"][entry["task_instruction_id"]]
             )
