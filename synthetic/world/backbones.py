@@ -840,9 +840,9 @@ def train_language_model(
     ``task_weights``: how often each task's documents are drawn (the build uses :data:`LM_TASK_WEIGHTS`;
     ``benchmarks/lm_variants.py`` tries others). ``which_forms``: shares of which-image documents in easier forms
     (none in the build; see :func:`_lm_document`). ``layout``: how the documents write their images
-    (:class:`DocumentLayout`; the build's command sets it, see :func:`~synthetic.world.build.build`). ``compare`` > 0 adds, with that weight,
-    :class:`SlotRelationHead`'s loss on the slots of two-image documents at the input of :data:`COMPARE_LAYER`
-    (worlds v8 to v10 use 1). ``length_groups`` > 1 runs each step's documents in that many groups of
+    (:class:`DocumentLayout`; set by the build's options, :func:`~synthetic.world.build.build`).
+    ``compare`` > 0 adds, with that weight, :class:`SlotRelationHead`'s loss on the slots of two-image
+    documents at the input of :data:`COMPARE_LAYER` (worlds v8 to v10 use 1). ``length_groups`` > 1 runs each step's documents in that many groups of
     similar length (:meth:`SlotBatch.by_length`): the same loss up to float rounding, less padding; faster
     with one thread per process (worlds v9 and v10 use 4 with ``processes=2``;
     ``benchmarks/results/world_build_speed_length_groups.json``), slower with 2 threads in one process

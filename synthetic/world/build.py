@@ -194,13 +194,14 @@ def build(
     ``compare``: weight of the LM's :class:`~synthetic.world.backbones.SlotRelationHead` loss (0: off;
     worlds v8 to v10 use 1). ``length_groups``: the LM's steps run in that many groups of documents of
     similar length (1: whole batches; N > 1: the same loss with less padding, other bits; faster with
-    ``processes`` > 1, not with 2 threads in one process; worlds v9 and v10 use 4). ``pair_colours``: weight of
-    the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 to v10 use 1).
-    ``row_column_slots``: the LM's object slots name a row and a column for every position
+    ``processes`` > 1, not with 2 threads in one process; worlds v9 and v10 use 4). ``pair_colours``:
+    weight of the LM's :class:`~synthetic.world.backbones.PairColourHead` loss (0: off; worlds v8 to v10
+    use 1). ``row_column_slots``: the LM's object slots name a row and a column for every position
     (:class:`~synthetic.world.backbones.DocumentLayout`); recorded in the manifest, where
-    :func:`slot_layout` finds it for the diagnostics (on in world v10). ``asked_cells``: weight of the LM's
-    :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off; world v10 uses 0.1). ``paraphrase``: the share of the LM's
-    documents asked in :data:`~synthetic.world.language.PARAPHRASE_WORDING` (0: none, as in worlds up to v9; world v10 uses 0.5).
+    :func:`slot_layout` finds it for the diagnostics (on in world v10). ``asked_cells``: weight of the
+    LM's :class:`~synthetic.world.backbones.AskedCellHead` loss (0: off; world v10 uses 0.1).
+    ``paraphrase``: the share of the LM's documents asked in
+    :data:`~synthetic.world.language.PARAPHRASE_WORDING` (0: none, as up to world v9; world v10 uses 0.5).
     ``processes`` > 1: each stage trains data-parallel in that many processes of one thread each
     (:mod:`synthetic.world.data_parallel`; other bits than one process of ``threads`` threads; worlds v9
     and v10 use 2).
@@ -377,12 +378,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lm-asked-cells", type=float, default=0.0, metavar="WEIGHT",
         help="the LM also learns to name, at the last prompt token at the input of layer 5, the grid cell of "
-        "the object a detail question asks about, with this loss weight (0: off; world v10 uses 0.1; docs/tiny_world.md)",
+        "the object a detail question asks about, with this loss weight (0: off; world v10 uses 0.1; "
+        "docs/tiny_world.md)",
     )  # fmt: skip
     parser.add_argument(
         "--lm-paraphrase", type=float, default=0.0, metavar="SHARE",
         help="this share of the LM's documents asks its tasks in the paraphrase wording (more ways to ask "
-        "the training wording's questions, held to the evaluation wording's hold-out rules; 0: off; world v10 uses 0.5)",
+        "the training wording's questions, held to the evaluation wording's hold-out rules; 0: off; world v10 "
+        "uses 0.5)",
     )  # fmt: skip
     parser.add_argument(
         "--processes", type=int, default=1, metavar="N",
