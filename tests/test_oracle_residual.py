@@ -7,6 +7,7 @@ from benchmark_script import load_benchmark
 from test_train import config
 
 from synthetic.world.backbones import slot_vectors, slot_word_ids
+from synthetic.world.build import slot_layout
 from synthetic.world.mini_demon import mini_demon_instance
 from synthetic.world.tasks import render_text
 from vpgkit.data import Sample, Turn
@@ -51,7 +52,9 @@ def test_the_oracle_adds_each_focus_object_to_its_images_first_or_every_slot_at_
     assert changed == [int(slots[1])]  # image 2's first slot only: image 1 has no focus object
     torch.testing.assert_close(delta[slots[1]].norm(), base[0, slots[1]].norm())
     embed = model.llm.get_input_embeddings()
-    added_object = slot_vectors(embed, slot_word_ids(tok, [inst.focus[1][:1]]))[0]  # (D,)
+    # in the layout the shipped LM learned its slots in (world v10: a row and a column per position)
+    words = slot_word_ids(tok, [inst.focus[1][:1]], slot_layout().row_column_slots)
+    added_object = slot_vectors(embed, words)[0]  # (D,)
     cosine = torch.nn.functional.cosine_similarity(delta[slots[1]], added_object, dim=0)
     torch.testing.assert_close(cosine, torch.tensor(1.0))  # the added object's own slot vector, not another
     torch.testing.assert_close(step_with, step_without)
