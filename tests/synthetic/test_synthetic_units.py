@@ -126,7 +126,8 @@ def test_report_table_works_without_matplotlib(tmp_path: Path, monkeypatch: pyte
     ["synthetic.storage", "synthetic.teachers.base", "synthetic.teachers.cache", "synthetic.teachers.cli",
      "synthetic.evolution.jsonrepair", "synthetic.evolution.schema", "synthetic.evolution.prompts",
      "synthetic.evolution.judge", "synthetic.evolution.report", "synthetic.syphus.serializers",
-     "synthetic.syphus.prompts", "synthetic.syphus.mimicit", "synthetic.syphus.translate"],
+     "synthetic.syphus.prompts", "synthetic.syphus.mimicit", "synthetic.syphus.translate",
+     "synthetic.world.build"],
 )  # fmt: skip
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
