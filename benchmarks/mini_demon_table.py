@@ -613,6 +613,100 @@ def tables(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _mean(runs: dict, variant: str, get, seeds: set[int] | None = None) -> float | None:
+    vals = [get(r["tasks"]) for r in runs.values()
+            if r["variant"] == variant and (seeds is None or r["seed"] in seeds)]  # fmt: skip
+    vals = [v for v in vals if v is not None]
+    return statistics.mean(vals) if vals else None
+
+
+def _slashed(values: list[float | None], signed: bool = False) -> str:
+    """``"75.2 / 99.2"`` (``"+20.6 / ..."`` when ``signed``); ``"–"`` when any value is missing."""
+    if not values or any(v is None for v in values):
+        return "–"
+    return " / ".join(f"{v:+.1f}".replace("-", "−") if signed else f"{v:.1f}" for v in values)
+
+
+def comparison_rows(data: dict, seeds: set[int] | None = None) -> dict[str, str]:
+    """The rows of :func:`comparison` for one results file: seed means over ``seeds`` (default: all),
+    each cell the four detail tasks (:data:`DETAIL`) joined by ``/``; ``"–"`` where a variant is missing."""
+    runs = data["runs"]
+
+    def score(variant: str, get=lambda t: t["score"]) -> list[float | None]:
+        return [_mean(runs, variant, lambda ts, k=k: get(ts[k]), seeds) for k in DETAIL]
+
+    def minus(one: list[float | None], other: list[float | None]) -> list[float | None]:
+        return [None if a is None or b is None else a - b for a, b in zip(one, other, strict=True)]
+
+    def blank(task: dict) -> float | None:
+        return task["variants"].get("both_blank")
+
+    c = score("c")
+    subset = [_mean(runs, "c", lambda ts, k=k: ts["detail_question"]["subsets"].get(k), seeds)
+              for k in ("position", "colour")]  # fmt: skip
+    # Scaling: its own seeds (often fewer than the table's), smallest and largest sample count, (c) between.
+    scaling = [k for k in SCALING if any(r["variant"] == k for r in runs.values())]
+    ends = "–"
+    if scaling:
+        scaled = {r["seed"] for r in runs.values() if r["variant"] in scaling}
+        first, last = min(scaling, key=SCALING.get), max(scaling, key=SCALING.get)
+        cells = [f"{_mean(runs, first, lambda ts, k=k: ts[k]['score'], scaled):.1f} → "
+                 f"{_mean(runs, last, lambda ts, k=k: ts[k]['score'], scaled):.1f}" for k in DETAIL]  # fmt: skip
+        ends = " / ".join(cells)
+    caption = _mean(runs, "c", lambda ts: ts["caption"]["score"], seeds)
+    unchanged = _mean(runs, "c", lambda ts: ts["cloze"]["subsets"].get("unchanged"), seeds)
+    return {
+        "(c)": _slashed(c),
+        "(c), detail questions: position / colour": _slashed(subset),
+        "(c) − best no-vision rule": _slashed(score("c", lambda t: t["gain_over_no_vision"]), signed=True),
+        "(c) − (d), k = 0": _slashed(minus(c, score("d")), signed=True),
+        "(c) − (e), no guidance": _slashed(minus(c, score("e")), signed=True),
+        "(c) both blank − rules": _slashed(
+            minus(score("c", blank), score("c", lambda t: t["no_vision"]["score"])), signed=True
+        ),
+        "(c) both blank − (n) both blank": _slashed(minus(score("c", blank), score("n", blank)), signed=True),
+        "(c), cloze on unchanged pairs": _slashed([unchanged]),
+        "(c), captions (ROUGE-L)": _slashed([caption]),
+        "(b), captions only": _slashed(score("b")),
+        "(cl), the LM loss alone": _slashed(score("cl")),
+        "(c) scaling: fewest → most samples": ends,
+    }
+
+
+def comparison(files: list[tuple[str, dict]], seeds: set[int] | None = None) -> str:
+    """A table setting results files side by side (e.g. two world builds): one column per file, one row per
+    measure, each cell the seed means of difference / which-image / detail questions / cloze. Differences
+    are of seed means; the per-file tables (:func:`tables`) carry the stds and 2σ checks.
+
+    Example:
+        >>> run = {"variant": "c", "seed": 0, "tasks": {k: {"score": 50.0, "variants": {}, "subsets": {},
+        ...        "gain_over_no_vision": 20.0, "no_vision": {"score": 30.0}} for k in TASKS}}
+        >>> print(comparison([("A", {"command": "x", "runs": {"c_seed0": run}})]).splitlines()[2])
+        | (c) | 50.0 / 50.0 / 50.0 / 50.0 |
+    """
+    columns = [(label, comparison_rows(data, seeds)) for label, data in files]
+    lines = ["| | " + " | ".join(label for label, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for row in columns[0][1]:
+        cells = [rows[row] for _, rows in columns]
+        if any(cell != "–" for cell in cells):
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_block(files: list[tuple[str, Path]], seeds: set[int] | None = None) -> str:
+    """:func:`comparison` of results files by path, with the files and seeds it read (a docs block)."""
+    table = comparison([(label, json.loads(path.read_text())) for label, path in files], seeds)
+    shown = [(label, path.relative_to(ROOT) if path.is_relative_to(ROOT) else path) for label, path in files]
+    read = ", ".join(f"{label}: `{path}`" for label, path in shown)
+    which = f"seeds {', '.join(map(str, sorted(seeds)))}" if seeds else "all seeds of each file"
+    cmd = "python benchmarks/mini_demon_table.py --compare " + " ".join(
+        shlex.quote(f"{label}={path}") for label, path in shown
+    )
+    cmd += f" --compare-seeds {' '.join(map(str, sorted(seeds)))}" if seeds else ""
+    return (f"Seed means ({which}), difference / which-image / detail questions / cloze ({read}):\n\n"
+            f"{table}\n\nMade by: `{cmd}`")  # fmt: skip
+
+
 def readme_block(data: dict) -> str:
     """The README block: the tables of a results file and the command that made it."""
     made = f"\n\nMade by: `{data['command']}`"
@@ -623,6 +717,17 @@ def readme_block(data: dict) -> str:
 
 def update_readme(text: str, readme: Path = ROOT / "README.md", block: str = "mini-demon") -> None:
     write_block(readme, block, text)
+
+
+def _labelled(text: str) -> tuple[str, Path]:
+    """``"world v10=benchmarks/results/mini_demon.json"`` → the label and the (absolute) path."""
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"expected LABEL=FILE, got {text!r}")
+    file = Path(path) if Path(path).is_absolute() else ROOT / path
+    if not file.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: no results file at {file}")
+    return label, file
 
 
 def main() -> None:
@@ -646,7 +751,18 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="only rewrite the README block from --results")
     parser.add_argument("--write-block", nargs=2, metavar=("PAGE", "NAME"),
                         help="only rewrite block NAME of PAGE (e.g. docs/tiny_world.md) from --results")  # fmt: skip
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=FILE", type=_labelled,
+                        help="only print (or, with --write-block, write) results files side by side")  # fmt: skip
+    parser.add_argument("--compare-seeds", type=int, nargs="+", default=None,
+                        help="with --compare: the seeds to average (default: all of each file)")  # fmt: skip
     args = parser.parse_args()
+    if args.compare:
+        block = comparison_block(args.compare, set(args.compare_seeds) if args.compare_seeds else None)
+        if args.write_block:
+            write_block(ROOT / args.write_block[0], args.write_block[1], block)
+        else:
+            print(block)
+        return
     if args.readme or args.write_block:
         data = json.loads(args.results.read_text())
         page, block = args.write_block or ("README.md", "mini-demon")
