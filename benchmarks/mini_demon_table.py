@@ -449,10 +449,10 @@ def _mean_std(values: list[float], digits: int = 1) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def _values(runs: dict, variant: str, get) -> list[float]:
+def _values(runs: dict, variant: str, get, seeds: set[int] | None = None) -> list[float]:
     out = []
     for r in runs.values():
-        if r["variant"] == variant:
+        if r["variant"] == variant and (seeds is None or r["seed"] in seeds):
             v = get(r["tasks"])
             if v is not None:
                 out.append(v)
@@ -614,9 +614,7 @@ def tables(data: dict) -> str:
 
 
 def _mean(runs: dict, variant: str, get, seeds: set[int] | None = None) -> float | None:
-    vals = [get(r["tasks"]) for r in runs.values()
-            if r["variant"] == variant and (seeds is None or r["seed"] in seeds)]  # fmt: skip
-    vals = [v for v in vals if v is not None]
+    vals = _values(runs, variant, get, seeds)
     return statistics.mean(vals) if vals else None
 
 
