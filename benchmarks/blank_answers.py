@@ -15,7 +15,7 @@ the predictions behind it (each run's ``eval/results.json``) and splits it, per 
   option when no word is shared (the argmax of all zeros), so an off-option answer is right whenever the
   gold is the first option. :func:`demon_script_choice` re-implements that mapping from its documented
   behaviour; vpgkit's evaluator does not use it.
-- ``off_option_answers``: the most frequent off-option answers, with their share of the off-option answers.
+- ``off_option_answers``: every off-option answer (token-normalised) and how often it was given.
 
     python benchmarks/blank_answers.py --runs DIR --label "world v10 seed 1" --variants c
     python benchmarks/blank_answers.py --docs        # rewrites docs/tiny_world.md's block from the JSON
@@ -112,7 +112,7 @@ def measure_run(results_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
             if on
             else None,
             "demon_script": 100.0 * sum(demon) / len(demon),
-            "off_option_answers": {a: round(100.0 * n / sum(off.values()), 1) for a, n in off.most_common(5)},
+            "off_option_answers": dict(off.most_common()),
         }
     return out
 
@@ -127,10 +127,12 @@ def docs_block(data: dict[str, Any]) -> str:
     lines = [
         "Per choice task, **real images / both blank** (percent; means over the runs' seeds): the score, "
         "answers naming no option, accuracy among the answers that name one (chance in brackets), and the "
-        "score DEMON's own script would give (every answer mapped to an option):",
+        "score DEMON's own script would give (every answer mapped to an option); and, with both images "
+        "blank, the two commonest answers naming no option (their share of those answers):",
         "",
-        "| runs | task | score | no option | accuracy on an option (chance) | DEMON's script |",
-        "|---|---|---|---|---|---|",
+        "| runs | task | score | no option | accuracy on an option (chance) | DEMON's script "
+        "| blank: commonest answers naming no option |",
+        "|---|---|---|---|---|---|---|",
     ]
     for entry in data["entries"]:
         label = f"{entry['label']}, ({entry['variant']}) seeds {', '.join(map(str, entry['seeds']))}"
@@ -144,9 +146,11 @@ def docs_block(data: dict[str, Any]) -> str:
                 return " / ".join("–" if v is None else f"{v:.1f}" for v in values)
 
             chance = _mean([p["both_blank"]["chance_on_option"] for p in per])
+            pooled = sum((Counter(p["both_blank"]["off_option_answers"]) for p in per), Counter())
+            common = ", ".join(f"{a} {100 * n / pooled.total():.0f}%" for a, n in pooled.most_common(2))
             lines.append(
                 f"| {label} | {task} | {pair('score')} | {pair('off_option')} | "
-                f"{pair('on_option_accuracy')} ({chance:.0f}) | {pair('demon_script')} |"
+                f"{pair('on_option_accuracy')} ({chance:.0f}) | {pair('demon_script')} | {common or '–'} |"
             )
     lines += ["", "Made by: " + "; ".join(f"`{c}`" for c in data["commands"])]
     return "\n".join(lines)

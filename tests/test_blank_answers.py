@@ -75,4 +75,16 @@ def test_a_runs_answers_are_split_into_off_option_on_option_and_demons_score(bla
     assert b["on_option_accuracy"] == 100.0  # the one answer naming an option is right
     # DEMON's script maps the off-option answers to the first option, "red": right for sample 1 (and 3)
     assert b["demon_script"] == 50.0
-    assert b["off_option_answers"] == {"orange": 66.7, "grey": 33.3}
+    assert b["off_option_answers"] == {"orange": 2, "grey": 1}
+    row = blank.docs_block(
+        {
+            "commands": ["x"],
+            "entries": [
+                {"label": "w", "variant": "c", "seeds": [0], "runs": {"c_seed0": blank.measure_run(results)}}
+            ],
+        }
+    )
+    assert (
+        "| w, (c) seeds 0 | cloze | 75.0 / 25.0 | 0.0 / 75.0 | 75.0 / 100.0 (25) | 75.0 / 50.0 | orange 67%, grey 33% |"
+        in row
+    )
