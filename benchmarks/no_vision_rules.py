@@ -8,6 +8,7 @@ scores the rules on mini-DEMON files of several sizes, built by the default job'
 A sample does not depend on the file's size: the first 100 samples of a 1000-sample file are the 100-sample file.
 
     python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: a few minutes
+    python benchmarks/no_vision_rules.py --null 20    # and the rules on redrawn gold answers: ~10 min more
     python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
 
 Writes ``benchmarks/results/no_vision_rules.json``.
@@ -29,10 +30,36 @@ RESULTS = ROOT / "benchmarks" / "results" / "no_vision_rules.json"
 DOCS = ROOT / "docs" / "tiny_world.md"
 BLOCK = "no-vision-rules"
 TASKS = ("difference", "which_image", "detail_question", "cloze")
+CHOICE_TASKS = ("which_image", "detail_question", "cloze")
 
 
-def score_rules(sizes: list[int], seeds: list[int]) -> dict:
-    """Per task and size: each seed's best rule and every rule's score (percent, the task's metric)."""
+def null_best(task_dir: Path, reps: int, seed: str) -> list[float]:
+    """The best rule's score (percent) on ``reps`` copies of a choice task whose gold answers are redrawn
+    uniformly among each sample's own options: the same prompts and options, with nothing in the text that
+    predicts the answer. What the best rule scores there is what picking the best of several rules on the
+    scored file is worth by itself."""
+    import random
+
+    from vpgkit.evaluation import load_task
+    from vpgkit.evaluation.controls import no_vision_baselines
+
+    source = json.loads((task_dir / "core.json").read_text())
+    rng = random.Random(seed)
+    best = []
+    for _ in range(reps):
+        for sample in source["data"]:
+            sample["response"] = rng.choice(sample["task_instance"]["choice_list"])
+        with tempfile.TemporaryDirectory() as folder:
+            redrawn = Path(folder) / task_dir.name
+            redrawn.mkdir()
+            (redrawn / "core.json").write_text(json.dumps(source))
+            best.append(no_vision_baselines(load_task(redrawn))["best"]["score"])
+    return best
+
+
+def score_rules(sizes: list[int], seeds: list[int], null_reps: int = 0) -> dict:
+    """Per task and size: each seed's best rule and every rule's score (percent, the task's metric), and for
+    the choice tasks with ``null_reps``, each seed's mean best rule on redrawn gold answers (:func:`null_best`)."""
     from synthetic.world.mini_demon import make_mini_demon
     from vpgkit.evaluation import load_task
     from vpgkit.evaluation.controls import no_vision_baselines
@@ -49,6 +76,9 @@ def score_rules(sizes: list[int], seeds: list[int]) -> dict:
                                           "score": round(baselines["best"]["score"], 2)})  # fmt: skip
                     for rule, score in baselines["rules"].items():
                         entry["rules"].setdefault(rule, []).append(round(score, 2))
+                    if null_reps and task in CHOICE_TASKS:
+                        null = null_best(Path(folder) / task, null_reps, seed=f"{seed}-{n}-{task}")
+                        entry.setdefault("null_best", []).append(round(statistics.mean(null), 2))
             print(f"seed {seed}, {n} samples: " + ", ".join(
                 f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f}" for t in TASKS), flush=True)  # fmt: skip
     return tasks
@@ -65,7 +95,14 @@ def docs_block(results: dict) -> str:
     lines = [
         f"Best no-vision rule of the file, mean ± std over seeds {results['seeds']} (percent; ROUGE-L for "
         "difference, accuracy otherwise), by samples per task; last column: the rule with the best mean on "
-        f"{largest} samples, scored alone on {largest}:",
+        f"{largest} samples, scored alone on {largest}"
+        + (
+            f". In brackets, the best rule on the same files with every gold answer redrawn uniformly among "
+            f"its sample's options ({results['null_reps']} draws per file, mean per seed): nothing in the "
+            "text predicts the answer there, so that is what choosing the best rule on the file is worth alone:"
+            if results.get("null_reps")
+            else ":"
+        ),
         "",
         "| task | "
         + " | ".join(f"best rule, {n} samples" for n in sizes)
@@ -74,7 +111,15 @@ def docs_block(results: dict) -> str:
     ]
     for task in TASKS:
         per_size = results["tasks"][task]
-        cells = [_mean_std([b["score"] for b in per_size[str(n)]["best"]]) for n in sizes]
+        cells = [
+            _mean_std([b["score"] for b in per_size[str(n)]["best"]])
+            + (
+                f" (redrawn: {_mean_std(per_size[str(n)]['null_best'])})"
+                if "null_best" in per_size[str(n)]
+                else ""
+            )
+            for n in sizes
+        ]
         rules = per_size[largest]["rules"]
         single = max(rules, key=lambda r: statistics.mean(rules[r]))
         cells.append(f"{_mean_std(rules[single])} ({single})")
@@ -90,6 +135,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 300, 1000], help="samples per task")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="mini-DEMON seeds")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    parser.add_argument("--null", type=int, default=0, metavar="REPS",
+                        help="also score the choice tasks with their gold answers redrawn, REPS times per file")  # fmt: skip
     parser.add_argument(
         "--docs", action="store_true", help=f"rewrite {DOCS.name}'s block from --out; no scoring"
     )
@@ -100,9 +147,9 @@ def main() -> None:
     if min(args.sizes) < 2 or len(args.seeds) < 2:
         parser.error("--sizes must be ≥ 2 (leave-one-out rules) and --seeds needs two or more (a std)")
     command = "python benchmarks/no_vision_rules.py --sizes " + " ".join(map(str, args.sizes))
-    command += " --seeds " + " ".join(map(str, args.seeds))
+    command += " --seeds " + " ".join(map(str, args.seeds)) + f" --null {args.null}" * bool(args.null)
     results = {"command": command, "commit": git_commit(ROOT), "sizes": args.sizes, "seeds": args.seeds,
-               "tasks": score_rules(args.sizes, args.seeds)}  # fmt: skip
+               "null_reps": args.null, "tasks": score_rules(args.sizes, args.seeds, args.null)}  # fmt: skip
     write_results(args.out, results, indent=1)
     print(docs_block(results))
 

@@ -1,0 +1,30 @@
+"""benchmarks/no_vision_rules.py's null: redrawing the gold answers removes what the text predicts."""
+
+from __future__ import annotations
+
+import json
+
+from benchmark_script import load_benchmark
+
+
+def test_redrawn_gold_answers_leave_the_rules_nothing_the_text_predicts(tmp_path):
+    rules = load_benchmark("no_vision_rules")
+    from vpgkit.evaluation import load_task
+    from vpgkit.evaluation.controls import no_vision_baselines
+
+    colours = ["red", "blue", "green", "purple"]
+    # the answer is always the option the question does not mention: a text prior the rules find (100%)
+    data = [{"sample_id": i, "task_instance": {"context": f"{{image#1}} Not {colours[i % 4]}, so?",
+             "images_path": ["a.png"], "choice_list": sorted([colours[i % 4], colours[(i + 1) % 4]])},
+             "response": colours[(i + 1) % 4]} for i in range(200)]  # fmt: skip
+    meta = {"task_instruction": ["Which colour? "], "category": "MC", "metric": "accuracy"}
+    task = tmp_path / "cloze"
+    task.mkdir()
+    (task / "core.json").write_text(json.dumps({"metadata": meta, "data": data}))
+    assert no_vision_baselines(load_task(task))["best"]["score"] == 100.0
+    null = rules.null_best(task, reps=5, seed="0")
+    assert len(null) == 5 and all(
+        50 <= s < 65 for s in null
+    )  # two options: chance 50, plus the choice of rule
+    assert null == rules.null_best(task, reps=5, seed="0")  # seeded
+    assert json.loads((task / "core.json").read_text())["data"] == data  # the task file is left as it was
