@@ -70,6 +70,8 @@ from doc_blocks import read_block  # noqa: E402
                                        ("world v9", RESULTS / "mini_demon_world_v9.json")], seeds={0, 1, 2})),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics-world-v10-seed1",
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics_world_v10_seed1.json").read_text()))),
+        ("blank_answers", "docs/tiny_world.md", "blank-answers",
+         lambda m: m.docs_block(json.loads((RESULTS / "blank_answers.json").read_text()))),
         ("mini_demon_table", "docs/tiny_world.md", "mini-demon-world-v9-n100",
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v9_n100.json").read_text()))),
         ("no_vision_rules", "docs/tiny_world.md", "no-vision-rules",
