@@ -53,11 +53,12 @@ def test_default_job_synthesises_trains_vpgc_evaluates_and_writes_everything(tmp
 def test_a_shortened_default_job_sees_with_its_guidance_and_not_with_blank_images(tmp_path):
     """The direction of the README's effect, on control-proof metrics: 400 steps of the default job (600
     synthetic samples) and of the same job with the guidance held at zero, run side by side. With guidance,
-    detail questions and cloze rise; with both images blank the guided model falls back (measured on world
-    v10: detail questions 66.7 against 16.7 without guidance and 18.3 blank; cloze 90.0 against 48.3 without
-    guidance and 15.0 blank; world v9: 61.7 / 16.7 / 25.0 and 88.3 / 50.0 / 16.7). One run of 60 items per
-    task moves by several points, so the margins are below the measured effect; the README's table, the full
-    job (3000 samples, 2000 steps) on 5 seeds, measures its size."""
+    detail questions and cloze rise; with both images blank the guided model falls back. Measured on world
+    v10 by the same two runs made with `mini_demon_table.py` (benchmarks/results/default_job_short.json, its
+    (c) and (e) rows; the command is in the file): detail questions 66.7 against 16.7 without guidance and
+    18.3 blank; cloze 90.0 against 48.3 without guidance and 15.0 blank. One run of 60 items per task moves
+    by several points, so the margins are below the measured effect; the README's table, the full job (3000
+    samples, 2000 steps) on 5 seeds, measures its size."""
     import os
     import subprocess
     import sys
