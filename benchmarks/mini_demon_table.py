@@ -718,11 +718,12 @@ def update_readme(text: str, readme: Path = ROOT / "README.md", block: str = "mi
 
 
 def _labelled(text: str) -> tuple[str, Path]:
-    """``"world v10=benchmarks/results/mini_demon.json"`` → the label and the (absolute) path."""
+    """``"world v10=benchmarks/results/mini_demon.json"`` → the label and the absolute path (a relative
+    one is of the current directory)."""
     label, sep, path = text.partition("=")
     if not sep or not label or not path:
         raise argparse.ArgumentTypeError(f"expected LABEL=FILE, got {text!r}")
-    file = Path(path) if Path(path).is_absolute() else ROOT / path
+    file = Path(path).resolve()
     if not file.is_file():
         raise argparse.ArgumentTypeError(f"{text!r}: no results file at {file}")
     return label, file
