@@ -14,7 +14,9 @@ the predictions behind it (each run's ``eval/results.json``) and splits it, per 
   (scikit-learn's ``TfidfVectorizer`` defaults, fitted on the answer and the options) and takes the first
   option when no word is shared (the argmax of all zeros), so an off-option answer is right whenever the
   gold is the first option. :func:`demon_script_choice` re-implements that mapping from its documented
-  behaviour; vpgkit's evaluator does not use it.
+  behaviour; vpgkit's evaluator does not use it. The script's own punctuation rules (it deletes or spaces
+  out some marks before fitting) are not reproduced: they change nothing on answers made of words, as this
+  world's are, but can on hyphenated or numeric ones.
 - ``off_option_answers``: every off-option answer (token-normalised) and how often it was given.
 
     python benchmarks/blank_answers.py --runs DIR --label "world v10 seed 1" --variants c
@@ -84,22 +86,21 @@ def _demon_script_correct(answer: str, reference: str, options: Sequence[str]) -
 
 def measure_run(results_path: Path) -> dict[str, dict[str, dict[str, Any]]]:
     """task → kind → the measures of the module docstring, for one run's ``eval/results.json``."""
+    from mini_demon_table import task_and_kind
+
     from vpgkit.evaluation import load_task
     from vpgkit.evaluation.metrics import normalize
 
     results = json.loads(results_path.read_text())
-    options: dict[str, dict] = {}
-    for name, row in results["tasks"].items():
-        task = load_task(row["path"])
-        options[name] = task.choices  # keyed by the sample ids the predictions carry
     grouped: dict[tuple[str, str], list[dict]] = {}
     for record in results["predictions"]:
-        task, _, kind = record["task"].removeprefix("mini_demon_").partition("__")
-        if task in CHOICE_TASKS and (kind or "real") in KINDS:
-            grouped.setdefault((task, kind or "real"), []).append(record)
+        where = task_and_kind(record)
+        if where[0] in CHOICE_TASKS and where[1] in KINDS:
+            grouped.setdefault(where, []).append(record)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for (task, kind), records in sorted(grouped.items()):
-        choices = options[records[0]["task"]]
+        # the options by sample id (the ids the predictions carry), from the file this evaluation read
+        choices = load_task(results["tasks"][records[0]["task"]]["path"]).choices
         on = [r for r in records if r["choice_rule"] != "none"]
         off = Counter(normalize(r["prediction"]) for r in records if r["choice_rule"] == "none")
         demon = [_demon_script_correct(r["prediction"], r["reference"], choices[r["id"]]) for r in records]
