@@ -365,12 +365,24 @@ def test_the_readme_table_is_of_the_shipped_assets_and_holds_the_candidates_runs
     assert {tag: table["runs"][tag] for tag in candidate} == candidate
 
 
-def test_a_rerun_of_a_table_run_in_a_later_session_gave_the_same_scores():
-    """The README's table merges runs trained in two sessions: (c) seed 0 trained again in the later one,
-    on the same assets, gave every score, control and loss of the first (its wall time differs: a new run)."""
-    rerun = json.loads((RESULTS / "mini_demon_world_v10_c_seed0_rerun.json").read_text())
+@pytest.mark.parametrize(
+    "rerun_file",
+    [
+        "mini_demon_world_v10_c_seed0_rerun.json",  # the session that merged (b), (cl) and scaling in
+        "mini_demon_world_v10_c_seeds012_rerun.json",  # the next: the runs benchmarks/blank_answers.py read
+    ],
+)
+def test_a_rerun_of_table_runs_in_a_later_session_gave_the_same_scores(rerun_file):
+    """The README's table merges runs trained in two sessions, and later analyses read runs trained again:
+    (c) (and its base model (a)) trained again on the same assets gave every score, control and loss of the
+    table's runs (their wall times differ: new runs)."""
+    rerun = json.loads((RESULTS / rerun_file).read_text())
     table = json.loads((RESULTS / "mini_demon.json").read_text())
     assert rerun["assets"] == table["assets"]
-    again, first = rerun["runs"]["c_seed0"], table["runs"]["c_seed0"]
-    assert again.pop("wall_seconds") != first.pop("wall_seconds")
-    assert again == first
+    assert {r["variant"] for r in rerun["runs"].values()} <= {"a", "c"}
+    for tag, again in rerun["runs"].items():
+        first = dict(table["runs"][tag])
+        again = dict(again)
+        if "wall_seconds" in again:
+            assert again.pop("wall_seconds") != first.pop("wall_seconds")
+        assert again == first, tag
