@@ -774,12 +774,15 @@ def main() -> None:
     if made_with != default_job():
         parser.error(f"--merge: {args.results} was made with the default job {made_with}, the recipe now "
                      f"composes {default_job()}; write a new results file")  # fmt: skip
+    if old["runs"] and old.get("extra", []) != args.extra:  # e.g. a shortened job's runs beside full ones
+        parser.error(f"--merge: {args.results} was made with --extra {old.get('extra', [])}, not {args.extra}; "
+                     "write a new results file")  # fmt: skip
     runs = run_all(args)
     command = "python benchmarks/mini_demon_table.py " + " ".join(sys.argv[1:])
     if "command" in old:  # a merge: both invocations made the file
         command = f"{old['command']}; {command}"
     data = {"command": command, "jobs": args.jobs, "assets": provenance(), "default_job": default_job(),
-            "runs": {**old["runs"], **runs}}  # fmt: skip
+            **({"extra": args.extra} if args.extra else {}), "runs": {**old["runs"], **runs}}  # fmt: skip
     args.results.parent.mkdir(parents=True, exist_ok=True)
     write_results(args.results, data, indent=1)
     print(tables(data))

@@ -174,6 +174,13 @@ def test_mini_demon_table_knows_the_default_job_and_refuses_to_merge_another_bef
                                       "--results", str(RESULTS / "mini_demon_world_v6_1k.json")])  # fmt: skip
     with pytest.raises(SystemExit):
         table.main()
+    # nor are runs of a job changed by --extra (the shortened job's) merged with runs made without it
+    short = json.loads((RESULTS / "default_job_short.json").read_text())
+    assert short["extra"] == ["trainer.max_steps=400", "data.prepare.n_edits=600", "data.prepare.n_eval=60"]
+    monkeypatch.setattr(sys, "argv", ["mini_demon_table.py", "--merge", "--out", str(tmp_path),
+                                      "--results", str(RESULTS / "default_job_short.json")])  # fmt: skip
+    with pytest.raises(SystemExit):
+        table.main()
 
 
 def test_mini_demon_table_reevaluates_trained_runs_without_training_them(tmp_path):
