@@ -7,6 +7,11 @@ scores the rules on mini-DEMON files of several sizes, built by the default job'
 (:func:`synthetic.world.mini_demon.make_mini_demon`) for the default job's seeds, so the inflation is measured.
 A sample does not depend on the file's size: the first 100 samples of a 1000-sample file are the 100-sample file.
 
+Beside the best rule it scores the **cross-fitted** rules (:func:`vpgkit.evaluation.cross_fitted_baseline`, 5
+folds): every sample answered by the rule chosen, and fitted, on the other folds, so that nothing is read off the
+answers being scored. With ``--null`` both are also scored on the redrawn files, where the cross-fitted rules
+should sit at chance.
+
     python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: a few minutes
     python benchmarks/no_vision_rules.py --null 20    # and the rules on redrawn gold answers: ~10 min more
     python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
@@ -31,21 +36,23 @@ DOCS = ROOT / "docs" / "tiny_world.md"
 BLOCK = "no-vision-rules"
 TASKS = ("difference", "which_image", "detail_question", "cloze")
 CHOICE_TASKS = ("which_image", "detail_question", "cloze")
+FOLDS = 5  # cross-fitting folds
 
 
-def null_best(task_dir: Path, reps: int, seed: str) -> list[float]:
-    """The best rule's score (percent) on ``reps`` copies of a choice task whose gold answers are redrawn
-    uniformly among each sample's own options: the same prompts and options, with nothing in the text that
-    predicts the answer. What the best rule scores there is what picking the best of several rules on the
-    scored file is worth by itself."""
+def null_scores(task_dir: Path, reps: int, seed: str) -> dict[str, list[float]]:
+    """The best rule's and the cross-fitted rules' scores (percent) on ``reps`` copies of a choice task
+    whose gold answers are redrawn uniformly among each sample's own options: the same prompts and options,
+    with nothing in the text that predicts the answer. What the best rule scores there is what picking the
+    best of several rules on the scored file is worth by itself; the cross-fitted rules, which pick on
+    other samples, should score chance. Returns ``{"best": [...], "cross_fitted": [...]}``."""
     import random
 
-    from vpgkit.evaluation import load_task
+    from vpgkit.evaluation import cross_fitted_baseline, load_task
     from vpgkit.evaluation.controls import no_vision_baselines
 
     source = json.loads((task_dir / "core.json").read_text())
     rng = random.Random(seed)
-    best = []
+    scores: dict[str, list[float]] = {"best": [], "cross_fitted": []}
     for _ in range(reps):
         for sample in source["data"]:
             sample["response"] = rng.choice(sample["task_instance"]["choice_list"])
@@ -53,15 +60,18 @@ def null_best(task_dir: Path, reps: int, seed: str) -> list[float]:
             redrawn = Path(folder) / task_dir.name
             redrawn.mkdir()
             (redrawn / "core.json").write_text(json.dumps(source))
-            best.append(no_vision_baselines(load_task(redrawn))["best"]["score"])
-    return best
+            task = load_task(redrawn)
+            scores["best"].append(no_vision_baselines(task)["best"]["score"])
+            scores["cross_fitted"].append(cross_fitted_baseline(task, folds=FOLDS)["score"])
+    return scores
 
 
 def score_rules(sizes: list[int], seeds: list[int], null_reps: int = 0) -> dict:
-    """Per task and size: each seed's best rule and every rule's score (percent, the task's metric), and for
-    the choice tasks with ``null_reps``, each seed's mean best rule on redrawn gold answers (:func:`null_best`)."""
+    """Per task and size: each seed's best rule, every rule's score and the cross-fitted rules' (percent, the
+    task's metric), and for the choice tasks with ``null_reps``, each seed's mean best and cross-fitted
+    rules on redrawn gold answers (:func:`null_scores`)."""
     from synthetic.world.mini_demon import make_mini_demon
-    from vpgkit.evaluation import load_task
+    from vpgkit.evaluation import cross_fitted_baseline, load_task
     from vpgkit.evaluation.controls import no_vision_baselines
 
     tasks: dict[str, dict] = {t: {str(n): {"best": [], "rules": {}} for n in sizes} for t in TASKS}
@@ -70,17 +80,27 @@ def score_rules(sizes: list[int], seeds: list[int], null_reps: int = 0) -> dict:
             with tempfile.TemporaryDirectory() as folder:
                 make_mini_demon(folder, seed=seed, per_task=n, tasks=TASKS, controls=False, progress=False)
                 for task in TASKS:
-                    baselines = no_vision_baselines(load_task(Path(folder) / task))
+                    loaded = load_task(Path(folder) / task)
+                    baselines = no_vision_baselines(loaded)
+                    fitted = cross_fitted_baseline(loaded, folds=FOLDS)
                     entry = tasks[task][str(n)]
                     entry["best"].append({"rule": baselines["best"]["rule"],
                                           "score": round(baselines["best"]["score"], 2)})  # fmt: skip
                     for rule, score in baselines["rules"].items():
                         entry["rules"].setdefault(rule, []).append(round(score, 2))
+                    entry.setdefault("cross_fitted", []).append(
+                        {"score": round(fitted["score"], 2), "chosen": fitted["chosen"]}
+                    )
+                    if loaded.choices:  # a uniform guess among each sample's options
+                        guess = statistics.mean(1 / len(c) for c in loaded.choices.values())
+                        entry.setdefault("chance", []).append(round(100 * guess, 2))
                     if null_reps and task in CHOICE_TASKS:
-                        null = null_best(Path(folder) / task, null_reps, seed=f"{seed}-{n}-{task}")
-                        entry.setdefault("null_best", []).append(round(statistics.mean(null), 2))
-            print(f"seed {seed}, {n} samples: " + ", ".join(
-                f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f}" for t in TASKS), flush=True)  # fmt: skip
+                        null = null_scores(Path(folder) / task, null_reps, seed=f"{seed}-{n}-{task}")
+                        for key, values in null.items():
+                            entry.setdefault(f"null_{key}", []).append(round(statistics.mean(values), 2))
+            print(f"seed {seed}, {n} samples (best / cross-fitted): " + ", ".join(
+                f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f} / {tasks[t][str(n)]['cross_fitted'][-1]['score']:.1f}"
+                for t in TASKS), flush=True)  # fmt: skip
     return tasks
 
 
@@ -89,7 +109,8 @@ def _mean_std(values: list[float]) -> str:
 
 
 def docs_block(results: dict) -> str:
-    """The markdown table of ``results``: the best rule's score per size, and the best single rule."""
+    """The markdown tables of ``results``: the best rule's score per size and the best single rule, then
+    (in files that have them) the cross-fitted rules'."""
     sizes = results["sizes"]
     largest = str(max(sizes))
     lines = [
@@ -124,8 +145,41 @@ def docs_block(results: dict) -> str:
         single = max(rules, key=lambda r: statistics.mean(rules[r]))
         cells.append(f"{_mean_std(rules[single])} ({single})")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    if "cross_fitted" in results["tasks"][TASKS[0]][largest]:
+        lines += cross_fitted_lines(results)
     lines += ["", f"Made by: `{results['command']}`"]
     return "\n".join(lines)
+
+
+def cross_fitted_lines(results: dict) -> list[str]:
+    """The cross-fitted rules' table of ``results``: mean ± std over seeds per size, the redrawn files' in
+    brackets, and a uniform guess among the options."""
+    sizes = results["sizes"]
+    lines = [
+        "",
+        f"Cross-fitted rules ({FOLDS} folds: every sample answered by the rule chosen, and fitted, on the "
+        "other folds; nothing is read off the answers being scored), mean ± std over the same seeds"
+        + (", in brackets on the redrawn files" if results.get("null_reps") else "")
+        + "; last column: a uniform guess among each sample's options:",
+        "",
+        "| task | " + " | ".join(f"cross-fitted, {n} samples" for n in sizes) + " | guess |",
+        "|---|" + "---|" * (len(sizes) + 1),
+    ]
+    for task in TASKS:
+        per_size = results["tasks"][task]
+        cells = [
+            _mean_std([c["score"] for c in per_size[str(n)]["cross_fitted"]])
+            + (
+                f" (redrawn: {_mean_std(per_size[str(n)]['null_cross_fitted'])})"
+                if "null_cross_fitted" in per_size[str(n)]
+                else ""
+            )
+            for n in sizes
+        ]
+        chance = per_size[str(max(sizes))].get("chance")
+        cells.append(f"{statistics.mean(chance):.1f}" if chance else "")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:

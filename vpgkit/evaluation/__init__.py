@@ -2,7 +2,7 @@
 tasks and categories, answer generation, controls (text-only baselines, control variants, subsets), and
 :func:`evaluate_demon`. See docs/evaluation.md."""
 
-from .controls import MAX_CONSTANT_CANDIDATES, no_vision_baselines
+from .controls import MAX_CONSTANT_CANDIDATES, cross_fitted_baseline, no_vision_baselines
 from .demon import (
     CATEGORIES,
     DEMON_TASKS,
@@ -41,6 +41,7 @@ __all__ = [
     "aggregate",
     "answer_text",
     "choice_accuracy",
+    "cross_fitted_baseline",
     "evaluate_demon",
     "find_task_files",
     "format_table",

@@ -60,13 +60,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..data import Sample
 from .demon import DemonTask, score_sample
 from .metrics import _f1, normalize, tokens
 
-__all__ = ["MAX_CONSTANT_CANDIDATES", "no_vision_baselines"]
+__all__ = ["MAX_CONSTANT_CANDIDATES", "cross_fitted_baseline", "no_vision_baselines"]
 
 MAX_CONSTANT_CANDIDATES = 300
 
@@ -98,6 +99,91 @@ def no_vision_baselines(task: DemonTask, max_candidates: int = MAX_CONSTANT_CAND
     return {"rules": rules, "best": best, "oracle": oracle, "count": len(samples)}
 
 
+def cross_fitted_baseline(
+    task: DemonTask, folds: int = 5, max_candidates: int = MAX_CONSTANT_CANDIDATES
+) -> dict[str, Any]:
+    """The text-only rules of :func:`no_vision_baselines` with nothing read off the samples they answer.
+
+    The best rule of :func:`no_vision_baselines` is chosen after scoring every rule on the task itself,
+    and ``frequent_answer`` / ``best_constant`` read the task's own references: on a small file that
+    maximum sits above what any rule is worth on new samples. Here sample ``i`` goes to fold
+    ``i % folds``; the samples of each fold are answered by rules **fitted on the other folds** (preference
+    order, constant, neighbours), by the rule that scores best there (ties: the earlier rule, as in
+    :func:`no_vision_baselines`). Every score is then an out-of-sample estimate: on a file whose
+    answers the text does not predict it is chance in expectation, and a text prior that holds across
+    samples still shows.
+
+    Args:
+        task: the task, as for :func:`no_vision_baselines`.
+        folds: number of folds, ≥ 2 (fewer when the task has fewer samples).
+        max_candidates: as for :func:`no_vision_baselines`.
+
+    Returns:
+        ``{"rules": {rule: score}, "score", "chosen": [rule per fold], "folds", "count"}``: each rule
+        answering every fold with its fit on the other folds, and ``score`` the answers of the rule
+        chosen per fold; percent. A task of fewer than two samples has ``rules`` empty and ``score`` None.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from vpgkit.evaluation import load_task
+        >>> d = tempfile.mkdtemp()
+        >>> data = [{"sample_id": i, "task_instance": {"context": "{image#1} Which?", "images_path": ["a.png"],
+        ...          "choice_list": ["a", "b"]}, "response": "ab"[i % 2]} for i in range(8)]
+        >>> meta = {"task_instruction": ["Pick. "], "category": "Toy", "metric": "accuracy"}
+        >>> _ = open(os.path.join(d, "core.json"), "w").write(json.dumps({"metadata": meta, "data": data}))
+        >>> task = load_task(d)
+        >>> no_vision_baselines(task)["best"]  # in-sample: half the answers are the first option
+        {'rule': 'option_1', 'score': 50.0}
+        >>> fitted = cross_fitted_baseline(task, folds=2)  # even samples answer "a", odd ones "b"
+        >>> fitted["chosen"], fitted["score"]  # each fold gets the rule that fits the other fold
+        (['option_2', 'option_1'], 0.0)
+    """
+    if folds < 2:
+        raise ValueError(f"cross_fitted_baseline: folds must be at least 2, got {folds}")
+    samples = task.samples
+    n = len(samples)
+    if n < 2:
+        return {"rules": {}, "score": None, "chosen": [], "folds": 0, "count": n}
+    folds = min(folds, n)
+    prompts = [frozenset(tokens(_prompt_text(task, s))) for s in samples]
+    answers = [task.reference(s) for s in samples]
+    options = [task.choices.get(s.id, []) for s in samples]
+    columns: dict[str, list[str]] = {}
+    selected = [""] * n
+    chosen = []
+    for fold in range(folds):
+        fit = [i for i in range(n) if i % folds != fold]
+        held = [i for i in range(n) if i % folds == fold]
+        fit_answers = [answers[i] for i in fit]
+        # The fit samples get their leave-one-out neighbours (to score the rules on the fit, as
+        # no_vision_baselines does); the held samples their nearest fit sample.
+        neighbours = _neighbours([prompts[i] for i in fit])
+        neighbours += _nearest([prompts[i] for i in held], [prompts[i] for i in fit])
+        both = fit + held
+        if task.metric == "accuracy":
+            answered = [options[i] for i in both]
+            predictions = _choice_predictions(fit_answers, answered, [prompts[i] for i in both], neighbours)
+        else:
+            predictions = _text_predictions(fit_answers, neighbours, max_candidates)
+        fit_task = replace(task, samples=[samples[i] for i in fit])
+        on_fit = {rule: _percent(fit_task, p[: len(fit)]) for rule, p in predictions.items()}
+        rule = max(on_fit, key=on_fit.__getitem__)  # max keeps the first of equals
+        chosen.append(rule)
+        for name, p in predictions.items():
+            column = columns.setdefault(name, [""] * n)  # option_k a fold lacks: "" (wrong), as in-sample
+            for i, answer in zip(held, p[len(fit) :], strict=True):
+                column[i] = answer
+        for i, answer in zip(held, predictions[rule][len(fit) :], strict=True):
+            selected[i] = answer
+    return {
+        "rules": {rule: _percent(task, p) for rule, p in columns.items()},
+        "score": _percent(task, selected),
+        "chosen": chosen,
+        "folds": folds,
+        "count": n,
+    }
+
+
 def _prompt_text(task: DemonTask, sample: Sample) -> str:
     """What the model reads apart from the images, minus the appended choice list (the reader adds it as
     ``Choice list:['a', 'b']. Your answer is:``), so that a mentioned option means the question names it."""
@@ -114,6 +200,12 @@ def _percent(task: DemonTask, predictions: Sequence[str]) -> float:
     return 100.0 * sum(scores) / len(scores)
 
 
+def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    common = len(a & b)
+    union = len(a) + len(b) - common
+    return common / union if union else 1.0  # two empty prompts are the same prompt
+
+
 def _neighbours(prompts: Sequence[frozenset[str]]) -> list[int | None]:
     """Leave-one-out nearest neighbour of every prompt by token-set Jaccard (ties: the earlier one)."""
     best: list[int | None] = [None] * len(prompts)
@@ -123,10 +215,7 @@ def _neighbours(prompts: Sequence[frozenset[str]]) -> list[int | None]:
     # strict ">" keeps the earliest of equally similar neighbours.
     for i, a in enumerate(prompts):
         for j in range(i + 1, len(prompts)):
-            b = prompts[j]
-            common = len(a & b)
-            union = len(a) + len(b) - common
-            sim = common / union if union else 1.0  # two empty prompts are the same prompt
+            sim = _jaccard(a, prompts[j])
             if sim > best_sim[i]:
                 best[i], best_sim[i] = j, sim
             if sim > best_sim[j]:
@@ -134,41 +223,61 @@ def _neighbours(prompts: Sequence[frozenset[str]]) -> list[int | None]:
     return best
 
 
+def _nearest(targets: Sequence[frozenset[str]], pool: Sequence[frozenset[str]]) -> list[int | None]:
+    """Each target's nearest prompt of ``pool`` by token-set Jaccard (ties: the earlier one)."""
+    nearest: list[int | None] = []
+    for a in targets:
+        sims = [_jaccard(a, b) for b in pool]
+        nearest.append(sims.index(max(sims)) if sims else None)
+    return nearest
+
+
 def _choice_rules(task: DemonTask, prompts: Sequence[frozenset[str]]) -> tuple[dict[str, float], list[str]]:
-    samples = task.samples
-    answers = [task.reference(s) for s in samples]
-    counts = Counter(normalize(a) for a in answers)
+    answers = [task.reference(s) for s in task.samples]
+    options = [task.choices.get(s.id, []) for s in task.samples]
+    predictions = _choice_predictions(answers, options, prompts, _neighbours(prompts))
+    return {rule: _percent(task, p) for rule, p in predictions.items()}, ["frequent_answer"]
+
+
+def _choice_predictions(
+    fit_answers: Sequence[str],
+    options: Sequence[Sequence[str]],
+    prompts: Sequence[frozenset[str]],
+    neighbours: Sequence[int | None],
+) -> dict[str, list[str]]:
+    """Every choice rule's answers to samples with ``options`` and ``prompts``, its preference order read
+    off ``fit_answers`` and ``neighbours[i]`` an index into ``fit_answers`` (None: no neighbour)."""
+    counts = Counter(normalize(a) for a in fit_answers)
     # Counter keeps first-seen order, and sorted is stable: ties in frequency go to the earlier answer.
     order = sorted(counts, key=lambda a: -counts[a])
     rank = {a: r for r, a in enumerate(order)}
-    top = next(a for a in answers if normalize(a) == order[0])
+    top = next(a for a in fit_answers if normalize(a) == order[0])
 
-    def prefer(options: Sequence[str]) -> str:
+    def prefer(opts: Sequence[str]) -> str:
         # min keeps the first of equals: unseen options (rank len(order)) fall back to their position.
-        return min(options, key=lambda o: rank.get(normalize(o), len(order))) if options else top
+        return min(opts, key=lambda o: rank.get(normalize(o), len(order))) if opts else top
 
-    options = [task.choices.get(s.id, []) for s in samples]
-    rules: dict[str, float] = {}
+    predictions: dict[str, list[str]] = {}
     for k in range(max((len(o) for o in options), default=0)):
-        rules[f"option_{k + 1}"] = _percent(task, [o[k] if k < len(o) else "" for o in options])
-    rules["frequent_answer"] = _percent(task, [prefer(o) for o in options])
+        predictions[f"option_{k + 1}"] = [o[k] if k < len(o) else "" for o in options]
+    predictions["frequent_answer"] = [prefer(o) for o in options]
     mentioned = [_mentioned(o, p) for o, p in zip(options, prompts, strict=True)]
     for rule, wanted in (("mentioned_option", True), ("unmentioned_option", False)):
         picks = []
         for opts, flags in zip(options, mentioned, strict=True):
             chosen = [o for o, flag in zip(opts, flags, strict=True) if flag == wanted]
             picks.append(prefer(chosen or opts))
-        rules[rule] = _percent(task, picks)
+        predictions[rule] = picks
     picks = []
-    for opts, j in zip(options, _neighbours(prompts), strict=True):
+    for opts, j in zip(options, neighbours, strict=True):
         if j is None:
             picks.append(prefer(opts))
             continue
-        answer = answers[j]
+        answer = fit_answers[j]
         same = [o for o in opts if normalize(o) == normalize(answer)]
         picks.append(answer if not opts else same[0] if same else prefer(opts))
-    rules["nearest_neighbour"] = _percent(task, picks)
-    return rules, ["frequent_answer"]
+    predictions["nearest_neighbour"] = picks
+    return predictions
 
 
 def _mentioned(options: Sequence[str], prompt: frozenset[str]) -> list[bool]:
@@ -181,24 +290,32 @@ def _mentioned(options: Sequence[str], prompt: frozenset[str]) -> list[bool]:
 def _text_rules(
     task: DemonTask, prompts: Sequence[frozenset[str]], max_candidates: int
 ) -> tuple[dict[str, float], list[str]]:
-    samples = task.samples
-    answers = [task.reference(s) for s in samples]
-    references = Counter(tuple(tokens(a)) for a in answers)  # distinct references, weighted
+    answers = [task.reference(s) for s in task.samples]
+    predictions = _text_predictions(answers, _neighbours(prompts), max_candidates)
+    return {rule: _percent(task, p) for rule, p in predictions.items()}, ["best_constant"]
+
+
+def _text_predictions(
+    fit_answers: Sequence[str], neighbours: Sequence[int | None], max_candidates: int
+) -> dict[str, list[str]]:
+    """Both ROUGE-L rules' answers to ``len(neighbours)`` samples: the constant with the highest ROUGE-L
+    against ``fit_answers``, and the answer of each sample's neighbour (an index into ``fit_answers``)."""
+    references = Counter(tuple(tokens(a)) for a in fit_answers)  # distinct references, weighted
     matchers = [(_match_masks(r), len(r), weight) for r, weight in references.items()]
     candidates: dict[tuple[str, ...], str] = {}
-    for answer in answers:
+    for answer in fit_answers:
         candidates.setdefault(tuple(tokens(answer)), answer)
         if len(candidates) == max_candidates:
             break
-    best, best_total = answers[0], -1.0
+    best, best_total = fit_answers[0], -1.0
     for candidate, text in candidates.items():
         total = sum(weight * _rouge_tokens(candidate, masks, n) for masks, n, weight in matchers)
         if total > best_total:
             best, best_total = text, total
-    rules = {"best_constant": _percent(task, [best] * len(samples))}
-    neighbours = _neighbours(prompts)
-    rules["nearest_neighbour"] = _percent(task, ["" if j is None else answers[j] for j in neighbours])
-    return rules, ["best_constant"]
+    return {
+        "best_constant": [best] * len(neighbours),
+        "nearest_neighbour": ["" if j is None else fit_answers[j] for j in neighbours],
+    }
 
 
 def _match_masks(reference: Sequence[str]) -> dict[str, int]:
