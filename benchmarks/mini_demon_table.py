@@ -717,7 +717,7 @@ def update_readme(text: str, readme: Path = ROOT / "README.md", block: str = "mi
     write_block(readme, block, text)
 
 
-def _labelled(text: str) -> tuple[str, Path]:
+def labelled_results(text: str) -> tuple[str, Path]:
     """``"world v10=benchmarks/results/mini_demon.json"`` → the label and the absolute path (a relative
     one is of the current directory)."""
     label, sep, path = text.partition("=")
@@ -750,7 +750,7 @@ def main() -> None:
     parser.add_argument("--readme", action="store_true", help="only rewrite the README block from --results")
     parser.add_argument("--write-block", nargs=2, metavar=("PAGE", "NAME"),
                         help="only rewrite block NAME of PAGE (e.g. docs/tiny_world.md) from --results")  # fmt: skip
-    parser.add_argument("--compare", nargs="+", metavar="LABEL=FILE", type=_labelled,
+    parser.add_argument("--compare", nargs="+", metavar="LABEL=FILE", type=labelled_results,
                         help="only print (or, with --write-block, write) results files side by side")  # fmt: skip
     parser.add_argument("--compare-seeds", type=int, nargs="+", default=None,
                         help="with --compare: the seeds to average (default: all of each file)")  # fmt: skip

@@ -15,25 +15,33 @@ should sit at chance.
     python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: a few minutes
     python benchmarks/no_vision_rules.py --null 20    # and the rules on redrawn gold answers: ~10 min more
     python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
+    python benchmarks/no_vision_rules.py --blank "world v10=benchmarks/results/mini_demon.json" --write-block
+                                                      # trained runs' both-blank scores against both rules
 
-Writes ``benchmarks/results/no_vision_rules.json``.
+Writes ``benchmarks/results/no_vision_rules.json``. ``--blank LABEL=FILE ...`` reads ``mini_demon_table.py``
+results files and sets each run's both-blank scores against the best and the cross-fitted rules of its own
+evaluation files (a run of seed s evaluates mini-DEMON built with seed s, the files scored here; the best
+rule recorded by the run must equal this file's, or the files differ and it stops).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import tempfile
 from pathlib import Path
 
 from doc_blocks import write_block
+from mini_demon_table import labelled_results
 from results_file import git_commit, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "no_vision_rules.json"
 DOCS = ROOT / "docs" / "tiny_world.md"
 BLOCK = "no-vision-rules"
+BLANK_BLOCK = "both-blank-vs-rules"
 TASKS = ("difference", "which_image", "detail_question", "cloze")
 CHOICE_TASKS = ("which_image", "detail_question", "cloze")
 FOLDS = 5  # cross-fitting folds
@@ -182,6 +190,81 @@ def cross_fitted_lines(results: dict) -> list[str]:
     return lines
 
 
+def blank_against_rules(table: dict, rules: dict, variants: tuple[str, ...] = ("c", "n")) -> dict:
+    """Per variant of ``table`` (a ``mini_demon_table.py`` results file) and task: per seed the run's
+    both-blank score and the best and cross-fitted rules of its evaluation files, from ``rules`` (this
+    script's results) at the job's ``n_eval``. Seeds ``rules`` lacks are left out.
+
+    Raises:
+        ValueError: ``rules`` has no size equal to the job's ``n_eval``, or a run's recorded best rule is
+            not ``rules``' for its seed (the evaluation files were not these).
+    """
+    n = str(table.get("default_job", {}).get("n_eval"))
+    if n not in rules["tasks"][TASKS[0]]:
+        raise ValueError(f"the runs evaluate {n} samples per task; the rules file has sizes {rules['sizes']}")
+    out: dict = {}
+    for run in sorted(table["runs"].values(), key=lambda r: (r["variant"], r["seed"])):
+        if run["variant"] not in variants or run["seed"] not in rules["seeds"]:
+            continue
+        index = rules["seeds"].index(run["seed"])
+        for task in TASKS:
+            entry = rules["tasks"][task][n]
+            best = entry["best"][index]["score"]
+            recorded = run["tasks"][task]["no_vision"]["score"]
+            if abs(recorded - best) > 0.01:
+                raise ValueError(f"{run['variant']} seed {run['seed']}, {task}: the run's best no-vision rule is "
+                                 f"{recorded:.2f}, the rules file's {best:.2f}: not the same evaluation files")  # fmt: skip
+            out.setdefault(run["variant"], {}).setdefault(task, []).append({
+                "seed": run["seed"], "blank": run["tasks"][task]["variants"]["both_blank"], "best": best,
+                "cross_fitted": entry["cross_fitted"][index]["score"],
+            })  # fmt: skip
+    return out
+
+
+def _seed_means(per_task: dict, get, spread: bool = False) -> str:
+    """Table cells: per task the mean over seeds of ``get(record)``, with the std when ``spread``."""
+    values = [[get(r) for r in per_task[task]] for task in TASKS]
+    if spread:
+        return " | ".join(f"{statistics.mean(v):+.1f} ± {statistics.stdev(v):.1f}" for v in values)
+    return " | ".join(f"{statistics.mean(v):.1f}" for v in values)
+
+
+def blank_block(files: list[tuple[str, Path]], rules_path: Path) -> str:
+    """The docs table of :func:`blank_against_rules` for labelled results files."""
+    rules = json.loads(rules_path.read_text())
+    lines = [
+        "Both images blank against the no-vision rules of the same evaluation files: mean over seeds (± std of "
+        "the per-seed differences). The best rule is the evaluator's (chosen on the scored file); the "
+        f"cross-fitted rules are chosen and fitted on other folds ({FOLDS} folds):",
+        "",
+        "| runs | row | " + " | ".join(TASKS) + " |",
+        "|---|---|" + "---|" * len(TASKS),
+    ]
+    for label, path in files:
+        for k, (variant, per_task) in enumerate(
+            blank_against_rules(json.loads(path.read_text()), rules).items()
+        ):
+            if k == 0:  # the rules are the same for every variant of one file's seeds
+                seeds = ", ".join(str(r["seed"]) for r in per_task[TASKS[0]])
+                lines.append(
+                    f"| {label}, seeds {seeds} | best rule | {_seed_means(per_task, lambda r: r['best'])} |"
+                )
+                lines.append(
+                    f"| | cross-fitted rules | {_seed_means(per_task, lambda r: r['cross_fitted'])} |"
+                )
+            lines += [
+                f"| | ({variant}) both blank | {_seed_means(per_task, lambda r: r['blank'])} |",
+                f"| | ({variant}) both blank − best rule | "
+                f"{_seed_means(per_task, lambda r: r['blank'] - r['best'], spread=True)} |",
+                f"| | ({variant}) both blank − cross-fitted | "
+                f"{_seed_means(per_task, lambda r: r['blank'] - r['cross_fitted'], spread=True)} |",
+            ]  # fmt: skip
+    shown = " ".join(shlex.quote(f"{label}={path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+                     for label, path in files)  # fmt: skip
+    made = f"Made by: `python benchmarks/no_vision_rules.py --blank {shown} --write-block`"
+    return "\n".join([*lines, "", made])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,9 +277,16 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help=f"rewrite {DOCS.name}'s block from --out; no scoring"
     )
+    parser.add_argument("--blank", nargs="+", metavar="LABEL=FILE", type=labelled_results,
+                        help="only print mini_demon_table results files' both-blank scores against --out's rules")  # fmt: skip
+    parser.add_argument("--write-block", action="store_true", help=f"with --blank: write {DOCS.name}'s block")
     args = parser.parse_args()
     if args.docs:
         write_block(DOCS, BLOCK, docs_block(json.loads(args.out.read_text())))
+        return
+    if args.blank:
+        block = blank_block(args.blank, args.out)
+        write_block(DOCS, BLANK_BLOCK, block) if args.write_block else print(block)
         return
     if min(args.sizes) < 2 or len(args.seeds) < 2:
         parser.error("--sizes must be ≥ 2 (leave-one-out rules) and --seeds needs two or more (a std)")

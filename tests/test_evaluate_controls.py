@@ -19,6 +19,7 @@ from vpgkit.evaluate import main
 from vpgkit.evaluation import (
     TaskScore,
     aggregate,
+    cross_fitted_baseline,
     evaluate_demon,
     format_table,
     lcs_length,
@@ -211,6 +212,85 @@ def test_rules_are_deterministic_and_read_no_image(tmp_path):
         "oracle": [],
         "count": 0,
     }
+
+
+def _random_choice_rows(rng: random.Random, n: int) -> list[dict]:
+    return [
+        {
+            "context": "{image#1} " + " ".join(rng.choices(["a", "b", "c", "d", "red", "blue"], k=3)),
+            "choice_list": rng.sample(COLOURS, rng.choice([2, 3])),
+            "response": rng.choice(COLOURS),
+        }
+        for _ in range(n)
+    ]
+
+
+def test_cross_fitting_chooses_each_folds_rule_as_the_in_sample_rules_do_on_the_other_folds(tmp_path):
+    rng = random.Random(4)
+    for case in range(6):
+        rows = _random_choice_rows(rng, rng.randint(7, 25))
+        for r in rows:  # an answer the options lack, sometimes: scored 0 by every rule
+            r["response"] = r["response"] if rng.random() < 0.9 else "pink"
+        folds = rng.choice([2, 3, 5])
+        task = load_task(task_file(tmp_path / str(case), rows))
+        fitted = cross_fitted_baseline(task, folds=folds)
+        assert fitted["folds"] == folds and fitted["count"] == len(rows) and len(fitted["chosen"]) == folds
+        for fold in range(folds):
+            fit = [r for i, r in enumerate(rows) if i % folds != fold]
+            best = baselines(tmp_path / f"{case}-fit{fold}", rows=fit)["best"]["rule"]
+            assert fitted["chosen"][fold] == best
+        in_sample = no_vision_baselines(task)["rules"]
+        for rule in in_sample:  # options by position need no fit: the same answers either way
+            if rule.startswith("option_"):
+                assert fitted["rules"][rule] == pytest.approx(in_sample[rule])
+        assert set(fitted["rules"]) == set(in_sample)
+
+
+def test_cross_fitted_rules_keep_a_text_prior_but_not_a_files_own_answers(tmp_path):
+    # the answer is always the colour the question leaves out: a prior every fold teaches
+    rows = [
+        {"context": f"{{image#1}} Not {COLOURS[i % 3]}, so?", "choice_list": sorted(
+         [COLOURS[i % 3], COLOURS[(i + 1) % 3]]), "response": COLOURS[(i + 1) % 3]}
+        for i in range(12)
+    ]  # fmt: skip
+    fitted = cross_fitted_baseline(load_task(task_file(tmp_path / "prior", rows)), folds=2)
+    assert fitted["score"] == 100.0 and fitted["chosen"] == ["unmentioned_option"] * 2
+    # Pairs of samples share a rare word and an answer. Pairs within a fold (i, i + 2 with 2 folds) are
+    # each other's only neighbour in-sample, but never across the fold boundary.
+    words = ["zebra", "kettle", "violin", "anchor"]
+    rows = []
+    for i in range(8):
+        word = words[(i // 4) * 2 + i % 2]  # 0 & 2, 1 & 3, 4 & 6, 5 & 7 share a word
+        answer = COLOURS[words.index(word) % 3]
+        rows.append({"context": f"{{image#1}} The {word}?", "choice_list": COLOURS, "response": answer})
+    task = load_task(task_file(tmp_path / "pairs", rows))
+    assert no_vision_baselines(task)["rules"]["nearest_neighbour"] == 100.0
+    assert cross_fitted_baseline(task, folds=2)["rules"]["nearest_neighbour"] < 50.0
+    # pairs across the boundary (i, i + 1) are found: their neighbour is in the other fold
+    shifted = [rows[i] for i in (0, 2, 1, 3, 4, 6, 5, 7)]
+    task = load_task(task_file(tmp_path / "across", shifted))
+    assert cross_fitted_baseline(task, folds=2)["rules"]["nearest_neighbour"] == 100.0
+
+
+def test_cross_fitted_constant_is_chosen_on_the_other_folds(tmp_path):
+    responses = ["a dog runs", "the cat sleeps"] * 3  # even samples one story, odd ones the other
+    rows = [{"context": f"{{image#1}} story {i}", "response": r} for i, r in enumerate(responses)]
+    task = load_task(task_file(tmp_path, rows, "rouge_l"))
+    assert no_vision_baselines(task)["rules"]["best_constant"] == 50.0
+    fitted = cross_fitted_baseline(task, folds=2)
+    assert fitted["rules"]["best_constant"] == 0.0 and fitted["chosen"] == ["best_constant"] * 2
+    assert fitted == cross_fitted_baseline(task, folds=2)  # deterministic
+
+
+def test_cross_fitting_on_tiny_tasks_and_bad_folds(tmp_path):
+    rows = _random_choice_rows(random.Random(5), 3)
+    task = load_task(task_file(tmp_path, rows))
+    assert cross_fitted_baseline(task, folds=10)["folds"] == 3  # one sample per fold
+    assert cross_fitted_baseline(load_task(tmp_path, limit=1)) == {
+        "rules": {}, "score": None, "chosen": [], "folds": 0, "count": 1
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="folds must be at least 2, got 1"):
+        cross_fitted_baseline(task, folds=1)
 
 
 def test_control_and_subsets_reach_the_task_and_bad_ones_fail(tmp_path):

@@ -71,7 +71,7 @@ def test_compare_arguments_name_a_label_and_an_existing_file(table, tmp_path):
 
     results = tmp_path / "r.json"
     results.write_text("{}")
-    assert table._labelled(f"world v10={results}") == ("world v10", results)
+    assert table.labelled_results(f"world v10={results}") == ("world v10", results)
     for bad in ("no-label", f"={results}", f"x={tmp_path / 'missing.json'}"):
         with pytest.raises(argparse.ArgumentTypeError, match=r"LABEL=FILE|no results file"):
-            table._labelled(bad)
+            table.labelled_results(bad)
