@@ -47,20 +47,22 @@ CHOICE_TASKS = ("which_image", "detail_question", "cloze")
 FOLDS = 5  # cross-fitting folds
 
 
-def null_scores(task_dir: Path, reps: int, seed: str) -> dict[str, list[float]]:
-    """The best rule's and the cross-fitted rules' scores (percent) on ``reps`` copies of a choice task
+def null_scores(task_dir: Path, reps: int, seed: str, fit_dir: Path) -> dict[str, list[float]]:
+    """The best, the cross-fitted and the held-out rules' scores (percent) on ``reps`` copies of a choice task
     whose gold answers are redrawn uniformly among each sample's own options: the same prompts and options,
     with nothing in the text that predicts the answer. What the best rule scores there is what picking the
-    best of several rules on the scored file is worth by itself; the cross-fitted rules, which pick on
-    other samples, should score chance. Returns ``{"best": [...], "cross_fitted": [...]}``."""
+    best of several rules on the scored file is worth by itself; the cross-fitted rules (picked on other
+    samples) and the held-out ones (picked on ``fit_dir``, unchanged) should score chance. Returns
+    ``{"best": [...], "cross_fitted": [...], "held_out": [...]}``."""
     import random
 
-    from vpgkit.evaluation import cross_fitted_baseline, load_task
+    from vpgkit.evaluation import cross_fitted_baseline, held_out_baseline, load_task
     from vpgkit.evaluation.controls import no_vision_baselines
 
     source = json.loads((task_dir / "core.json").read_text())
+    fit = load_task(fit_dir)
     rng = random.Random(seed)
-    scores: dict[str, list[float]] = {"best": [], "cross_fitted": []}
+    scores: dict[str, list[float]] = {"best": [], "cross_fitted": [], "held_out": []}
     for _ in range(reps):
         for sample in source["data"]:
             sample["response"] = rng.choice(sample["task_instance"]["choice_list"])
@@ -71,26 +73,32 @@ def null_scores(task_dir: Path, reps: int, seed: str) -> dict[str, list[float]]:
             task = load_task(redrawn)
             scores["best"].append(no_vision_baselines(task)["best"]["score"])
             scores["cross_fitted"].append(cross_fitted_baseline(task, folds=FOLDS)["score"])
+            scores["held_out"].append(held_out_baseline(task, fit_on=fit)["score"])
     return scores
 
 
 def score_rules(sizes: list[int], seeds: list[int], null_reps: int = 0) -> dict:
-    """Per task and size: each seed's best rule, every rule's score and the cross-fitted rules' (percent, the
-    task's metric), and for the choice tasks with ``null_reps``, each seed's mean best and cross-fitted
-    rules on redrawn gold answers (:func:`null_scores`)."""
+    """Per task and size: each seed's best rule, every rule's score, the cross-fitted rules' and the held-out
+    rules' (fitted on the next seed's file of the same size, the last seed on the first's), in percent with
+    the task's metric; and for the choice tasks with ``null_reps``, each seed's mean of those on redrawn
+    gold answers (:func:`null_scores`)."""
     from synthetic.world.mini_demon import make_mini_demon
-    from vpgkit.evaluation import cross_fitted_baseline, load_task
+    from vpgkit.evaluation import cross_fitted_baseline, held_out_baseline, load_task
     from vpgkit.evaluation.controls import no_vision_baselines
 
     tasks: dict[str, dict] = {t: {str(n): {"best": [], "rules": {}} for n in sizes} for t in TASKS}
-    for seed in seeds:
-        for n in sizes:
-            with tempfile.TemporaryDirectory() as folder:
-                make_mini_demon(folder, seed=seed, per_task=n, tasks=TASKS, controls=False, progress=False)
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as folder:
+            files = {seed: Path(folder) / str(seed) for seed in seeds}
+            for seed, path in files.items():
+                make_mini_demon(path, seed=seed, per_task=n, tasks=TASKS, controls=False, progress=False)
+            for k, seed in enumerate(seeds):
+                fit_seed = seeds[(k + 1) % len(seeds)]
                 for task in TASKS:
-                    loaded = load_task(Path(folder) / task)
+                    loaded = load_task(files[seed] / task)
                     baselines = no_vision_baselines(loaded)
                     fitted = cross_fitted_baseline(loaded, folds=FOLDS)
+                    held_out = held_out_baseline(loaded, fit_on=load_task(files[fit_seed] / task))
                     entry = tasks[task][str(n)]
                     entry["best"].append({"rule": baselines["best"]["rule"],
                                           "score": round(baselines["best"]["score"], 2)})  # fmt: skip
@@ -99,16 +107,25 @@ def score_rules(sizes: list[int], seeds: list[int], null_reps: int = 0) -> dict:
                     entry.setdefault("cross_fitted", []).append(
                         {"score": round(fitted["score"], 2), "chosen": fitted["chosen"]}
                     )
+                    entry.setdefault("held_out", []).append(
+                        {
+                            "score": round(held_out["score"], 2),
+                            "chosen": held_out["chosen"],
+                            "fit_seed": fit_seed,
+                        }
+                    )
                     if loaded.choices:  # a uniform guess among each sample's options
                         guess = statistics.mean(1 / len(c) for c in loaded.choices.values())
                         entry.setdefault("chance", []).append(round(100 * guess, 2))
                     if null_reps and task in CHOICE_TASKS:
-                        null = null_scores(Path(folder) / task, null_reps, seed=f"{seed}-{n}-{task}")
+                        null = null_scores(
+                            files[seed] / task, null_reps, f"{seed}-{n}-{task}", files[fit_seed] / task
+                        )
                         for key, values in null.items():
                             entry.setdefault(f"null_{key}", []).append(round(statistics.mean(values), 2))
-            print(f"seed {seed}, {n} samples (best / cross-fitted): " + ", ".join(
-                f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f} / {tasks[t][str(n)]['cross_fitted'][-1]['score']:.1f}"
-                for t in TASKS), flush=True)  # fmt: skip
+                print(f"seed {seed}, {n} samples (best / cross-fitted / held-out): " + ", ".join(
+                    f"{t} {tasks[t][str(n)]['best'][-1]['score']:.1f} / {tasks[t][str(n)]['cross_fitted'][-1]['score']:.1f}"
+                    f" / {tasks[t][str(n)]['held_out'][-1]['score']:.1f}" for t in TASKS), flush=True)  # fmt: skip
     return tasks
 
 
@@ -154,32 +171,37 @@ def docs_block(results: dict) -> str:
         cells.append(f"{_mean_std(rules[single])} ({single})")
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     if "cross_fitted" in results["tasks"][TASKS[0]][largest]:
-        lines += cross_fitted_lines(results)
+        lines += out_of_sample_lines(results, "cross_fitted", f"Cross-fitted rules ({FOLDS} folds: every sample "
+                                     "answered by the rule chosen, and fitted, on the other folds; nothing is read "
+                                     "off the answers being scored)")  # fmt: skip
+    if "held_out" in results["tasks"][TASKS[0]][largest]:
+        lines += out_of_sample_lines(results, "held_out", "Held-out rules (every sample answered by the rule chosen, "
+                                     "and fitted, on the next seed's file of the same size)")  # fmt: skip
     lines += ["", f"Made by: `{results['command']}`"]
     return "\n".join(lines)
 
 
-def cross_fitted_lines(results: dict) -> list[str]:
-    """The cross-fitted rules' table of ``results``: mean ± std over seeds per size, the redrawn files' in
-    brackets, and a uniform guess among the options."""
+def out_of_sample_lines(results: dict, key: str, rules: str) -> list[str]:
+    """A table of ``results``' rules fitted away from the scored answers (``key``: ``cross_fitted`` or
+    ``held_out``, described by ``rules``): mean ± std over seeds per size, the redrawn files' in brackets,
+    and a uniform guess among the options."""
     sizes = results["sizes"]
     lines = [
         "",
-        f"Cross-fitted rules ({FOLDS} folds: every sample answered by the rule chosen, and fitted, on the "
-        "other folds; nothing is read off the answers being scored), mean ± std over the same seeds"
+        f"{rules}, mean ± std over the same seeds"
         + (", in brackets on the redrawn files" if results.get("null_reps") else "")
         + "; last column: a uniform guess among each sample's options:",
         "",
-        "| task | " + " | ".join(f"cross-fitted, {n} samples" for n in sizes) + " | guess |",
+        "| task | " + " | ".join(f"{key.replace('_', '-')}, {n} samples" for n in sizes) + " | guess |",
         "|---|" + "---|" * (len(sizes) + 1),
     ]
     for task in TASKS:
         per_size = results["tasks"][task]
         cells = [
-            _mean_std([c["score"] for c in per_size[str(n)]["cross_fitted"]])
+            _mean_std([c["score"] for c in per_size[str(n)][key]])
             + (
-                f" (redrawn: {_mean_std(per_size[str(n)]['null_cross_fitted'])})"
-                if "null_cross_fitted" in per_size[str(n)]
+                f" (redrawn: {_mean_std(per_size[str(n)][f'null_{key}'])})"
+                if f"null_{key}" in per_size[str(n)]
                 else ""
             )
             for n in sizes

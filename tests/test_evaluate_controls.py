@@ -22,6 +22,7 @@ from vpgkit.evaluation import (
     cross_fitted_baseline,
     evaluate_demon,
     format_table,
+    held_out_baseline,
     lcs_length,
     load_task,
     no_vision_baselines,
@@ -280,6 +281,48 @@ def test_cross_fitted_constant_is_chosen_on_the_other_folds(tmp_path):
     fitted = cross_fitted_baseline(task, folds=2)
     assert fitted["rules"]["best_constant"] == 0.0 and fitted["chosen"] == ["best_constant"] * 2
     assert fitted == cross_fitted_baseline(task, folds=2)  # deterministic
+
+
+def test_held_out_rules_are_fitted_on_the_other_file_and_cross_fitting_is_held_out_per_fold(tmp_path):
+    rng = random.Random(6)
+    for case in range(4):
+        rows, fit_rows = (
+            _random_choice_rows(rng, rng.randint(5, 15)),
+            _random_choice_rows(rng, rng.randint(5, 15)),
+        )
+        task = load_task(task_file(tmp_path / f"{case}-task", rows))
+        fitted = held_out_baseline(task, fit_on=load_task(task_file(tmp_path / f"{case}-fit", fit_rows)))
+        assert fitted["chosen"] == baselines(tmp_path / f"{case}-fit")["best"]["rule"]
+        assert fitted["score"] == fitted["rules"][fitted["chosen"]] and fitted["count"] == len(rows)
+        in_sample = no_vision_baselines(task)["rules"]
+        assert all(
+            fitted["rules"][r] == pytest.approx(v) for r, v in in_sample.items() if r.startswith("option_")
+        )
+        # cross-fitting = each fold held out against a file of the other folds
+        folds = 3
+        crossed = cross_fitted_baseline(task, folds=folds)
+        right = 0.0
+        for fold in range(folds):
+            held = [r for i, r in enumerate(rows) if i % folds == fold]
+            rest = [r for i, r in enumerate(rows) if i % folds != fold]
+            one = held_out_baseline(load_task(task_file(tmp_path / f"{case}-h{fold}", held)),
+                                    fit_on=load_task(task_file(tmp_path / f"{case}-r{fold}", rest)))  # fmt: skip
+            assert one["chosen"] == crossed["chosen"][fold]
+            right += one["score"] * len(held) / 100
+        assert crossed["score"] == pytest.approx(100 * right / len(rows))
+    # a neighbour in the other file: the sample naming the same rare word gives its answer
+    fit = [{"context": f"{{image#1}} The {w}?", "choice_list": COLOURS, "response": c}
+           for w, c in (("zebra", "green"), ("kettle", "blue"), ("violin", "red"))]  # fmt: skip
+    task = [{"context": "{image#1} The kettle?", "choice_list": COLOURS, "response": "blue"}]
+    fitted = held_out_baseline(
+        load_task(task_file(tmp_path / "nt", task)), load_task(task_file(tmp_path / "nf", fit))
+    )
+    assert fitted["rules"]["nearest_neighbour"] == 100.0
+    with pytest.raises(ValueError, match=r"fit_on \(.*nf/core.json\) is scored by accuracy, the task by rouge_l"):
+        rouge = [{"context": "{image#1} story", "response": "a dog runs"}]
+        held_out_baseline(load_task(task_file(tmp_path / "nr", rouge, "rouge_l")), load_task(tmp_path / "nf"))
+    with pytest.raises(ValueError, match="has no samples"):
+        held_out_baseline(load_task(tmp_path / "nt"), load_task(tmp_path / "nf", limit=0))
 
 
 def test_cross_fitting_on_tiny_tasks_and_bad_folds(tmp_path):

@@ -12,7 +12,7 @@ from benchmark_script import load_benchmark
 
 def test_redrawn_gold_answers_leave_the_rules_nothing_the_text_predicts(tmp_path):
     rules = load_benchmark("no_vision_rules")
-    from vpgkit.evaluation import cross_fitted_baseline, load_task
+    from vpgkit.evaluation import cross_fitted_baseline, held_out_baseline, load_task
     from vpgkit.evaluation.controls import no_vision_baselines
 
     colours = ["red", "blue", "green", "purple"]
@@ -21,18 +21,21 @@ def test_redrawn_gold_answers_leave_the_rules_nothing_the_text_predicts(tmp_path
              "images_path": ["a.png"], "choice_list": sorted([colours[i % 4], colours[(i + 1) % 4]])},
              "response": colours[(i + 1) % 4]} for i in range(200)]  # fmt: skip
     meta = {"task_instruction": ["Which colour? "], "category": "MC", "metric": "accuracy"}
-    task = tmp_path / "cloze"
-    task.mkdir()
-    (task / "core.json").write_text(json.dumps({"metadata": meta, "data": data}))
+    task, fit = tmp_path / "cloze", tmp_path / "fit" / "cloze"
+    for folder in (task, fit):
+        folder.mkdir(parents=True)
+        (folder / "core.json").write_text(json.dumps({"metadata": meta, "data": data}))
     assert no_vision_baselines(load_task(task))["best"]["score"] == 100.0
     assert cross_fitted_baseline(load_task(task))["score"] == 100.0  # a prior that holds across samples
-    null = rules.null_scores(task, reps=5, seed="0")
-    # two options: chance 50, plus the choice of rule on the scored file; the cross-fitted rules choose
-    # on other samples, so over all draws they are at chance (1000 answers: binomial sigma 1.6)
+    assert held_out_baseline(load_task(task), fit_on=load_task(fit))["score"] == 100.0
+    null = rules.null_scores(task, reps=5, seed="0", fit_dir=fit)
+    # two options: chance 50, plus the choice of rule on the scored file; the cross-fitted and held-out
+    # rules choose elsewhere, so over all draws they are at chance (1000 answers: binomial sigma 1.6)
     assert len(null["best"]) == 5 and all(50 <= s < 65 for s in null["best"])
-    assert abs(statistics.mean(null["cross_fitted"]) - 50) < 5
-    assert statistics.mean(null["cross_fitted"]) < statistics.mean(null["best"])
-    assert null == rules.null_scores(task, reps=5, seed="0")  # seeded
+    for key in ("cross_fitted", "held_out"):
+        assert abs(statistics.mean(null[key]) - 50) < 5
+        assert statistics.mean(null[key]) < statistics.mean(null["best"])
+    assert null == rules.null_scores(task, reps=5, seed="0", fit_dir=fit)  # seeded
     assert json.loads((task / "core.json").read_text())["data"] == data  # the task file is left as it was
 
 

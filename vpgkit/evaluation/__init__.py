@@ -2,7 +2,12 @@
 tasks and categories, answer generation, controls (text-only baselines, control variants, subsets), and
 :func:`evaluate_demon`. See docs/evaluation.md."""
 
-from .controls import MAX_CONSTANT_CANDIDATES, cross_fitted_baseline, no_vision_baselines
+from .controls import (
+    MAX_CONSTANT_CANDIDATES,
+    cross_fitted_baseline,
+    held_out_baseline,
+    no_vision_baselines,
+)
 from .demon import (
     CATEGORIES,
     DEMON_TASKS,
@@ -46,6 +51,7 @@ __all__ = [
     "find_task_files",
     "format_table",
     "generate_answers",
+    "held_out_baseline",
     "lcs_length",
     "load_task",
     "load_tasks",

@@ -67,7 +67,7 @@ from ..data import Sample
 from .demon import DemonTask, score_sample
 from .metrics import _f1, normalize, tokens
 
-__all__ = ["MAX_CONSTANT_CANDIDATES", "cross_fitted_baseline", "no_vision_baselines"]
+__all__ = ["MAX_CONSTANT_CANDIDATES", "cross_fitted_baseline", "held_out_baseline", "no_vision_baselines"]
 
 MAX_CONSTANT_CANDIDATES = 300
 
@@ -111,7 +111,9 @@ def cross_fitted_baseline(
     order, constant, neighbours), by the rule that scores best there (ties: the earlier rule, as in
     :func:`no_vision_baselines`). Every score is then an out-of-sample estimate: on a file whose
     answers the text does not predict it is chance in expectation, and a text prior that holds across
-    samples still shows.
+    samples still shows. One exception: a file that balances its answers exactly makes the fit's
+    commonest answer the held fold's rarest, which puts answer-frequency rules *under* chance;
+    :func:`held_out_baseline`, fitted on another file, has no such tie.
 
     Args:
         task: the task, as for :func:`no_vision_baselines`.
@@ -145,35 +147,21 @@ def cross_fitted_baseline(
     if n < 2:
         return {"rules": {}, "score": None, "chosen": [], "folds": 0, "count": n}
     folds = min(folds, n)
-    prompts = [frozenset(tokens(_prompt_text(task, s))) for s in samples]
-    answers = [task.reference(s) for s in samples]
-    options = [task.choices.get(s.id, []) for s in samples]
     columns: dict[str, list[str]] = {}
     selected = [""] * n
     chosen = []
     for fold in range(folds):
-        fit = [i for i in range(n) if i % folds != fold]
         held = [i for i in range(n) if i % folds == fold]
-        fit_answers = [answers[i] for i in fit]
-        # The fit samples get their leave-one-out neighbours (to score the rules on the fit, as
-        # no_vision_baselines does); the held samples their nearest fit sample.
-        neighbours = _neighbours([prompts[i] for i in fit])
-        neighbours += _nearest([prompts[i] for i in held], [prompts[i] for i in fit])
-        both = fit + held
-        if task.metric == "accuracy":
-            answered = [options[i] for i in both]
-            predictions = _choice_predictions(fit_answers, answered, [prompts[i] for i in both], neighbours)
-        else:
-            predictions = _text_predictions(fit_answers, neighbours, max_candidates)
-        fit_task = replace(task, samples=[samples[i] for i in fit])
-        on_fit = {rule: _percent(fit_task, p[: len(fit)]) for rule, p in predictions.items()}
-        rule = max(on_fit, key=on_fit.__getitem__)  # max keeps the first of equals
+        fit = replace(task, samples=[s for i, s in enumerate(samples) if i % folds != fold])
+        rule, predictions = _fit_elsewhere(
+            fit, replace(task, samples=[samples[i] for i in held]), max_candidates
+        )
         chosen.append(rule)
         for name, p in predictions.items():
             column = columns.setdefault(name, [""] * n)  # option_k a fold lacks: "" (wrong), as in-sample
-            for i, answer in zip(held, p[len(fit) :], strict=True):
+            for i, answer in zip(held, p, strict=True):
                 column[i] = answer
-        for i, answer in zip(held, predictions[rule][len(fit) :], strict=True):
+        for i, answer in zip(held, predictions[rule], strict=True):
             selected[i] = answer
     return {
         "rules": {rule: _percent(task, p) for rule, p in columns.items()},
@@ -182,6 +170,79 @@ def cross_fitted_baseline(
         "folds": folds,
         "count": n,
     }
+
+
+def held_out_baseline(
+    task: DemonTask, fit_on: DemonTask, max_candidates: int = MAX_CONSTANT_CANDIDATES
+) -> dict[str, Any]:
+    """The text-only rules of :func:`no_vision_baselines` fitted on another file of the same task, e.g. a
+    training split or another seed's mini-DEMON: the rule that scores best on ``fit_on``, with its
+    preference order, constant and neighbours from ``fit_on``, answers every sample of ``task``.
+
+    Unlike :func:`cross_fitted_baseline` the answers it is fitted on are independent of the scored ones,
+    so a file that balances its answers exactly (the majority of some folds is then the minority of the
+    rest) does not push it under chance.
+
+    Returns:
+        ``{"rules": {rule: score}, "score", "chosen", "count"}``: every rule's score on ``task`` as fitted
+        on ``fit_on``, and ``score`` that of ``chosen``, the best rule on ``fit_on``; percent. ``task``
+        without samples has ``rules`` empty and ``score`` None.
+
+    Raises:
+        ValueError: ``fit_on`` has no samples or another metric than ``task``.
+
+    Example:
+        >>> import json, os, tempfile
+        >>> from vpgkit.evaluation import load_task
+        >>> def toy(answer):  # every answer the given option of two
+        ...     d = tempfile.mkdtemp()
+        ...     data = [{"sample_id": i, "task_instance": {"context": "{image#1} Which?", "images_path": ["a.png"],
+        ...              "choice_list": ["a", "b"]}, "response": answer} for i in range(4)]
+        ...     meta = {"task_instruction": ["Pick. "], "category": "Toy", "metric": "accuracy"}
+        ...     _ = open(os.path.join(d, "core.json"), "w").write(json.dumps({"metadata": meta, "data": data}))
+        ...     return load_task(d)
+        >>> fitted = held_out_baseline(toy("b"), fit_on=toy("a"))
+        >>> fitted["chosen"], fitted["score"], fitted["rules"]["option_2"]
+        ('option_1', 0.0, 100.0)
+    """
+    if not fit_on.samples:
+        raise ValueError(f"held_out_baseline: fit_on ({fit_on.path}) has no samples")
+    if fit_on.metric != task.metric:
+        raise ValueError(
+            f"held_out_baseline: fit_on ({fit_on.path}) is scored by {fit_on.metric}, the task by {task.metric}"
+        )
+    if not task.samples:
+        return {"rules": {}, "score": None, "chosen": None, "count": 0}
+    rule, predictions = _fit_elsewhere(fit_on, task, max_candidates)
+    return {
+        "rules": {name: _percent(task, p) for name, p in predictions.items()},
+        "score": _percent(task, predictions[rule]),
+        "chosen": rule,
+        "count": len(task.samples),
+    }
+
+
+def _fit_elsewhere(
+    fit: DemonTask, target: DemonTask, max_candidates: int
+) -> tuple[str, dict[str, list[str]]]:
+    """The rule that scores best on ``fit`` (ties: the earlier rule) and every rule's answers to the
+    samples of ``target``, each rule fitted on ``fit`` (preference order, constant, neighbours)."""
+    fit_prompts = [frozenset(tokens(_prompt_text(fit, s))) for s in fit.samples]
+    target_prompts = [frozenset(tokens(_prompt_text(target, s))) for s in target.samples]
+    fit_answers = [fit.reference(s) for s in fit.samples]
+    # The fit samples get their leave-one-out neighbours (to score the rules on the fit, as
+    # no_vision_baselines does); the target samples their nearest fit sample.
+    neighbours = _neighbours(fit_prompts) + _nearest(target_prompts, fit_prompts)
+    if fit.metric == "accuracy":
+        options = [fit.choices.get(s.id, []) for s in fit.samples]
+        options += [target.choices.get(s.id, []) for s in target.samples]
+        predictions = _choice_predictions(fit_answers, options, fit_prompts + target_prompts, neighbours)
+    else:
+        predictions = _text_predictions(fit_answers, neighbours, max_candidates)
+    n = len(fit.samples)
+    on_fit = {rule: _percent(fit, p[:n]) for rule, p in predictions.items()}
+    rule = max(on_fit, key=on_fit.__getitem__)  # max keeps the first of equals
+    return rule, {name: p[n:] for name, p in predictions.items()}
 
 
 def _prompt_text(task: DemonTask, sample: Sample) -> str:
