@@ -19,8 +19,8 @@ should sit at chance.
                                                       # trained runs' both-blank scores against both rules
 
 Writes ``benchmarks/results/no_vision_rules.json``. ``--blank LABEL=FILE ...`` reads ``mini_demon_table.py``
-results files and sets each run's both-blank scores against the best and the cross-fitted rules of its own
-evaluation files (a run of seed s evaluates mini-DEMON built with seed s, the files scored here; the best
+results files and sets each run's both-blank scores against the best, cross-fitted and held-out rules of its
+own evaluation files (a run of seed s evaluates mini-DEMON built with seed s, the files scored here; the best
 rule recorded by the run must equal this file's, or the files differ and it stops).
 """
 
@@ -214,8 +214,8 @@ def out_of_sample_lines(results: dict, key: str, rules: str) -> list[str]:
 
 def blank_against_rules(table: dict, rules: dict, variants: tuple[str, ...] = ("c", "n")) -> dict:
     """Per variant of ``table`` (a ``mini_demon_table.py`` results file) and task: per seed the run's
-    both-blank score and the best and cross-fitted rules of its evaluation files, from ``rules`` (this
-    script's results) at the job's ``n_eval``. Seeds ``rules`` lacks are left out.
+    both-blank score and the best, cross-fitted and held-out rules of its evaluation files, from ``rules``
+    (this script's results) at the job's ``n_eval``. Seeds ``rules`` lacks are left out.
 
     Raises:
         ValueError: ``rules`` has no size equal to the job's ``n_eval``, or a run's recorded best rule is
@@ -238,7 +238,7 @@ def blank_against_rules(table: dict, rules: dict, variants: tuple[str, ...] = ("
                                  f"{recorded:.2f}, the rules file's {best:.2f}: not the same evaluation files")  # fmt: skip
             out.setdefault(run["variant"], {}).setdefault(task, []).append({
                 "seed": run["seed"], "blank": run["tasks"][task]["variants"]["both_blank"], "best": best,
-                "cross_fitted": entry["cross_fitted"][index]["score"],
+                "cross_fitted": entry["cross_fitted"][index]["score"], "held_out": entry["held_out"][index]["score"],
             })  # fmt: skip
     return out
 
@@ -257,7 +257,8 @@ def blank_block(files: list[tuple[str, Path]], rules_path: Path) -> str:
     lines = [
         "Both images blank against the no-vision rules of the same evaluation files: mean over seeds (± std of "
         "the per-seed differences). The best rule is the evaluator's (chosen on the scored file); the "
-        f"cross-fitted rules are chosen and fitted on other folds ({FOLDS} folds):",
+        f"cross-fitted rules are chosen and fitted on other folds ({FOLDS} folds), the held-out rules on the "
+        "next seed's file:",
         "",
         "| runs | row | " + " | ".join(TASKS) + " |",
         "|---|---|" + "---|" * len(TASKS),
@@ -280,6 +281,8 @@ def blank_block(files: list[tuple[str, Path]], rules_path: Path) -> str:
                 f"{_seed_means(per_task, lambda r: r['blank'] - r['best'], spread=True)} |",
                 f"| | ({variant}) both blank − cross-fitted | "
                 f"{_seed_means(per_task, lambda r: r['blank'] - r['cross_fitted'], spread=True)} |",
+                f"| | ({variant}) both blank − held-out | "
+                f"{_seed_means(per_task, lambda r: r['blank'] - r['held_out'], spread=True)} |",
             ]  # fmt: skip
     shown = " ".join(shlex.quote(f"{label}={path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
                      for label, path in files)  # fmt: skip

@@ -41,7 +41,8 @@ def test_redrawn_gold_answers_leave_the_rules_nothing_the_text_predicts(tmp_path
 
 def _rules_file(seeds: list[int], best: float, cross: float) -> dict:
     entry = {"best": [{"rule": "frequent_answer", "score": best + s} for s in seeds],
-             "cross_fitted": [{"score": cross + s, "chosen": []} for s in seeds]}  # fmt: skip
+             "cross_fitted": [{"score": cross + s, "chosen": []} for s in seeds],
+             "held_out": [{"score": cross - 1 + s, "chosen": "option_1"} for s in seeds]}  # fmt: skip
     return {"sizes": [300], "seeds": seeds, "tasks": {t: {"300": entry} for t in ("difference", "which_image",
             "detail_question", "cloze")}}  # fmt: skip
 
@@ -59,8 +60,8 @@ def test_blank_scores_meet_the_rules_of_their_own_evaluation_files(tmp_path):
     rules = load_benchmark("no_vision_rules")
     got = rules.blank_against_rules(_table([0, 1, 2], blank=20.0, best=30.0), _rules_file([0, 1], 30.0, 25.0))
     assert list(got) == ["c"]  # (a) is not asked for; seed 2 is not in the rules file
-    assert got["c"]["cloze"] == [{"seed": 0, "blank": 20.0, "best": 30.0, "cross_fitted": 25.0},
-                                 {"seed": 1, "blank": 21.0, "best": 31.0, "cross_fitted": 26.0}]  # fmt: skip
+    assert got["c"]["cloze"] == [{"seed": 0, "blank": 20.0, "best": 30.0, "cross_fitted": 25.0, "held_out": 24.0},
+                                 {"seed": 1, "blank": 21.0, "best": 31.0, "cross_fitted": 26.0, "held_out": 25.0}]  # fmt: skip
     with pytest.raises(ValueError, match=r"c seed 1, difference: .* 32.00, the rules file's 31.00"):
         rules.blank_against_rules(_table([1], 20.0, best=31.0), _rules_file([0, 1], 30.0, 25.0))
     with pytest.raises(ValueError, match="the runs evaluate 100 samples per task; the rules file has sizes"):
@@ -71,3 +72,4 @@ def test_blank_scores_meet_the_rules_of_their_own_evaluation_files(tmp_path):
     block = rules.blank_block([("world", table)], rules_path)
     assert "| world, seeds 0, 1 | best rule | 30.5 | 30.5 | 30.5 | 30.5 |" in block
     assert "| | (c) both blank − cross-fitted | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 |" in block
+    assert "| | (c) both blank − held-out | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 |" in block
