@@ -45,6 +45,8 @@ BLANK_BLOCK = "both-blank-vs-rules"
 TASKS = ("difference", "which_image", "detail_question", "cloze")
 CHOICE_TASKS = ("which_image", "detail_question", "cloze")
 FOLDS = 5  # cross-fitting folds
+# The no-vision baselines of a both-blank comparison: row name, key in blank_against_rules' records.
+RULE_ROWS = (("best rule", "best"), ("cross-fitted rules", "cross_fitted"), ("held-out rules", "held_out"))
 
 
 def null_scores(task_dir: Path, reps: int, seed: str, fit_dir: Path) -> dict[str, list[float]]:
@@ -269,21 +271,13 @@ def blank_block(files: list[tuple[str, Path]], rules_path: Path) -> str:
         ):
             if k == 0:  # the rules are the same for every variant of one file's seeds
                 seeds = ", ".join(str(r["seed"]) for r in per_task[TASKS[0]])
-                lines.append(
-                    f"| {label}, seeds {seeds} | best rule | {_seed_means(per_task, lambda r: r['best'])} |"
-                )
-                lines.append(
-                    f"| | cross-fitted rules | {_seed_means(per_task, lambda r: r['cross_fitted'])} |"
-                )
-            lines += [
-                f"| | ({variant}) both blank | {_seed_means(per_task, lambda r: r['blank'])} |",
-                f"| | ({variant}) both blank − best rule | "
-                f"{_seed_means(per_task, lambda r: r['blank'] - r['best'], spread=True)} |",
-                f"| | ({variant}) both blank − cross-fitted | "
-                f"{_seed_means(per_task, lambda r: r['blank'] - r['cross_fitted'], spread=True)} |",
-                f"| | ({variant}) both blank − held-out | "
-                f"{_seed_means(per_task, lambda r: r['blank'] - r['held_out'], spread=True)} |",
-            ]  # fmt: skip
+                for j, (name, key) in enumerate(RULE_ROWS):
+                    head = f" {label}, seeds {seeds} " if j == 0 else " "
+                    lines.append(f"|{head}| {name} | {_seed_means(per_task, lambda r, key=key: r[key])} |")
+            lines.append(f"| | ({variant}) both blank | {_seed_means(per_task, lambda r: r['blank'])} |")
+            for name, key in RULE_ROWS:
+                cells = _seed_means(per_task, lambda r, key=key: r["blank"] - r[key], spread=True)
+                lines.append(f"| | ({variant}) both blank − {name} | {cells} |")
     shown = " ".join(shlex.quote(f"{label}={path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
                      for label, path in files)  # fmt: skip
     made = f"Made by: `python benchmarks/no_vision_rules.py --blank {shown} --write-block`"

@@ -318,7 +318,9 @@ def test_held_out_rules_are_fitted_on_the_other_file_and_cross_fitting_is_held_o
         load_task(task_file(tmp_path / "nt", task)), load_task(task_file(tmp_path / "nf", fit))
     )
     assert fitted["rules"]["nearest_neighbour"] == 100.0
-    with pytest.raises(ValueError, match=r"fit_on \(.*nf/core.json\) is scored by accuracy, the task by rouge_l"):
+    with pytest.raises(
+        ValueError, match=r"fit_on \(.*nf/core.json\) is scored by accuracy, the task by rouge_l"
+    ):
         rouge = [{"context": "{image#1} story", "response": "a dog runs"}]
         held_out_baseline(load_task(task_file(tmp_path / "nr", rouge, "rouge_l")), load_task(tmp_path / "nf"))
     with pytest.raises(ValueError, match="has no samples"):

@@ -71,5 +71,11 @@ def test_blank_scores_meet_the_rules_of_their_own_evaluation_files(tmp_path):
     rules_path.write_text(json.dumps(_rules_file([0, 1], 30.0, 25.0)))
     block = rules.blank_block([("world", table)], rules_path)
     assert "| world, seeds 0, 1 | best rule | 30.5 | 30.5 | 30.5 | 30.5 |" in block
-    assert "| | (c) both blank − cross-fitted | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 |" in block
-    assert "| | (c) both blank − held-out | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 |" in block
+    assert "| | held-out rules | 24.5 | 24.5 | 24.5 | 24.5 |" in block
+    assert (
+        "| | (c) both blank − cross-fitted rules | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 | -5.0 ± 0.0 |"
+        in block
+    )
+    assert (
+        "| | (c) both blank − held-out rules | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 |" in block
+    )

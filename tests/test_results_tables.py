@@ -76,6 +76,11 @@ from doc_blocks import read_block  # noqa: E402
          lambda m: m.readme_block(json.loads((RESULTS / "mini_demon_world_v9_n100.json").read_text()))),
         ("no_vision_rules", "docs/tiny_world.md", "no-vision-rules",
          lambda m: m.docs_block(json.loads((RESULTS / "no_vision_rules.json").read_text()))),
+        ("no_vision_rules", "docs/tiny_world.md", "both-blank-vs-rules",
+         lambda m: m.blank_block([("world v10 (shipped build)", RESULTS / "mini_demon.json"),
+                                  ("world v10 recipe, seed-1 build", RESULTS / "mini_demon_world_v10_seed1.json"),
+                                  ("world v9", RESULTS / "mini_demon_world_v9.json")],
+                                 RESULTS / "no_vision_rules.json")),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics-rowcol-cells03-seed1",
          lambda m: m.docs_block(json.loads((RESULTS / "world_diagnostics_rowcol_cells03_seed1_n300.json").read_text()))),
         ("world_diagnostics", "docs/tiny_world.md", "world-diagnostics-compare-lm",
@@ -348,6 +353,11 @@ def test_mini_demon_table_records_the_fetch_loss_when_the_run_trained_one(tmp_pa
         (
             ROOT / "vpgkit" / "assets" / "tiny_world" / "manifest.json",
             RESULTS / "world_lm_paraphrase_manifest.json",
+        ),
+        # world v10's recipe with --seed 1, built again in a later session on a rebuilt environment
+        (
+            RESULTS / "world_v10_seed1_rebuild_manifest.json",
+            RESULTS / "world_v10_seed1_manifest.json",
         ),
     ],
 )
