@@ -7,6 +7,11 @@ place of the images), choice lists and the responses — never an image. A model
 using the images only by its margin over the best of them (``gain_over_no_vision`` in the results of
 :func:`~vpgkit.evaluation.evaluate_demon`).
 
+That best rule is chosen, and two rules are fitted, on the answers being scored, so on a small file it
+sits above what the rules are worth on new samples. :func:`cross_fitted_baseline` (other folds of the
+file) and :func:`held_out_baseline` (another file of the task) answer every sample with rules chosen and
+fitted elsewhere: out-of-sample numbers to read beside it.
+
 The **prompt text** of a sample is its user turn without the appended choice list.
 
 Rules of an ``accuracy`` task (a sample's options are its ``choice_list``):
