@@ -7,16 +7,17 @@ scores the rules on mini-DEMON files of several sizes, built by the default job'
 (:func:`synthetic.world.mini_demon.make_mini_demon`) for the default job's seeds, so the inflation is measured.
 A sample does not depend on the file's size: the first 100 samples of a 1000-sample file are the 100-sample file.
 
-Beside the best rule it scores the **cross-fitted** rules (:func:`vpgkit.evaluation.cross_fitted_baseline`, 5
-folds): every sample answered by the rule chosen, and fitted, on the other folds, so that nothing is read off the
-answers being scored. With ``--null`` both are also scored on the redrawn files, where the cross-fitted rules
-should sit at chance.
+Beside the best rule it scores two forms of the rules that read nothing off the answers being scored: the
+**cross-fitted** rules (:func:`vpgkit.evaluation.cross_fitted_baseline`, 5 folds: every sample answered by the
+rule chosen, and fitted, on the other folds) and the **held-out** rules (:func:`vpgkit.evaluation.held_out_baseline`,
+chosen and fitted on the next seed's file of the same size). With ``--null`` all three are also scored on the
+redrawn files, where the cross-fitted and held-out rules should sit at chance.
 
     python benchmarks/no_vision_rules.py              # sizes 100 300 1000, seeds 0-4: a few minutes
-    python benchmarks/no_vision_rules.py --null 20    # and the rules on redrawn gold answers: ~10 min more
+    python benchmarks/no_vision_rules.py --null 20    # and the rules on redrawn gold answers: ~20 min in all
     python benchmarks/no_vision_rules.py --docs       # rewrites docs/tiny_world.md's block from the JSON
     python benchmarks/no_vision_rules.py --blank "world v10=benchmarks/results/mini_demon.json" --write-block
-                                                      # trained runs' both-blank scores against both rules
+                                                      # trained runs' both-blank scores against the rules
 
 Writes ``benchmarks/results/no_vision_rules.json``. ``--blank LABEL=FILE ...`` reads ``mini_demon_table.py``
 results files and sets each run's both-blank scores against the best, cross-fitted and held-out rules of its
