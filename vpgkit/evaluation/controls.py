@@ -89,19 +89,17 @@ def no_vision_baselines(task: DemonTask, max_candidates: int = MAX_CONSTANT_CAND
         references], "count": samples}``; scores in percent. A task without samples has no rules and
         ``best`` is ``{"rule": None, "score": None}``.
     """
-    samples = task.samples
-    prompts = [frozenset(tokens(_prompt_text(task, s))) for s in samples]
-    if not samples:
-        rules, oracle = {}, []
-    elif task.metric == "accuracy":
-        rules, oracle = _choice_rules(task, prompts)
-    else:
-        rules, oracle = _text_rules(task, prompts, max_candidates)
-    best: dict[str, Any] = {"rule": None, "score": None}
-    for rule, score in rules.items():
-        if best["score"] is None or score > best["score"]:
-            best = {"rule": rule, "score": score}
-    return {"rules": rules, "best": best, "oracle": oracle, "count": len(samples)}
+    if not task.samples:
+        return {"rules": {}, "best": {"rule": None, "score": None}, "oracle": [], "count": 0}
+    rules, _ = _rules(task, replace(task, samples=[]), max_candidates)
+    best = _best(rules)
+    oracle = ["frequent_answer" if task.metric == "accuracy" else "best_constant"]
+    return {
+        "rules": rules,
+        "best": {"rule": best, "score": rules[best]},
+        "oracle": oracle,
+        "count": len(task.samples),
+    }
 
 
 def cross_fitted_baseline(
@@ -158,9 +156,8 @@ def cross_fitted_baseline(
     for fold in range(folds):
         held = [i for i in range(n) if i % folds == fold]
         fit = replace(task, samples=[s for i, s in enumerate(samples) if i % folds != fold])
-        rule, predictions = _fit_elsewhere(
-            fit, replace(task, samples=[samples[i] for i in held]), max_candidates
-        )
+        on_fit, predictions = _rules(fit, replace(task, samples=[samples[i] for i in held]), max_candidates)
+        rule = _best(on_fit)
         chosen.append(rule)
         for name, p in predictions.items():
             column = columns.setdefault(name, [""] * n)  # option_k a fold lacks: "" (wrong), as in-sample
@@ -218,7 +215,8 @@ def held_out_baseline(
         )
     if not task.samples:
         return {"rules": {}, "score": None, "chosen": None, "count": 0}
-    rule, predictions = _fit_elsewhere(fit_on, task, max_candidates)
+    on_fit, predictions = _rules(fit_on, task, max_candidates)
+    rule = _best(on_fit)
     return {
         "rules": {name: _percent(task, p) for name, p in predictions.items()},
         "score": _percent(task, predictions[rule]),
@@ -227,16 +225,15 @@ def held_out_baseline(
     }
 
 
-def _fit_elsewhere(
+def _rules(
     fit: DemonTask, target: DemonTask, max_candidates: int
-) -> tuple[str, dict[str, list[str]]]:
-    """The rule that scores best on ``fit`` (ties: the earlier rule) and every rule's answers to the
-    samples of ``target``, each rule fitted on ``fit`` (preference order, constant, neighbours)."""
+) -> tuple[dict[str, float], dict[str, list[str]]]:
+    """Every rule's score on ``fit`` (percent; neighbours leave-one-out, ``frequent_answer`` and
+    ``best_constant`` read off ``fit``'s references) and its answers to the samples of ``target``, fitted
+    on ``fit`` the same way (a target sample's neighbour is its nearest ``fit`` sample). ``fit`` has samples."""
     fit_prompts = [frozenset(tokens(_prompt_text(fit, s))) for s in fit.samples]
     target_prompts = [frozenset(tokens(_prompt_text(target, s))) for s in target.samples]
     fit_answers = [fit.reference(s) for s in fit.samples]
-    # The fit samples get their leave-one-out neighbours (to score the rules on the fit, as
-    # no_vision_baselines does); the target samples their nearest fit sample.
     neighbours = _neighbours(fit_prompts) + _nearest(target_prompts, fit_prompts)
     if fit.metric == "accuracy":
         options = [fit.choices.get(s.id, []) for s in fit.samples]
@@ -245,9 +242,13 @@ def _fit_elsewhere(
     else:
         predictions = _text_predictions(fit_answers, neighbours, max_candidates)
     n = len(fit.samples)
-    on_fit = {rule: _percent(fit, p[:n]) for rule, p in predictions.items()}
-    rule = max(on_fit, key=on_fit.__getitem__)  # max keeps the first of equals
-    return rule, {name: p[n:] for name, p in predictions.items()}
+    scores = {rule: _percent(fit, p[:n]) for rule, p in predictions.items()}
+    return scores, {rule: p[n:] for rule, p in predictions.items()}
+
+
+def _best(scores: dict[str, float]) -> str:
+    """The rule with the highest score; ties go to the earlier rule."""
+    return max(scores, key=scores.__getitem__)
 
 
 def _prompt_text(task: DemonTask, sample: Sample) -> str:
@@ -298,13 +299,6 @@ def _nearest(targets: Sequence[frozenset[str]], pool: Sequence[frozenset[str]]) 
     return nearest
 
 
-def _choice_rules(task: DemonTask, prompts: Sequence[frozenset[str]]) -> tuple[dict[str, float], list[str]]:
-    answers = [task.reference(s) for s in task.samples]
-    options = [task.choices.get(s.id, []) for s in task.samples]
-    predictions = _choice_predictions(answers, options, prompts, _neighbours(prompts))
-    return {rule: _percent(task, p) for rule, p in predictions.items()}, ["frequent_answer"]
-
-
 def _choice_predictions(
     fit_answers: Sequence[str],
     options: Sequence[Sequence[str]],
@@ -351,14 +345,6 @@ def _mentioned(options: Sequence[str], prompt: frozenset[str]) -> list[bool]:
     sets = [frozenset(tokens(o)) for o in options]
     shared = frozenset.intersection(*sets) if sets else frozenset()
     return [bool(s) and (s - shared or s) <= prompt for s in sets]
-
-
-def _text_rules(
-    task: DemonTask, prompts: Sequence[frozenset[str]], max_candidates: int
-) -> tuple[dict[str, float], list[str]]:
-    answers = [task.reference(s) for s in task.samples]
-    predictions = _text_predictions(answers, _neighbours(prompts), max_candidates)
-    return {rule: _percent(task, p) for rule, p in predictions.items()}, ["best_constant"]
 
 
 def _text_predictions(
