@@ -249,8 +249,9 @@ def blank_against_rules(table: dict, rules: dict, variants: tuple[str, ...] = ("
 def _seed_means(per_task: dict, get, spread: bool = False) -> str:
     """Table cells: per task the mean over seeds of ``get(record)``, with the std when ``spread``."""
     values = [[get(r) for r in per_task[task]] for task in TASKS]
-    if spread:
-        return " | ".join(f"{statistics.mean(v):+.1f} ± {statistics.stdev(v):.1f}" for v in values)
+    if spread:  # one seed has no spread: the mean alone
+        return " | ".join(f"{statistics.mean(v):+.1f}" + (f" ± {statistics.stdev(v):.1f}" if len(v) > 1 else "")
+                          for v in values)  # fmt: skip
     return " | ".join(f"{statistics.mean(v):.1f}" for v in values)
 
 

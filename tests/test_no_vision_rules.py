@@ -79,3 +79,8 @@ def test_blank_scores_meet_the_rules_of_their_own_evaluation_files(tmp_path):
     assert (
         "| | (c) both blank − held-out rules | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 | -4.0 ± 0.0 |" in block
     )
+    # one seed: means without a spread, not a statistics error
+    table.write_text(json.dumps(_table([0], blank=20.0, best=30.0)))
+    assert "| | (c) both blank − best rule | -10.0 | -10.0 | -10.0 | -10.0 |" in rules.blank_block(
+        [("world", table)], rules_path
+    )
